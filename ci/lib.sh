@@ -1,0 +1,55 @@
+# shellcheck shell=bash
+# Shared helpers for the ci/ and images/ scripts. Source it; it defines functions and variables
+# only.
+
+VDAQ_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Build caches live outside the repository, keyed by their inputs.
+VDAQ_CACHE=${VDAQ_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vdaq}
+# The kernel's Rust needs Debian's rustc-web (it has the library source); PATH's rustc may be a
+# rustup toolchain without rust-src.
+KERNEL_RUSTC=/usr/bin/rustc
+KERNEL_RUSTDOC=/usr/bin/rustdoc
+BINDGEN_ROOT="$VDAQ_CACHE/tools/bindgen"
+BINDGEN="$BINDGEN_ROOT/bin/bindgen"
+export VDAQ_ROOT VDAQ_CACHE
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+note() { printf '    %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Runs a command as root: directly when we are root, else through sudo.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Make variables for every kernel and out-of-tree module build (see shared/TOOLCHAIN.md).
+kernel_make_vars() {
+  printf '%s\n' LLVM=-19 "RUSTC=$KERNEL_RUSTC" "RUSTDOC=$KERNEL_RUSTDOC" \
+    "HOSTRUSTC=$KERNEL_RUSTC" "BINDGEN=$BINDGEN"
+}
+
+# Prints a stable hash of the given files' contents and names (directories recurse).
+hash_inputs() {
+  local f
+  for f in "$@"; do
+    if [ -d "$f" ]; then
+      find "$f" -type f ! -path '*/target/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+    else
+      sha256sum "$f"
+    fi
+  done | sed "s|$VDAQ_ROOT/||" | sha256sum | cut -c1-16
+}
+
+# Kills a process by PID: TERM, then KILL after a grace period. Never fails.
+stop_pid() {
+  local pid=$1 grace=${2:-5} i
+  [ -n "$pid" ] || return 0
+  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < grace * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Installs what vdaq needs on a Debian 12 (bookworm) machine, only what is missing:
+#  - QEMU 10 from bookworm-backports (bookworm's 7.2 has no vhost-user-snd-pci); the suite is
+#    added with the mirror URI of the machine's own apt sources;
+#  - the kernel toolchain: linux-source-6.12, Debian's rustc-web (with the library source the
+#    kernel needs), clang/lld/llvm 19, bindgen-cli from crates.io (cached under $VDAQ_CACHE);
+#  - guest user space: busybox-static, alsa-utils (arecord) for the conformance test;
+#  - shellcheck for the project's own lint.
+set -euo pipefail
+# shellcheck source=ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+APT_PACKAGES=(
+  linux-source-6.12 rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev
+  flex bison bc libelf-dev libssl-dev cpio kmod busybox-static alsa-utils xz-utils
+  shellcheck python3 build-essential
+)
+BACKPORTS_PACKAGES=(qemu-system-x86)
+BINDGEN_VERSION=0.73.2
+
+# Prints the first mirror URI of the machine's apt sources that serves the bookworm suite.
+bookworm_mirror_uri() {
+  local f
+  # deb822 sources: stanzas separated by blank lines.
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -e "$f" ] || continue
+    awk '
+      BEGIN { RS = ""; FS = "\n" }
+      {
+        uri = ""; suite = 0
+        for (i = 1; i <= NF; i++) {
+          if ($i ~ /^URIs:/) { split($i, a, /[ \t]+/); uri = a[2] }
+          if ($i ~ /^Suites:/ && $i ~ /[ \t]bookworm([ \t]|$)/) suite = 1
+        }
+        if (uri != "" && suite) { print uri; exit }
+      }' "$f"
+  done
+  # One-line sources.
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -e "$f" ] || continue
+    awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }
+         $1 == "deb" && $2 ~ /^\[/ { for (i = 3; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { if ($(i+1) == "bookworm") print $i; break } }' "$f"
+  done
+}
+
+ensure_backports() {
+  if grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    return 0
+  fi
+  local uri
+  uri=$(bookworm_mirror_uri | head -n 1)
+  [ -n "$uri" ] || die "no apt source serves 'bookworm'; cannot derive a mirror for bookworm-backports"
+  say "Enabling bookworm-backports from the machine's mirror ($uri)"
+  as_root tee /etc/apt/sources.list.d/vdaq-bookworm-backports.sources >/dev/null <<EOF
+Types: deb
+URIs: $uri
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  APT_UPDATED=0
+}
+
+missing_packages() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"
+  done
+}
+
+APT_UPDATED=0
+apt_update_once() {
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    say "apt-get update"
+    as_root apt-get update -qq
+    APT_UPDATED=1
+  fi
+}
+
+apt_install() {
+  local -a missing
+  mapfile -t missing < <(missing_packages "$@")
+  [ "${#missing[@]}" -gt 0 ] || return 0
+  apt_update_once
+  say "Installing ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${EXTRA_APT_ARGS[@]}" "${missing[@]}" >/dev/null
+}
+
+qemu_has_snd() {
+  command -v qemu-system-x86_64 >/dev/null &&
+    qemu-system-x86_64 -device help 2>/dev/null | grep -q vhost-user-snd-pci
+}
+
+main() {
+  say "Checking system packages"
+  ensure_backports
+  EXTRA_APT_ARGS=()
+  apt_install "${APT_PACKAGES[@]}"
+  if ! qemu_has_snd; then
+    EXTRA_APT_ARGS=(-t bookworm-backports)
+    APT_UPDATED=0
+    apt_update_once
+    say "Installing QEMU from bookworm-backports"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      -t bookworm-backports "${BACKPORTS_PACKAGES[@]}" >/dev/null
+    qemu_has_snd || die "QEMU has no vhost-user-snd-pci after installing from bookworm-backports"
+  fi
+  note "QEMU: $(qemu-system-x86_64 --version | head -n 1)"
+
+  if [ ! -x "$BINDGEN" ] || ! "$BINDGEN" --version | grep -q "$BINDGEN_VERSION"; then
+    say "Installing bindgen-cli $BINDGEN_VERSION into $BINDGEN_ROOT (about 2 minutes)"
+    command -v cargo >/dev/null || die "cargo is needed (install Rust with rustup or Debian's cargo)"
+    mkdir -p "$BINDGEN_ROOT"
+    cargo install --quiet --locked --root "$BINDGEN_ROOT" bindgen-cli --version "$BINDGEN_VERSION"
+  fi
+  note "bindgen: $("$BINDGEN" --version)"
+  note "kernel rustc: $("$KERNEL_RUSTC" --version)"
+  command -v cargo >/dev/null || die "cargo is needed for the device and the app"
+  if ! rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-gnu; then
+    command -v rustup >/dev/null && rustup target add x86_64-unknown-linux-gnu
+  fi
+  say "Set-up complete"
+}
+
+main "$@"

@@ -1,0 +1,13 @@
+//! vdaq-device: a vhost-user backend that emulates a paced data-acquisition card over the
+//! virtio-sound capture protocol.
+//!
+//! The binary is a thin layer over this library, so tests and benchmarks drive the same code.
+
+pub mod clock;
+pub mod control;
+pub mod fifo;
+pub mod source;
+pub mod stream;
+pub mod backend;
+pub mod chain;
+pub mod cli;

@@ -1,0 +1,638 @@
+//! A PCM capture stream: the spec's command lifecycle, the sample clock, the device FIFO and the
+//! guest's posted buffers.
+//!
+//! Independent of vhost-user and guest memory: posted buffers are opaque requests `R`, and
+//! completions are handed to a closure, so the rules are unit-tested here directly.
+
+use std::collections::VecDeque;
+
+use vdaq_proto::virtio_snd::{code, pcm_feature, rate_hz, PcmSetParams};
+
+use crate::clock::SampleClock;
+use crate::fifo::Fifo;
+use vdaq_proto::format::SampleFormat;
+use crate::source::{Generator, Source};
+
+/// Largest buffer (and so device FIFO) a driver may request: bounds what a guest makes the
+/// device allocate.
+pub const MAX_BUFFER_BYTES: u32 = 64 << 20;
+
+/// What a stream offers, from the device configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamCaps {
+    /// Formats offered in PCM_INFO.
+    pub formats: Vec<SampleFormat>,
+    /// Rates offered in PCM_INFO (Hz, each in the spec's table).
+    pub rates: Vec<u32>,
+    /// Fewest channels.
+    pub channels_min: u8,
+    /// Most channels.
+    pub channels_max: u8,
+    /// The signal on the channels.
+    pub source: Source,
+    /// Paced by the sample clock (true) or free-running as fast as buffers come (false).
+    pub paced: bool,
+}
+
+/// The spec's PCM command lifecycle (VIRTIO 1.2, 5.14.6.6.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PcmState {
+    /// No parameters set yet.
+    Initial,
+    /// SET_PARAMS succeeded.
+    ParamsSet,
+    /// PREPARE succeeded: buffers are accepted and held.
+    Prepared,
+    /// START succeeded: the clock runs and buffers complete.
+    Running,
+    /// STOP succeeded: the clock is paused, buffers are held.
+    Stopped,
+    /// RELEASE succeeded: every buffer was returned.
+    Released,
+}
+
+/// Validated stream parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Params {
+    /// Frames per second.
+    pub rate: u32,
+    /// Samples per frame.
+    pub channels: u8,
+    /// Sample format.
+    pub format: SampleFormat,
+    /// Size of the whole buffer (and of the device FIFO) in bytes.
+    pub buffer_bytes: u32,
+    /// Size of a period in bytes.
+    pub period_bytes: u32,
+    /// The driver selected XRUN events.
+    pub xrun_events: bool,
+}
+
+impl Params {
+    /// Bytes per frame.
+    pub fn frame_bytes(&self) -> usize {
+        self.format.width() * usize::from(self.channels)
+    }
+
+    /// Frames per period.
+    pub fn period_frames(&self) -> u64 {
+        (self.period_bytes as usize / self.frame_bytes()) as u64
+    }
+}
+
+/// Running totals of a stream since the device started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Periods the sample clock produced (kept or lost).
+    pub periods_produced: u64,
+    /// Guest buffers completed with data.
+    pub buffers_completed: u64,
+    /// Frames copied into guest buffers.
+    pub frames_delivered: u64,
+    /// Bytes copied into guest buffers.
+    pub bytes_delivered: u64,
+    /// Overruns: periods lost because the FIFO was full.
+    pub xruns: u64,
+    /// Frames lost in overruns.
+    pub frames_lost: u64,
+    /// XRUN events the driver asked for.
+    pub xrun_events: u64,
+    /// Buffers rejected with an error status.
+    pub bad_buffers: u64,
+}
+
+/// A posted guest buffer waiting for data.
+#[derive(Debug)]
+struct Posted<R> {
+    request: R,
+    payload: usize,
+}
+
+/// Status and FIFO level reported with a completed buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The spec's status code.
+    pub status: u32,
+    /// FIFO fill level after this buffer was taken out (`latency_bytes`).
+    pub latency_bytes: u32,
+}
+
+/// One capture stream.
+#[derive(Debug)]
+pub struct Stream<R> {
+    caps: StreamCaps,
+    state: PcmState,
+    params: Option<Params>,
+    fifo: Fifo,
+    clock: SampleClock,
+    generator: Option<Generator>,
+    /// Sample-clock index of the next frame produced.
+    next_frame: u64,
+    posted: VecDeque<Posted<R>>,
+    flushed: Vec<R>,
+    xrun_events_due: u64,
+    stats: StreamStats,
+}
+
+impl<R> Stream<R> {
+    /// A stream in the initial state.
+    pub fn new(caps: StreamCaps) -> Self {
+        Self {
+            caps,
+            state: PcmState::Initial,
+            params: None,
+            fifo: Fifo::default(),
+            clock: SampleClock::new(48_000, 1),
+            generator: None,
+            next_frame: 0,
+            posted: VecDeque::new(),
+            flushed: Vec::new(),
+            xrun_events_due: 0,
+            stats: StreamStats::default(),
+        }
+    }
+
+    /// What the stream offers.
+    pub fn caps(&self) -> &StreamCaps {
+        &self.caps
+    }
+
+    /// The lifecycle state.
+    pub fn state(&self) -> PcmState {
+        self.state
+    }
+
+    /// The parameters set, if any.
+    pub fn params(&self) -> Option<&Params> {
+        self.params.as_ref()
+    }
+
+    /// Running totals.
+    pub fn stats(&self) -> StreamStats {
+        self.stats
+    }
+
+    /// FIFO fill level in bytes.
+    pub fn fifo_level(&self) -> usize {
+        self.fifo.len()
+    }
+
+    /// Number of posted buffers waiting for data.
+    pub fn posted(&self) -> usize {
+        self.posted.len()
+    }
+
+    /// PCM_SET_PARAMS. Errors are the spec's status codes.
+    pub fn set_params(&mut self, req: &PcmSetParams) -> Result<(), u32> {
+        if !matches!(
+            self.state,
+            PcmState::Initial | PcmState::ParamsSet | PcmState::Prepared | PcmState::Released
+        ) {
+            return Err(code::S_BAD_MSG);
+        }
+        let features = req.features.get();
+        if features & !(1 << pcm_feature::EVT_XRUNS) != 0 {
+            return Err(code::S_NOT_SUPP);
+        }
+        let format = SampleFormat::from_wire(req.format)
+            .filter(|f| self.caps.formats.contains(f))
+            .ok_or(code::S_NOT_SUPP)?;
+        let rate = rate_hz(req.rate)
+            .filter(|r| self.caps.rates.contains(r))
+            .ok_or(code::S_NOT_SUPP)?;
+        if req.channels < self.caps.channels_min || req.channels > self.caps.channels_max {
+            return Err(code::S_NOT_SUPP);
+        }
+        let params = Params {
+            rate,
+            channels: req.channels,
+            format,
+            buffer_bytes: req.buffer_bytes.get(),
+            period_bytes: req.period_bytes.get(),
+            xrun_events: features & (1 << pcm_feature::EVT_XRUNS) != 0,
+        };
+        let frame = params.frame_bytes() as u32;
+        let (buffer, period) = (params.buffer_bytes, params.period_bytes);
+        if period == 0
+            || !period.is_multiple_of(frame)
+            || !buffer.is_multiple_of(period)
+            || buffer > MAX_BUFFER_BYTES
+        {
+            return Err(code::S_BAD_MSG);
+        }
+        self.flush_posted();
+        self.params = Some(params);
+        self.state = PcmState::ParamsSet;
+        Ok(())
+    }
+
+    /// PCM_PREPARE: allocates the FIFO and resets the sample clock to frame 0. Buffers already
+    /// posted stay posted.
+    pub fn prepare(&mut self) -> Result<(), u32> {
+        if !matches!(self.state, PcmState::ParamsSet | PcmState::Prepared | PcmState::Released) {
+            return Err(code::S_BAD_MSG);
+        }
+        let p = self.params.ok_or(code::S_BAD_MSG)?;
+        if self.fifo.capacity() == p.buffer_bytes as usize {
+            self.fifo.clear();
+        } else {
+            self.fifo = Fifo::new(p.buffer_bytes as usize);
+        }
+        self.clock = SampleClock::new(p.rate, p.period_frames());
+        self.generator = Some(Generator::new(self.caps.source, p.format, usize::from(p.channels)));
+        self.next_frame = 0;
+        self.xrun_events_due = 0;
+        self.state = PcmState::Prepared;
+        Ok(())
+    }
+
+    /// PCM_START at `now_ns` (CLOCK_MONOTONIC).
+    pub fn start(&mut self, now_ns: u64) -> Result<(), u32> {
+        if !matches!(self.state, PcmState::Prepared | PcmState::Stopped) {
+            return Err(code::S_BAD_MSG);
+        }
+        self.clock.start(now_ns);
+        self.state = PcmState::Running;
+        Ok(())
+    }
+
+    /// PCM_STOP: the clock pauses; the FIFO and the posted buffers are kept.
+    pub fn stop(&mut self) -> Result<(), u32> {
+        if self.state != PcmState::Running {
+            return Err(code::S_BAD_MSG);
+        }
+        self.clock.stop();
+        self.state = PcmState::Stopped;
+        Ok(())
+    }
+
+    /// PCM_RELEASE: every posted buffer is returned (see [`Self::take_flushed`]) and the FIFO
+    /// emptied.
+    pub fn release(&mut self) -> Result<(), u32> {
+        if !matches!(self.state, PcmState::Prepared | PcmState::Stopped) {
+            return Err(code::S_BAD_MSG);
+        }
+        self.flush_posted();
+        self.fifo.clear();
+        self.state = PcmState::Released;
+        Ok(())
+    }
+
+    fn flush_posted(&mut self) {
+        self.flushed.extend(self.posted.drain(..).map(|p| p.request));
+    }
+
+    /// Buffers returned without data by RELEASE or SET_PARAMS, to complete with `S_OK` and no
+    /// frames before the request's response.
+    pub fn take_flushed(&mut self) -> Vec<R> {
+        std::mem::take(&mut self.flushed)
+    }
+
+    /// Accepts a posted buffer with room for `payload` bytes of frames. Buffers are held while
+    /// prepared or stopped and complete in the order they were posted. A buffer the stream
+    /// cannot take comes back with the status to complete it with.
+    pub fn post(&mut self, request: R, payload: usize) -> Result<(), (R, u32)> {
+        let Some(p) = self.params.filter(|_| {
+            matches!(self.state, PcmState::Prepared | PcmState::Running | PcmState::Stopped)
+        }) else {
+            self.stats.bad_buffers += 1;
+            return Err((request, code::S_BAD_MSG));
+        };
+        if payload == 0 || !payload.is_multiple_of(p.frame_bytes()) || payload > p.buffer_bytes as usize {
+            self.stats.bad_buffers += 1;
+            return Err((request, code::S_BAD_MSG));
+        }
+        self.posted.push_back(Posted { request, payload });
+        Ok(())
+    }
+
+    /// When the sample clock next produces a period, or `None` when it does not run (stopped,
+    /// or free-running).
+    pub fn next_deadline_ns(&self) -> Option<u64> {
+        if self.caps.paced {
+            self.clock.next_deadline_ns()
+        } else {
+            None
+        }
+    }
+
+    /// Produces the periods due at `now_ns` into the FIFO. A period that finds the FIFO full is
+    /// lost whole: it is counted, and reported by an XRUN event if the driver selected them.
+    /// Free-running streams fill the FIFO instead.
+    pub fn produce(&mut self, now_ns: u64) {
+        if self.state != PcmState::Running {
+            return;
+        }
+        let Some(p) = self.params else { return };
+        let period = p.period_bytes as usize;
+        let due = if self.caps.paced {
+            self.clock.take_due(now_ns)
+        } else if self.posted.is_empty() {
+            0
+        } else {
+            (self.fifo.free() / period) as u64
+        };
+        for _ in 0..due {
+            self.produce_period(period, p.period_frames(), p.xrun_events);
+        }
+    }
+
+    fn produce_period(&mut self, period: usize, period_frames: u64, xrun_events: bool) {
+        let first = self.next_frame;
+        let frame_bytes = self.generator.as_ref().map_or(1, Generator::frame_bytes);
+        let generator = &mut self.generator;
+        let pushed = self.fifo.push_with(period, |piece, offset| {
+            if let Some(g) = generator.as_mut() {
+                g.render(first + (offset / frame_bytes) as u64, piece);
+            }
+        });
+        if !pushed {
+            self.stats.xruns += 1;
+            self.stats.frames_lost += period_frames;
+            if xrun_events {
+                self.xrun_events_due += 1;
+                self.stats.xrun_events += 1;
+            }
+        }
+        self.stats.periods_produced += 1;
+        self.next_frame += period_frames;
+    }
+
+    /// XRUN events to send before the next completion of this stream; takes them.
+    pub fn take_xrun_events(&mut self) -> u64 {
+        std::mem::take(&mut self.xrun_events_due)
+    }
+
+    /// True when the oldest posted buffer can be completed now.
+    pub fn has_ready(&self) -> bool {
+        self.state == PcmState::Running
+            && self.posted.front().is_some_and(|b| b.payload <= self.fifo.len())
+    }
+
+    /// Completes posted buffers, oldest first, while the FIFO holds enough frames for them.
+    /// `deliver` gets the request, its frames (in at most two pieces) and the completion to
+    /// report; it returns false to stop early (the buffer is then consumed all the same, as its
+    /// frames were handed over).
+    pub fn complete_ready(&mut self, mut deliver: impl FnMut(R, &[u8], &[u8], Completion) -> bool) {
+        while self.has_ready() {
+            let Some(buffer) = self.posted.pop_front() else { break };
+            let n = buffer.payload;
+            let latency_bytes = (self.fifo.len() - n) as u32;
+            let Some((a, b)) = self.fifo.peek(n) else { break };
+            let go_on = deliver(buffer.request, a, b, Completion { status: code::S_OK, latency_bytes });
+            self.fifo.consume(n);
+            self.stats.buffers_completed += 1;
+            self.stats.bytes_delivered += n as u64;
+            if let Some(p) = self.params {
+                self.stats.frames_delivered += (n / p.frame_bytes()) as u64;
+            }
+            if !go_on {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vdaq_proto::virtio_snd::{format, rate_code, PcmHdr, Hdr};
+    use vdaq_proto::wire::Le32;
+
+    fn caps(paced: bool) -> StreamCaps {
+        StreamCaps {
+            formats: vec![SampleFormat::S16, SampleFormat::S32],
+            rates: vec![8_000, 48_000],
+            channels_min: 1,
+            channels_max: 2,
+            source: Source::Counter,
+            paced,
+        }
+    }
+
+    fn params(buffer: u32, period: u32, ch: u8, xruns: bool) -> PcmSetParams {
+        PcmSetParams {
+            hdr: PcmHdr { hdr: Hdr { code: Le32::new(code::R_PCM_SET_PARAMS) }, stream_id: Le32::new(0) },
+            buffer_bytes: Le32::new(buffer),
+            period_bytes: Le32::new(period),
+            features: Le32::new(if xruns { 1 << pcm_feature::EVT_XRUNS } else { 0 }),
+            channels: ch,
+            format: format::S16,
+            rate: rate_code(8_000).unwrap_or(0),
+            padding: 0,
+        }
+    }
+
+    /// A started mono S16 stream at 8 kHz with 80-frame (10 ms) periods and a 4-period FIFO.
+    fn running(xruns: bool) -> Stream<u32> {
+        let mut s = Stream::new(caps(true));
+        assert_eq!(s.set_params(&params(640, 160, 1, xruns)), Ok(()));
+        assert_eq!(s.prepare(), Ok(()));
+        s
+    }
+
+    fn counters(bytes: &[u8]) -> Vec<u16> {
+        bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()
+    }
+
+    fn drain(s: &mut Stream<u32>) -> Vec<(u32, Vec<u16>, Completion)> {
+        let mut out = Vec::new();
+        s.complete_ready(|r, a, b, c| {
+            out.push((r, counters(&[a, b].concat()), c));
+            true
+        });
+        out
+    }
+
+    #[test]
+    fn lifecycle_follows_the_spec_and_refuses_out_of_order_commands() {
+        let mut s: Stream<u32> = Stream::new(caps(true));
+        assert_eq!(s.prepare(), Err(code::S_BAD_MSG), "prepare before set_params");
+        assert_eq!(s.start(0), Err(code::S_BAD_MSG));
+        assert_eq!(s.stop(), Err(code::S_BAD_MSG));
+        assert_eq!(s.release(), Err(code::S_BAD_MSG));
+        assert_eq!(s.set_params(&params(640, 160, 1, false)), Ok(()));
+        assert_eq!(s.start(0), Err(code::S_BAD_MSG), "start before prepare");
+        assert_eq!(s.prepare(), Ok(()));
+        assert_eq!(s.prepare(), Ok(()), "prepare again is allowed");
+        assert_eq!(s.stop(), Err(code::S_BAD_MSG), "stop while prepared");
+        assert_eq!(s.start(0), Ok(()));
+        assert_eq!(s.state(), PcmState::Running);
+        assert_eq!(s.set_params(&params(640, 160, 1, false)), Err(code::S_BAD_MSG));
+        assert_eq!(s.prepare(), Err(code::S_BAD_MSG));
+        assert_eq!(s.release(), Err(code::S_BAD_MSG), "release while running");
+        assert_eq!(s.start(0), Err(code::S_BAD_MSG));
+        assert_eq!(s.stop(), Ok(()));
+        assert_eq!(s.start(0), Ok(()), "restart after stop");
+        assert_eq!(s.stop(), Ok(()));
+        assert_eq!(s.release(), Ok(()));
+        assert_eq!(s.start(0), Err(code::S_BAD_MSG));
+        assert_eq!(s.prepare(), Ok(()), "prepare again after release");
+        assert_eq!(s.release(), Ok(()));
+        assert_eq!(s.set_params(&params(640, 160, 2, false)), Ok(()));
+    }
+
+    #[test]
+    fn set_params_rejects_unsupported_and_malformed_values() {
+        let mut s: Stream<u32> = Stream::new(caps(true));
+        let mut p = params(640, 160, 3, false);
+        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "too many channels");
+        p.channels = 0;
+        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "too few channels");
+        p.channels = 1;
+        p.format = format::U16;
+        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "format not offered");
+        p.format = 200;
+        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "unknown format");
+        p.format = format::S16;
+        p.rate = rate_code(44_100).unwrap_or(0);
+        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "rate not offered");
+        p.rate = 99;
+        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "unknown rate code");
+        p.rate = rate_code(8_000).unwrap_or(0);
+        p.features = Le32::new(1 << pcm_feature::SHMEM_HOST);
+        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "shared memory transport");
+        for (buffer, period) in [(640, 0), (640, 161), (650, 160), (MAX_BUFFER_BYTES + 160, 160)] {
+            assert_eq!(
+                s.set_params(&params(buffer, period, 1, false)),
+                Err(code::S_BAD_MSG),
+                "buffer {buffer} period {period}"
+            );
+        }
+        assert_eq!(s.state(), PcmState::Initial, "a refused request changes nothing");
+    }
+
+    #[test]
+    fn buffers_posted_while_prepared_are_held_then_complete_in_order_with_the_counter() {
+        let mut s = running(false);
+        for id in 0..4 {
+            assert!(s.post(id, 160).is_ok());
+        }
+        s.produce(1_000_000_000);
+        assert!(drain(&mut s).is_empty(), "nothing completes before START");
+        assert_eq!(s.start(0), Ok(()));
+        assert_eq!(s.next_deadline_ns(), Some(10_000_000));
+        s.produce(25_000_000);
+        let done = drain(&mut s);
+        assert_eq!(done.len(), 2);
+        assert_eq!(done[0].0, 0);
+        assert_eq!(done[1].0, 1);
+        assert_eq!(done[0].1, (0..80).collect::<Vec<u16>>());
+        assert_eq!(done[1].1, (80..160).collect::<Vec<u16>>());
+        assert_eq!(done[1].2, Completion { status: code::S_OK, latency_bytes: 0 });
+    }
+
+    #[test]
+    fn latency_bytes_is_the_fifo_level_after_the_buffer_is_taken() {
+        let mut s = running(false);
+        assert_eq!(s.start(0), Ok(()));
+        s.produce(30_000_000);
+        assert_eq!(s.fifo_level(), 480);
+        assert!(s.post(7, 160).is_ok());
+        let done = drain(&mut s);
+        assert_eq!(done[0].2.latency_bytes, 320);
+    }
+
+    #[test]
+    fn a_full_fifo_loses_whole_periods_and_the_counter_shows_the_gap() {
+        let mut s = running(true);
+        assert_eq!(s.start(0), Ok(()));
+        // Six periods with no buffer posted: four fit, two are lost.
+        s.produce(60_000_000);
+        let st = s.stats();
+        assert_eq!((st.xruns, st.frames_lost, st.xrun_events), (2, 160, 2));
+        assert_eq!(s.take_xrun_events(), 2);
+        assert_eq!(s.take_xrun_events(), 0);
+        for id in 0..5 {
+            assert!(s.post(id, 160).is_ok());
+        }
+        let done = drain(&mut s);
+        assert_eq!(done.len(), 4, "the FIFO held four periods");
+        s.produce(70_000_000);
+        let next = drain(&mut s);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].1[0], 480, "frames 320..480 were lost, and only they");
+        assert_eq!(done[3].1[79], 319);
+    }
+
+    #[test]
+    fn xrun_events_only_when_selected() {
+        let mut s = running(false);
+        assert_eq!(s.start(0), Ok(()));
+        s.produce(60_000_000);
+        assert_eq!(s.stats().xruns, 2);
+        assert_eq!(s.take_xrun_events(), 0);
+    }
+
+    #[test]
+    fn release_returns_every_posted_buffer() {
+        let mut s = running(false);
+        for id in 0..3 {
+            assert!(s.post(id, 160).is_ok());
+        }
+        assert_eq!(s.start(0), Ok(()));
+        s.produce(10_000_000);
+        assert_eq!(drain(&mut s).len(), 1);
+        assert_eq!(s.stop(), Ok(()));
+        assert_eq!(s.release(), Ok(()));
+        assert_eq!(s.take_flushed(), vec![1, 2]);
+        assert_eq!(s.posted(), 0);
+        assert_eq!(s.fifo_level(), 0);
+        assert_eq!(s.prepare(), Ok(()));
+        assert!(s.post(9, 160).is_ok());
+        assert_eq!(s.start(100), Ok(()));
+        s.produce(10_000_100);
+        assert_eq!(drain(&mut s)[0].1[0], 0, "the clock restarts at frame 0 after prepare");
+    }
+
+    #[test]
+    fn stop_pauses_the_clock_without_a_gap() {
+        let mut s = running(false);
+        assert_eq!(s.start(0), Ok(()));
+        s.produce(20_000_000);
+        assert_eq!(s.stop(), Ok(()));
+        s.produce(500_000_000);
+        assert_eq!(s.fifo_level(), 320, "nothing is produced while stopped");
+        assert_eq!(s.start(1_000_000_000), Ok(()));
+        s.produce(1_010_000_000);
+        for id in 0..3 {
+            assert!(s.post(id, 160).is_ok());
+        }
+        let done = drain(&mut s);
+        assert_eq!(done.len(), 3);
+        assert_eq!(done[2].1[0], 160);
+    }
+
+    #[test]
+    fn bad_buffers_are_refused_with_bad_msg() {
+        let mut s: Stream<u32> = Stream::new(caps(true));
+        assert_eq!(s.post(1, 160), Err((1, code::S_BAD_MSG)), "no parameters");
+        let mut s = running(false);
+        assert_eq!(s.post(2, 0), Err((2, code::S_BAD_MSG)), "empty");
+        assert_eq!(s.post(3, 161), Err((3, code::S_BAD_MSG)), "not frame-aligned");
+        assert_eq!(s.post(4, 642), Err((4, code::S_BAD_MSG)), "larger than the buffer");
+        assert_eq!(s.stats().bad_buffers, 3);
+        assert!(s.post(5, 640).is_ok(), "a whole-buffer message is fine");
+    }
+
+    #[test]
+    fn free_run_fills_buffers_as_fast_as_they_come() {
+        let mut s = Stream::new(caps(false));
+        assert_eq!(s.set_params(&params(640, 160, 1, false)), Ok(()));
+        assert_eq!(s.prepare(), Ok(()));
+        assert_eq!(s.start(0), Ok(()));
+        assert_eq!(s.next_deadline_ns(), None);
+        let mut seen = Vec::new();
+        for round in 0..3u32 {
+            for id in 0..6 {
+                assert!(s.post(round * 10 + id, 160).is_ok());
+            }
+            while s.posted() > 0 {
+                s.produce(0);
+                seen.extend(drain(&mut s).into_iter().flat_map(|d| d.1));
+            }
+        }
+        assert_eq!(seen, (0..18 * 80).collect::<Vec<u16>>());
+        assert_eq!(s.stats().xruns, 0);
+    }
+}

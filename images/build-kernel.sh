@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Builds the guest kernel from Debian's linux-source-6.12 with Rust enabled.
+#
+#   images/build-kernel.sh [plain|debug]
+#
+# plain: tinyconfig + kernel/base.config (demo, benchmarks).
+# debug: plain + kernel/debug.config (KASAN, lockdep, ...: driver tests).
+# Patches in kernel/patches/ apply to the source in name order. The result is cached under
+# $VDAQ_CACHE/kernel, keyed by every input (source package version, fragments, patches, this
+# script, toolchain versions); with nothing changed this prints the cached path at once.
+# Prints the build directory (bzImage at arch/x86/boot/bzImage, modules in modroot/).
+set -euo pipefail
+# shellcheck source=ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../ci/lib.sh"
+
+variant=${1:-plain}
+case "$variant" in
+  plain) fragments=("$VDAQ_ROOT/images/kernel/base.config") ;;
+  debug) fragments=("$VDAQ_ROOT/images/kernel/base.config" "$VDAQ_ROOT/images/kernel/debug.config") ;;
+  *) die "unknown kernel variant '$variant' (plain or debug)" ;;
+esac
+
+tarball=/usr/src/linux-source-6.12.tar.xz
+[ -f "$tarball" ] || die "$tarball is missing: run ci/setup.sh"
+[ -x "$BINDGEN" ] || die "bindgen is missing at $BINDGEN: run ci/setup.sh"
+
+mapfile -t patches < <(find "$VDAQ_ROOT/images/kernel/patches" -name '*.patch' 2>/dev/null | LC_ALL=C sort)
+toolchain_id() {
+  dpkg-query -W -f='${Version}\n' linux-source-6.12
+  "$KERNEL_RUSTC" --version
+  clang-19 --version | head -n 1
+  "$BINDGEN" --version
+}
+src_key=$( { toolchain_id; hash_inputs "${BASH_SOURCE[0]}" ${patches[@]+"${patches[@]}"}; } | sha256sum | cut -c1-16)
+build_key=$( { echo "$src_key"; hash_inputs "${fragments[@]}"; } | sha256sum | cut -c1-16)
+src_dir="$VDAQ_CACHE/kernel/src-$src_key"
+out_dir="$VDAQ_CACHE/kernel/$variant-$build_key"
+
+if [ -f "$out_dir/.complete" ]; then
+  note "guest kernel ($variant) is cached: $out_dir"
+  echo "$out_dir"
+  exit 0
+fi
+
+mapfile -t make_vars < <(kernel_make_vars)
+jobs=$(nproc)
+
+if [ ! -f "$src_dir/.complete" ]; then
+  say "Unpacking linux-source-6.12 into $src_dir"
+  rm -rf "$src_dir"
+  mkdir -p "$src_dir"
+  tar -xJf "$tarball" -C "$src_dir" --strip-components=1
+  for p in ${patches[@]+"${patches[@]}"}; do
+    note "applying $(basename "$p")"
+    patch -d "$src_dir" -p1 --quiet --forward <"$p"
+  done
+  touch "$src_dir/.complete"
+fi
+
+say "Configuring the $variant guest kernel"
+rm -rf "$out_dir"
+mkdir -p "$out_dir"
+kmake() { make -s -C "$src_dir" O="$out_dir" "${make_vars[@]}" "$@"; }
+kmake rustavailable >/dev/null || die "the kernel does not accept the Rust toolchain (make rustavailable)"
+kmake tinyconfig >/dev/null
+(cd "$out_dir" && "$src_dir/scripts/kconfig/merge_config.sh" -m -O "$out_dir" "$out_dir/.config" "${fragments[@]}" >/dev/null)
+kmake olddefconfig >/dev/null
+
+# Every requested line must have survived olddefconfig (a missing dependency drops it silently).
+missing=0
+while IFS= read -r line; do
+  case "$line" in
+    CONFIG_*=*) want=$line ;;
+    "# CONFIG_"*" is not set") want=$line ;;
+    *) continue ;;
+  esac
+  if ! grep -qxF "$want" "$out_dir/.config"; then
+    if [[ "$want" == "# "* ]] && ! grep -q "^${want:2:-11}=" "$out_dir/.config"; then
+      continue
+    fi
+    printf 'error: config line did not survive: %s\n' "$want" >&2
+    missing=1
+  fi
+done < <(cat "${fragments[@]}")
+[ "$missing" -eq 0 ] || die "kernel configuration is incomplete"
+
+say "Building the $variant guest kernel with $jobs jobs (about 5 minutes the first time)"
+start=$SECONDS
+kmake -j"$jobs" bzImage modules
+kmake INSTALL_MOD_PATH="$out_dir/modroot" INSTALL_MOD_STRIP=1 modules_install >/dev/null
+note "built in $((SECONDS - start)) s: $(du -h "$out_dir/arch/x86/boot/bzImage" | cut -f1) bzImage"
+touch "$out_dir/.complete"
+echo "$out_dir"

@@ -1,0 +1,9 @@
+//! Wire formats shared by the vdaq device, the guest driver and the guest app.
+//!
+//! Every module here is dependency-free `core` code: the kernel module includes the same files,
+//! so there is one definition of each format.
+#![no_std]
+
+pub mod format;
+pub mod virtio_snd;
+pub mod wire;
