@@ -7,7 +7,7 @@
 #  - guest user space: busybox-static, alsa-utils (arecord) for the conformance test;
 #  - shellcheck for the project's own lint.
 set -euo pipefail
-# shellcheck source=ci/lib.sh
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 APT_PACKAGES=(

@@ -10,7 +10,7 @@
 # script, toolchain versions); with nothing changed this prints the cached path at once.
 # Prints the build directory (bzImage at arch/x86/boot/bzImage, modules in modroot/).
 set -euo pipefail
-# shellcheck source=ci/lib.sh
+# shellcheck source=../ci/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../ci/lib.sh"
 
 variant=${1:-plain}
@@ -24,6 +24,9 @@ tarball=/usr/src/linux-source-6.12.tar.xz
 [ -f "$tarball" ] || die "$tarball is missing: run ci/setup.sh"
 [ -x "$BINDGEN" ] || die "bindgen is missing at $BINDGEN: run ci/setup.sh"
 
+# Bump when this script changes how the kernel is built (its text is not hashed, so comments
+# and style do not cost a rebuild).
+RECIPE=1
 mapfile -t patches < <(find "$VDAQ_ROOT/images/kernel/patches" -name '*.patch' 2>/dev/null | LC_ALL=C sort)
 toolchain_id() {
   dpkg-query -W -f='${Version}\n' linux-source-6.12
@@ -31,7 +34,7 @@ toolchain_id() {
   clang-19 --version | head -n 1
   "$BINDGEN" --version
 }
-src_key=$( { toolchain_id; hash_inputs "${BASH_SOURCE[0]}" ${patches[@]+"${patches[@]}"}; } | sha256sum | cut -c1-16)
+src_key=$( { echo "recipe $RECIPE"; toolchain_id; hash_inputs ${patches[@]+"${patches[@]}"}; } | sha256sum | cut -c1-16)
 build_key=$( { echo "$src_key"; hash_inputs "${fragments[@]}"; } | sha256sum | cut -c1-16)
 src_dir="$VDAQ_CACHE/kernel/src-$src_key"
 out_dir="$VDAQ_CACHE/kernel/$variant-$build_key"
@@ -90,4 +93,6 @@ kmake -j"$jobs" bzImage modules
 kmake INSTALL_MOD_PATH="$out_dir/modroot" INSTALL_MOD_STRIP=1 modules_install >/dev/null
 note "built in $((SECONDS - start)) s: $(du -h "$out_dir/arch/x86/boot/bzImage" | cut -f1) bzImage"
 touch "$out_dir/.complete"
+# Older builds of this variant are stale inputs' results: keep only this one.
+find "$VDAQ_CACHE/kernel" -maxdepth 1 -name "$variant-*" ! -path "$out_dir" -exec rm -rf {} +
 echo "$out_dir"

@@ -20,7 +20,9 @@ use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRE
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier};
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
 
 use crate::chain::Chain;
 use crate::control::Device;
@@ -81,8 +83,11 @@ impl VdaqBackend {
         let timers = streams
             .iter()
             .map(|_| {
-                TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
-                    .map_err(io::Error::from)
+                TimerFd::new(
+                    ClockId::CLOCK_MONOTONIC,
+                    TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+                )
+                .map_err(io::Error::from)
             })
             .collect::<io::Result<Vec<_>>>()?;
         let n = streams.len();
@@ -128,7 +133,7 @@ impl VdaqBackend {
     fn process_control(&mut self, vrings: &[VringRwLock], mem: &GuestMemoryMmap) -> io::Result<()> {
         let vring = &vrings[usize::from(queue::CONTROL)];
         let mut used = false;
-        while let Some(desc) = pop(vring, mem) {
+        for desc in pop_all(vring, mem, self.event_idx) {
             let chain = match Chain::parse(desc, mem) {
                 Ok(c) => c,
                 Err((head, e)) => {
@@ -146,7 +151,10 @@ impl VdaqBackend {
             };
             let response = self.device.handle_control(&request, chain.writable_len(), now_ns());
             let status = Hdr::from_prefix(&response).map(|h| h.code.get());
-            debug!("control: request {:#x?} -> {status:#x?}", Hdr::from_prefix(&request).map(|h| h.code.get()));
+            debug!(
+                "control: request {:#x?} -> {status:#x?}",
+                Hdr::from_prefix(&request).map(|h| h.code.get())
+            );
             self.stats.control_requests += 1;
             if status != Some(code::S_OK) {
                 self.stats.control_errors += 1;
@@ -169,7 +177,11 @@ impl VdaqBackend {
         self.service_streams(vrings, mem)
     }
 
-    fn complete_flushed(&mut self, vrings: &[VringRwLock], mem: &GuestMemoryMmap) -> io::Result<()> {
+    fn complete_flushed(
+        &mut self,
+        vrings: &[VringRwLock],
+        mem: &GuestMemoryMmap,
+    ) -> io::Result<()> {
         let vring = &vrings[usize::from(queue::RX)];
         let mut used = false;
         for stream in self.device.streams_mut() {
@@ -187,7 +199,7 @@ impl VdaqBackend {
     fn process_rx(&mut self, vrings: &[VringRwLock], mem: &GuestMemoryMmap) -> io::Result<()> {
         let vring = &vrings[usize::from(queue::RX)];
         let mut used = false;
-        while let Some(desc) = pop(vring, mem) {
+        for desc in pop_all(vring, mem, self.event_idx) {
             let chain = match Chain::parse(desc, mem) {
                 Ok(c) => c,
                 Err((head, e)) => {
@@ -259,7 +271,8 @@ impl VdaqBackend {
             let timer = &self.timers[id];
             let armed = match stream.next_deadline_ns() {
                 Some(ns) => {
-                    let at = TimeSpec::new((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as i64);
+                    let at =
+                        TimeSpec::new((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as i64);
                     timer.set(Expiration::OneShot(at), TimerSetTimeFlags::TFD_TIMER_ABSTIME)
                 }
                 None => timer.unset(),
@@ -280,13 +293,15 @@ impl VdaqBackend {
         // There are no playback streams: every tx message is refused.
         let vring = &vrings[usize::from(queue::TX)];
         let mut used = false;
-        while let Some(desc) = pop(vring, mem) {
+        for desc in pop_all(vring, mem, self.event_idx) {
             self.stats.bad_chains += 1;
             match Chain::parse(desc, mem) {
                 Ok(chain) => {
                     let len = chain.writable_len();
                     let ok = len >= size_of::<PcmStatus>()
-                        && chain.write_at(mem, len - 8, status(code::S_BAD_MSG, 0).as_bytes()).is_ok();
+                        && chain
+                            .write_at(mem, len - 8, status(code::S_BAD_MSG, 0).as_bytes())
+                            .is_ok();
                     add_used(vring, chain.head, if ok { 8 } else { 0 });
                 }
                 Err((head, _)) => add_used(vring, head, 0),
@@ -311,6 +326,28 @@ fn pop<'a>(
     vring.get_mut().get_queue_mut().pop_descriptor_chain(mem)
 }
 
+/// Takes every available chain. With EVENT_IDX, re-enabling notifications publishes
+/// `avail_event` (without it the driver never kicks again); chains that arrived meanwhile are
+/// taken too.
+fn pop_all<'a>(
+    vring: &VringRwLock,
+    mem: &'a GuestMemoryMmap,
+    event_idx: bool,
+) -> Vec<virtio_queue::DescriptorChain<&'a GuestMemoryMmap>> {
+    let mut chains = Vec::new();
+    loop {
+        if event_idx {
+            let _ = vring.disable_notification();
+        }
+        while let Some(desc) = pop(vring, mem) {
+            chains.push(desc);
+        }
+        if !event_idx || !vring.enable_notification().unwrap_or(false) {
+            return chains;
+        }
+    }
+}
+
 fn add_used(vring: &VringRwLock, head: u16, len: u32) {
     if let Err(e) = vring.add_used(head, len) {
         warn!("cannot add a used buffer: {e}");
@@ -328,7 +365,13 @@ fn notify(vring: &VringRwLock, event_idx: bool) -> io::Result<bool> {
 
 /// Completes an rx message: frames from the `data` pieces, then the status right after them.
 /// The used length is the frame bytes written plus the status (rule b).
-fn complete_rx(vring: &VringRwLock, mem: &GuestMemoryMmap, chain: &Chain, data: &[&[u8]], st: PcmStatus) {
+fn complete_rx(
+    vring: &VringRwLock,
+    mem: &GuestMemoryMmap,
+    chain: &Chain,
+    data: &[&[u8]],
+    st: PcmStatus,
+) {
     let mut at = 0;
     let mut ok = true;
     for piece in data {
@@ -385,7 +428,9 @@ impl VhostUserBackendMut for VdaqBackend {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK
+        VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
     }
 
     fn set_event_idx(&mut self, enabled: bool) {

@@ -32,7 +32,9 @@ pub enum ChainError {
 impl std::fmt::Display for ChainError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::ReadableAfterWritable => write!(f, "a readable descriptor follows a writable one"),
+            Self::ReadableAfterWritable => {
+                write!(f, "a readable descriptor follows a writable one")
+            }
             Self::OutsideGuestMemory { addr, len } => {
                 write!(f, "descriptor {addr:#x}+{len:#x} is outside guest memory")
             }
@@ -53,7 +55,10 @@ pub struct Chain {
 
 impl Chain {
     /// Takes a chain apart. Every segment is checked to lie within `mem`.
-    pub fn parse<M>(chain: DescriptorChain<M>, mem: &impl GuestMemory) -> Result<Self, (u16, ChainError)>
+    pub fn parse<M>(
+        chain: DescriptorChain<M>,
+        mem: &impl GuestMemory,
+    ) -> Result<Self, (u16, ChainError)>
     where
         M: Deref,
         M::Target: GuestMemory,
@@ -64,7 +69,10 @@ impl Chain {
             let seg = Segment { addr: desc.addr(), len: desc.len() as usize };
             let access = if desc.is_write_only() { Permissions::Write } else { Permissions::Read };
             if !mem.check_range(seg.addr, seg.len, access) {
-                return Err((head, ChainError::OutsideGuestMemory { addr: seg.addr.0, len: desc.len() }));
+                return Err((
+                    head,
+                    ChainError::OutsideGuestMemory { addr: seg.addr.0, len: desc.len() },
+                ));
             }
             if desc.is_write_only() {
                 out.writable.push(seg);

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use clap::Parser;
 use vdaq_proto::virtio_snd::RATES;
 
-use vdaq_proto::format::SampleFormat;
 use crate::source::Source;
 use crate::stream::StreamCaps;
+use vdaq_proto::format::SampleFormat;
 
 /// A vhost-user backend emulating a data-acquisition card over the virtio-sound capture
 /// protocol. QEMU connects with `-device vhost-user-snd-pci`; each capture stream delivers
@@ -78,7 +78,10 @@ impl Cli {
             ));
         }
         if self.stats_interval.is_nan() || self.stats_interval < 0.0 {
-            return Err(format!("--stats-interval {} must be 0 or more seconds", self.stats_interval));
+            return Err(format!(
+                "--stats-interval {} must be 0 or more seconds",
+                self.stats_interval
+            ));
         }
         let mut formats = self.formats.clone();
         formats.sort_by_key(|f| f.wire_code());

@@ -4,13 +4,13 @@
 //! every malformed, unknown or out-of-order request gets the spec's status, never a panic.
 
 use vdaq_proto::virtio_snd::{
-    chmap, code, direction, pcm_feature, rate_code, ChmapInfo, Config, Hdr, Info, JackInfo,
-    PcmHdr, PcmInfo, PcmSetParams, QueryInfo, CHMAP_MAX_SIZE,
+    chmap, code, direction, pcm_feature, rate_code, ChmapInfo, Config, Hdr, Info, JackInfo, PcmHdr,
+    PcmInfo, PcmSetParams, QueryInfo, CHMAP_MAX_SIZE,
 };
 use vdaq_proto::wire::{Le32, Le64, Pod};
 
-use vdaq_proto::format::SampleFormat;
 use crate::stream::{Stream, StreamCaps};
+use vdaq_proto::format::SampleFormat;
 
 /// The sound device: its capture streams (no jacks, no playback).
 #[derive(Debug)]
@@ -82,10 +82,8 @@ impl<R> Device<R> {
         }
         match op {
             code::R_JACK_INFO | code::R_PCM_INFO | code::R_CHMAP_INFO => {
-                QueryInfo::from_prefix(request).map_or_else(
-                    || status(code::S_BAD_MSG),
-                    |q| self.query_info(&q, response_room),
-                )
+                QueryInfo::from_prefix(request)
+                    .map_or_else(|| status(code::S_BAD_MSG), |q| self.query_info(&q, response_room))
             }
             _ => {
                 let result = self.pcm_command(op, request, now_ns);
@@ -114,8 +112,12 @@ impl<R> Device<R> {
 
     fn query_info(&self, q: &QueryInfo, response_room: usize) -> Vec<u8> {
         let items: Vec<Vec<u8>> = match q.hdr.code.get() {
-            code::R_PCM_INFO => self.streams.iter().enumerate().map(|(id, s)| pcm_info(id, s.caps())).collect(),
-            code::R_CHMAP_INFO => self.chmap_streams().map(|(id, s)| chmap_info(id, s.caps())).collect(),
+            code::R_PCM_INFO => {
+                self.streams.iter().enumerate().map(|(id, s)| pcm_info(id, s.caps())).collect()
+            }
+            code::R_CHMAP_INFO => {
+                self.chmap_streams().map(|(id, s)| chmap_info(id, s.caps())).collect()
+            }
             code::R_JACK_INFO => Vec::<Vec<u8>>::new(),
             _ => return status(code::S_NOT_SUPP),
         };
@@ -212,12 +214,17 @@ mod tests {
     }
 
     fn pcm(op: u32, stream: u32) -> Vec<u8> {
-        PcmHdr { hdr: Hdr { code: Le32::new(op) }, stream_id: Le32::new(stream) }.as_bytes().to_vec()
+        PcmHdr { hdr: Hdr { code: Le32::new(op) }, stream_id: Le32::new(stream) }
+            .as_bytes()
+            .to_vec()
     }
 
     fn set_params(stream: u32) -> Vec<u8> {
         PcmSetParams {
-            hdr: PcmHdr { hdr: Hdr { code: Le32::new(code::R_PCM_SET_PARAMS) }, stream_id: Le32::new(stream) },
+            hdr: PcmHdr {
+                hdr: Hdr { code: Le32::new(code::R_PCM_SET_PARAMS) },
+                stream_id: Le32::new(stream),
+            },
             buffer_bytes: Le32::new(4096),
             period_bytes: Le32::new(1024),
             features: Le32::new(0),
@@ -237,7 +244,10 @@ mod tests {
     #[test]
     fn config_counts_streams_and_chmaps_of_at_most_18_channels() {
         let d = device();
-        assert_eq!(d.config(), Config { jacks: Le32::new(0), streams: Le32::new(2), chmaps: Le32::new(1) });
+        assert_eq!(
+            d.config(),
+            Config { jacks: Le32::new(0), streams: Le32::new(2), chmaps: Le32::new(1) }
+        );
     }
 
     #[test]
@@ -262,11 +272,11 @@ mod tests {
         assert_eq!((status_of(&r), r.len()), (code::S_OK, 44));
         assert!(r[36..].iter().all(|&b| b == 0));
         for (start, count, size, room) in [
-            (1, 2, 32, 200),         // past the last stream
-            (u32::MAX, 2, 32, 200),  // overflowing range
-            (0, 1, 31, 200),         // item size smaller than the spec's
-            (0, 2, 32, 40),          // response buffer too small
-            (0, 1, u32::MAX, 200),   // overflowing size
+            (1, 2, 32, 200),        // past the last stream
+            (u32::MAX, 2, 32, 200), // overflowing range
+            (0, 1, 31, 200),        // item size smaller than the spec's
+            (0, 2, 32, 40),         // response buffer too small
+            (0, 1, u32::MAX, 200),  // overflowing size
         ] {
             let r = d.handle_control(&query(code::R_PCM_INFO, start, count, size), room, 0);
             assert_eq!(status_of(&r), code::S_BAD_MSG, "start {start} count {count} size {size}");
@@ -294,10 +304,20 @@ mod tests {
     fn malformed_and_unknown_requests_get_the_spec_status() {
         let mut d = device();
         assert_eq!(status_of(&d.handle_control(&[1, 1], 4, 0)), code::S_BAD_MSG, "short header");
-        assert!(d.handle_control(&pcm(code::R_PCM_PREPARE, 0), 3, 0).is_empty(), "no room for status");
-        assert_eq!(status_of(&d.handle_control(&pcm(0x0300, 0), 4, 0)), code::S_NOT_SUPP, "CTL_INFO");
+        assert!(
+            d.handle_control(&pcm(code::R_PCM_PREPARE, 0), 3, 0).is_empty(),
+            "no room for status"
+        );
+        assert_eq!(
+            status_of(&d.handle_control(&pcm(0x0300, 0), 4, 0)),
+            code::S_NOT_SUPP,
+            "CTL_INFO"
+        );
         assert_eq!(status_of(&d.handle_control(&pcm(0xdead, 0), 4, 0)), code::S_NOT_SUPP);
-        assert_eq!(status_of(&d.handle_control(&pcm(code::R_JACK_REMAP, 0), 4, 0)), code::S_BAD_MSG);
+        assert_eq!(
+            status_of(&d.handle_control(&pcm(code::R_JACK_REMAP, 0), 4, 0)),
+            code::S_BAD_MSG
+        );
         let mut long = set_params(0);
         long.push(0);
         assert_eq!(status_of(&d.handle_control(&long, 4, 0)), code::S_BAD_MSG, "oversized");
@@ -305,7 +325,11 @@ mod tests {
         assert_eq!(status_of(&d.handle_control(short, 4, 0)), code::S_BAD_MSG, "truncated");
         let short = &query(code::R_PCM_INFO, 0, 1, 32)[..12];
         assert_eq!(status_of(&d.handle_control(short, 100, 0)), code::S_BAD_MSG);
-        assert_eq!(status_of(&d.handle_control(&set_params(2), 4, 0)), code::S_BAD_MSG, "bogus stream");
+        assert_eq!(
+            status_of(&d.handle_control(&set_params(2), 4, 0)),
+            code::S_BAD_MSG,
+            "bogus stream"
+        );
         assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_START, 9), 4, 0)), code::S_BAD_MSG);
         assert_eq!(d.streams()[0].state(), PcmState::Initial);
     }
@@ -319,7 +343,10 @@ mod tests {
         assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_START, 0), 4, 0)), code::S_OK);
         assert_eq!(d.streams()[0].state(), PcmState::Running);
         assert_eq!(d.streams()[1].state(), PcmState::Initial);
-        assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_RELEASE, 0), 4, 0)), code::S_BAD_MSG);
+        assert_eq!(
+            status_of(&d.handle_control(&pcm(code::R_PCM_RELEASE, 0), 4, 0)),
+            code::S_BAD_MSG
+        );
         assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_STOP, 0), 4, 0)), code::S_OK);
         assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_RELEASE, 0), 4, 0)), code::S_OK);
     }

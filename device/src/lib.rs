@@ -3,11 +3,11 @@
 //!
 //! The binary is a thin layer over this library, so tests and benchmarks drive the same code.
 
+pub mod backend;
+pub mod chain;
+pub mod cli;
 pub mod clock;
 pub mod control;
 pub mod fifo;
 pub mod source;
 pub mod stream;
-pub mod backend;
-pub mod chain;
-pub mod cli;

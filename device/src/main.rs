@@ -35,11 +35,8 @@ fn serve_one(cli: &Cli) -> Result<DeviceStats, String> {
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let mut daemon = VhostUserDaemon::new("vdaq-device".into(), backend, mem)
         .map_err(|e| format!("cannot create the vhost-user daemon: {e}"))?;
-    let handler = daemon
-        .get_epoll_handlers()
-        .into_iter()
-        .next()
-        .ok_or("the daemon has no worker thread")?;
+    let handler =
+        daemon.get_epoll_handlers().into_iter().next().ok_or("the daemon has no worker thread")?;
     for (fd, data) in timers {
         handler
             .register_listener(fd, EventSet::IN, data)
@@ -67,7 +64,8 @@ fn serve_one(cli: &Cli) -> Result<DeviceStats, String> {
         (stop, thread)
     });
     info!("listening on {}", cli.socket_path.display());
-    let result = daemon.serve(&cli.socket_path).map_err(|e| format!("vhost-user connection failed: {e}"));
+    let result =
+        daemon.serve(&cli.socket_path).map_err(|e| format!("vhost-user connection failed: {e}"));
     if let Some((stop, thread)) = reporter {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = thread.join();
@@ -87,7 +85,10 @@ fn main() -> ExitCode {
     }
     loop {
         match serve_one(&cli) {
-            Ok(stats) => info!("connection closed: {}", stats_line(&stats, &DeviceStats::default(), f64::INFINITY)),
+            Ok(stats) => info!(
+                "connection closed: {}",
+                stats_line(&stats, &DeviceStats::default(), f64::INFINITY)
+            ),
             Err(e) => {
                 error!("{e}");
                 return ExitCode::FAILURE;

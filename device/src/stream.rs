@@ -10,8 +10,8 @@ use vdaq_proto::virtio_snd::{code, pcm_feature, rate_hz, PcmSetParams};
 
 use crate::clock::SampleClock;
 use crate::fifo::Fifo;
-use vdaq_proto::format::SampleFormat;
 use crate::source::{Generator, Source};
+use vdaq_proto::format::SampleFormat;
 
 /// Largest buffer (and so device FIFO) a driver may request: bounds what a guest makes the
 /// device allocate.
@@ -197,9 +197,8 @@ impl<R> Stream<R> {
         let format = SampleFormat::from_wire(req.format)
             .filter(|f| self.caps.formats.contains(f))
             .ok_or(code::S_NOT_SUPP)?;
-        let rate = rate_hz(req.rate)
-            .filter(|r| self.caps.rates.contains(r))
-            .ok_or(code::S_NOT_SUPP)?;
+        let rate =
+            rate_hz(req.rate).filter(|r| self.caps.rates.contains(r)).ok_or(code::S_NOT_SUPP)?;
         if req.channels < self.caps.channels_min || req.channels > self.caps.channels_max {
             return Err(code::S_NOT_SUPP);
         }
@@ -298,7 +297,10 @@ impl<R> Stream<R> {
             self.stats.bad_buffers += 1;
             return Err((request, code::S_BAD_MSG));
         };
-        if payload == 0 || !payload.is_multiple_of(p.frame_bytes()) || payload > p.buffer_bytes as usize {
+        if payload == 0
+            || !payload.is_multiple_of(p.frame_bytes())
+            || payload > p.buffer_bytes as usize
+        {
             self.stats.bad_buffers += 1;
             return Err((request, code::S_BAD_MSG));
         }
@@ -379,7 +381,8 @@ impl<R> Stream<R> {
             let n = buffer.payload;
             let latency_bytes = (self.fifo.len() - n) as u32;
             let Some((a, b)) = self.fifo.peek(n) else { break };
-            let go_on = deliver(buffer.request, a, b, Completion { status: code::S_OK, latency_bytes });
+            let go_on =
+                deliver(buffer.request, a, b, Completion { status: code::S_OK, latency_bytes });
             self.fifo.consume(n);
             self.stats.buffers_completed += 1;
             self.stats.bytes_delivered += n as u64;
@@ -396,7 +399,7 @@ impl<R> Stream<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vdaq_proto::virtio_snd::{format, rate_code, PcmHdr, Hdr};
+    use vdaq_proto::virtio_snd::{format, rate_code, Hdr, PcmHdr};
     use vdaq_proto::wire::Le32;
 
     fn caps(paced: bool) -> StreamCaps {
@@ -412,7 +415,10 @@ mod tests {
 
     fn params(buffer: u32, period: u32, ch: u8, xruns: bool) -> PcmSetParams {
         PcmSetParams {
-            hdr: PcmHdr { hdr: Hdr { code: Le32::new(code::R_PCM_SET_PARAMS) }, stream_id: Le32::new(0) },
+            hdr: PcmHdr {
+                hdr: Hdr { code: Le32::new(code::R_PCM_SET_PARAMS) },
+                stream_id: Le32::new(0),
+            },
             buffer_bytes: Le32::new(buffer),
             period_bytes: Le32::new(period),
             features: Le32::new(if xruns { 1 << pcm_feature::EVT_XRUNS } else { 0 }),

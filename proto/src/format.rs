@@ -151,7 +151,11 @@ mod tests {
             let mut b = [0u8; 8];
             for index in [0, 1, 255, 256, 65_535, 65_536, (1 << 24) - 1, (1 << 24) + 5, u64::MAX] {
                 f.encode_counter(index, &mut b[..f.width()]);
-                assert_eq!(f.decode_counter(&b[..f.width()]), Some(index % f.counter_modulus()), "{f:?} {index}");
+                assert_eq!(
+                    f.decode_counter(&b[..f.width()]),
+                    Some(index % f.counter_modulus()),
+                    "{f:?} {index}"
+                );
             }
         }
         assert_eq!(SampleFormat::Float.decode_counter(&0.5f32.to_le_bytes()), None);

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every vdaq test: installs what is missing, checks formatting and lints, runs the unit
+# tests, builds the guest images, and runs the end-to-end suites in QEMU. Ends with a
+# "N passed, N failed" line; exits non-zero on any failure.
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$VDAQ_ROOT"
+
+passed=0
+failed=0
+step() {
+  local name=$1
+  shift
+  say "$name"
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    printf 'FAIL: %s\n' "$name"
+    failed=$((failed + 1))
+  fi
+}
+
+shell_lint() {
+  shellcheck ci/*.sh ci/suites/*.sh images/*.sh .ci/run &&
+    shellcheck images/guest/init ci/guest/*.sh
+}
+
+no_leftover_processes() {
+  local left
+  left=$(pgrep -af -- "$VDAQ_ROOT/run/" || true)
+  if [ -n "$left" ]; then
+    printf 'processes left running:\n%s\n' "$left"
+    return 1
+  fi
+}
+
+say "Set-up (ci/setup.sh)"
+ci/setup.sh
+step "rustfmt" cargo fmt --all --check
+step "clippy -D warnings" cargo clippy --quiet --workspace --all-targets -- -D warnings
+step "shellcheck" shell_lint
+step "unit tests (cargo test)" cargo test --quiet --workspace
+say "Building vdaq-device and the guest images"
+cargo build --quiet --release -p vdaq-device
+images/build-initramfs.sh plain >/dev/null
+step "arecord conformance in QEMU (Linux virtio_snd)" ci/suites/arecord.sh
+step "no process left running" no_leftover_processes
+
+echo "vdaq tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

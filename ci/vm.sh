@@ -1,0 +1,151 @@
+# shellcheck shell=bash
+# Boots guests with the vdaq device: source it after lib.sh.
+#
+#   vm_run NAME VARIANT GUEST_SCRIPT [DEVICE_ARG...]
+#
+# starts vdaq-device on a fresh socket, boots QEMU (vhost-user-snd-pci, memfd-shared RAM, the
+# run directory shared over virtio-9p as /mnt/host), runs GUEST_SCRIPT in the guest, and stops
+# QEMU and the device by PID with timeouts. Everything the run leaves is in $VM_DIR:
+# console.log, device.log, qemu.log and share/ (guest outputs, dmesg.txt, exit-status).
+# Returns the guest script's exit status (124 on a time-out, 125 when the guest did not finish).
+#
+# Environment: VDAQ_ACCEL=auto|kvm|tcg (auto boots a KVM probe once and falls back to TCG),
+# VM_TIMEOUT seconds (default 300), VM_LIVE=1 prints the console and the device log as they come,
+# VM_DEVICE_WRAPPER (e.g. "strace -f") runs the device under another program, and the array
+# VM_SHARE_FILES lists files to put beside guest.sh.
+
+VDAQ_RUN_DIR=${VDAQ_RUN_DIR:-$VDAQ_ROOT/run}
+VDAQ_DEVICE_BIN=${VDAQ_DEVICE_BIN:-$VDAQ_ROOT/target/release/vdaq-device}
+VM_PIDS=()
+
+# Stops every process this library started; for the caller's EXIT trap.
+vm_cleanup() {
+  local pid
+  for pid in "${VM_PIDS[@]}"; do
+    stop_pid "$pid" 5
+  done
+  VM_PIDS=()
+}
+
+vm_build_device() {
+  say "Building vdaq-device (release)"
+  cargo build --quiet --release --manifest-path "$VDAQ_ROOT/Cargo.toml" -p vdaq-device
+}
+
+# Prints the accelerator to use: kvm only if a guest really boots with it.
+vm_accel() {
+  local choice=${VDAQ_ACCEL:-auto} probe_dir pid i
+  case "$choice" in
+    kvm | tcg) echo "$choice"; return 0 ;;
+    auto) ;;
+    *) die "VDAQ_ACCEL must be auto, kvm or tcg (got '$choice')" ;;
+  esac
+  if [ -n "${VDAQ_ACCEL_PROBED:-}" ]; then echo "$VDAQ_ACCEL_PROBED"; return 0; fi
+  VDAQ_ACCEL_PROBED=tcg
+  if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+    probe_dir=$(mktemp -d)
+    qemu-system-x86_64 -accel kvm -cpu host -m 256M -smp 1 -nodefaults -display none \
+      -no-reboot -kernel "$VM_KERNEL" -initrd "$VM_INITRD" \
+      -append "console=ttyS0 panic=-1 vdaq.probe" -serial "file:$probe_dir/console.log" \
+      >"$probe_dir/qemu.log" 2>&1 &
+    pid=$!
+    for ((i = 0; i < 300; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      grep -qs 'vdaq-guest: ready' "$probe_dir/console.log" && break
+      sleep 0.1
+    done
+    if grep -qs 'vdaq-guest: ready' "$probe_dir/console.log"; then
+      VDAQ_ACCEL_PROBED=kvm
+    fi
+    stop_pid "$pid" 2
+    rm -rf "$probe_dir"
+  fi
+  export VDAQ_ACCEL_PROBED
+  echo "$VDAQ_ACCEL_PROBED"
+}
+
+# Selects the kernel variant's images (builds them when missing).
+vm_images() {
+  local variant=$1 kdir
+  kdir=$("$VDAQ_ROOT/images/build-kernel.sh" "$variant")
+  VM_KERNEL="$kdir/arch/x86/boot/bzImage"
+  VM_INITRD=$("$VDAQ_ROOT/images/build-initramfs.sh" "$variant")
+}
+
+vm_run() {
+  local name=$1 variant=$2 script=$3
+  shift 3
+  local accel cpu sock dev_pid qemu_pid deadline rc tail_pid=""
+  vm_images "$variant"
+  accel=$(vm_accel)
+  if [ "$accel" = kvm ]; then cpu=host; else cpu=max; fi
+  VM_DIR="$VDAQ_RUN_DIR/$name"
+  rm -rf "$VM_DIR"
+  mkdir -p "$VM_DIR/share"
+  cp "$script" "$VM_DIR/share/guest.sh"
+  local f
+  for f in ${VM_SHARE_FILES[@]+"${VM_SHARE_FILES[@]}"}; do
+    cp "$f" "$VM_DIR/share/"
+  done
+  sock="$VM_DIR/vdaq.sock"
+
+  ${VM_DEVICE_WRAPPER:-} env RUST_LOG="${RUST_LOG:-info}" "$VDAQ_DEVICE_BIN" --socket-path "$sock" --once "$@" >"$VM_DIR/device.log" 2>&1 &
+  dev_pid=$!
+  VM_PIDS+=("$dev_pid")
+  for ((i = 0; i < 100; i++)); do
+    [ -S "$sock" ] && break
+    kill -0 "$dev_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ ! -S "$sock" ]; then
+    cat "$VM_DIR/device.log" >&2
+    stop_pid "$dev_pid"
+    die "vdaq-device did not create its socket"
+  fi
+
+  note "booting $variant kernel under $accel ($name)"
+  : >"$VM_DIR/console.log"
+  qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -smp 1 -m 512M -nodefaults -display none \
+    -no-reboot \
+    -object memory-backend-memfd,id=mem,size=512M,share=on -machine q35,memory-backend=mem \
+    -kernel "$VM_KERNEL" -initrd "$VM_INITRD" \
+    -append "console=ttyS0 panic=-1 loglevel=4 ${VM_APPEND:-}" \
+    -serial "file:$VM_DIR/console.log" \
+    -virtfs "local,path=$VM_DIR/share,mount_tag=host,security_model=none,id=host" \
+    -chardev "socket,id=vdaq0,path=$sock" -device vhost-user-snd-pci,chardev=vdaq0 \
+    >"$VM_DIR/qemu.log" 2>&1 &
+  qemu_pid=$!
+  VM_PIDS+=("$qemu_pid")
+  if [ "${VM_LIVE:-0}" = 1 ]; then
+    tail -q -n +1 -f --pid="$qemu_pid" "$VM_DIR/console.log" "$VM_DIR/device.log" &
+    tail_pid=$!
+  fi
+
+  deadline=$((SECONDS + ${VM_TIMEOUT:-300}))
+  while kill -0 "$qemu_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+    sleep 0.2
+  done
+  rc=125
+  if kill -0 "$qemu_pid" 2>/dev/null; then
+    printf 'error: %s: the guest did not finish in %s s\n' "$name" "${VM_TIMEOUT:-300}" >&2
+    rc=124
+  fi
+  stop_pid "$qemu_pid" 5
+  stop_pid "$dev_pid" 5
+  [ -n "$tail_pid" ] && stop_pid "$tail_pid" 1
+  VM_PIDS=()
+  if [ "$rc" -ne 124 ] && [ -f "$VM_DIR/share/exit-status" ]; then
+    rc=$(cat "$VM_DIR/share/exit-status")
+  fi
+  return "$rc"
+}
+
+# Prints the last lines of a run's logs (for failure reports).
+vm_show_logs() {
+  local dir=${1:-$VM_DIR} f
+  for f in console.log device.log qemu.log; do
+    [ -s "$dir/$f" ] || continue
+    printf -- '----- %s (last 40 lines) -----\n' "$dir/$f" >&2
+    tail -n 40 "$dir/$f" >&2
+  done
+}
