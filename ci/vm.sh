@@ -78,7 +78,23 @@ vm_run() {
   local accel cpu sock dev_pid qemu_pid deadline rc tail_pid=""
   vm_images "$variant"
   accel=$(vm_accel)
-  if [ "$accel" = kvm ]; then cpu=host; else cpu=max; fi
+  local append=${VM_APPEND:-}
+  if [ "$accel" = kvm ]; then
+    cpu=host
+  else
+    cpu=max
+    # A TCG guest reads the host's TSC; calibrating it against the emulated PIT fails when
+    # the host is busy (the guest then falls back to jiffies and its clock runs slow). Give
+    # it the frequency instead.
+    if [ -z "${VDAQ_TSC_KHZ:-}" ]; then
+      local app
+      app=$("$VDAQ_ROOT/images/build-app.sh")
+      VDAQ_TSC_KHZ=$("$app" tsc-khz || true)
+      export VDAQ_TSC_KHZ
+      note "host TSC: ${VDAQ_TSC_KHZ:-unknown} kHz (passed to TCG guests)"
+    fi
+    [ -n "$VDAQ_TSC_KHZ" ] && append+=" tsc_early_khz=$VDAQ_TSC_KHZ tsc=reliable"
+  fi
   VM_DIR="$VDAQ_RUN_DIR/$name"
   rm -rf "$VM_DIR"
   mkdir -p "$VM_DIR/share"
@@ -109,7 +125,7 @@ vm_run() {
     -no-reboot \
     -object memory-backend-memfd,id=mem,size=512M,share=on -machine q35,memory-backend=mem \
     -kernel "$VM_KERNEL" -initrd "$VM_INITRD" \
-    -append "console=ttyS0 panic=-1 loglevel=4 ${VM_APPEND:-}" \
+    -append "console=ttyS0 panic=-1 loglevel=4 $append" \
     -serial "file:$VM_DIR/console.log" \
     -virtfs "local,path=$VM_DIR/share,mount_tag=host,security_model=none,id=host" \
     -chardev "socket,id=vdaq0,path=$sock" -device vhost-user-snd-pci,chardev=vdaq0 \

@@ -3,7 +3,7 @@
 #
 #   images/build-initramfs.sh [plain|debug]
 #
-# It holds busybox-static, the kernel's modules, arecord with its libraries and ALSA's
+# It holds busybox-static, the kernel's modules, vdaq.ko, arecord with its libraries and ALSA's
 # configuration (the conformance client), the vdaq app (static), and the init script that runs
 # the host's guest script. Cached under $VDAQ_CACHE/initramfs by its inputs. Prints its path.
 set -euo pipefail
@@ -13,10 +13,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/../ci/lib.sh"
 variant=${1:-plain}
 kernel_dir=$("$VDAQ_ROOT/images/build-kernel.sh" "$variant")
 app=$("$VDAQ_ROOT/images/build-app.sh")
+module=$("$VDAQ_ROOT/images/build-module.sh" "$variant")
 
 key=$( {
   echo "$kernel_dir"
-  hash_inputs "${BASH_SOURCE[0]}" "$VDAQ_ROOT/images/guest" "$app"
+  hash_inputs "${BASH_SOURCE[0]}" "$VDAQ_ROOT/images/guest" "$app" "$module"
   dpkg-query -W -f='${Version}\n' busybox-static alsa-utils libasound2
 } | sha256sum | cut -c1-16)
 out="$VDAQ_CACHE/initramfs/$variant-$key.cpio.gz"
@@ -34,6 +35,7 @@ cp /bin/busybox "$stage/bin/busybox"
 install -m 0755 "$VDAQ_ROOT/images/guest/init" "$stage/init"
 cp -a "$kernel_dir/modroot/lib/modules" "$stage/lib/"
 install -m 0755 "$app" "$stage/bin/vdaq"
+install -m 0644 "$module" "$stage/lib/modules/vdaq.ko"
 
 # A dynamically linked program with the libraries it loads.
 copy_with_libs() {

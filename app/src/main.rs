@@ -2,10 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use vdaq_proto::format::SampleFormat;
 
+mod capture;
+mod sys;
 mod verify;
 
 /// Capture tool for the vdaq virtual data-acquisition card.
@@ -18,6 +21,43 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Print this machine's TSC frequency in kHz, measured against CLOCK_MONOTONIC over
+    /// 200 ms (host side: a TCG guest reads the host's TSC, and is told its frequency so that
+    /// it does not calibrate it under load).
+    #[command(hide = true)]
+    TscKhz,
+    /// Capture asynchronously from a vdaq device: the driver raises SIGIO (or, with
+    /// --rt-signal, a queued realtime signal carrying si_fd and si_band) for each interrupt
+    /// that completed periods; the handler drains every ready period. Checks the counter
+    /// channel and prints a JSON summary; exits 1 on lost (unreported), repeated or corrupt
+    /// frames.
+    Capture {
+        /// Device node.
+        #[arg(long, default_value = "/dev/vdaq0")]
+        device: String,
+        /// Seconds of frames to capture (at --rate).
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// The stream's frame rate (the driver's parameters).
+        #[arg(long, default_value_t = 48_000)]
+        rate: u32,
+        /// The stream's sample format.
+        #[arg(long, default_value = "s16", value_parser = parse_format)]
+        format: SampleFormat,
+        /// The stream's channels.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=255))]
+        channels: u16,
+        /// Use F_SETSIG with SIGRTMIN+N instead of plain SIGIO.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..=15))]
+        rt_signal: Option<i32>,
+        /// Name of the device's interrupt line in /proc/interrupts (e.g. virtio1), to report
+        /// its increase.
+        #[arg(long)]
+        irq_name: Option<String>,
+        /// Print a progress line each second.
+        #[arg(long)]
+        live: bool,
+    },
     /// Check a raw capture of the counter source: every channel carries the frame index, which
     /// grows by one per frame. Prints a JSON report; exits 1 when the capture is not clean.
     Verify {
@@ -45,6 +85,55 @@ fn parse_format(s: &str) -> Result<SampleFormat, String> {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::TscKhz => match sys::tsc_khz() {
+            Some(khz) => {
+                println!("{khz}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("vdaq: no TSC on this architecture");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Capture { device, seconds, rate, format, channels, rt_signal, irq_name, live } => {
+            if !(seconds > 0.0 && seconds < 1e6) {
+                eprintln!("vdaq: --seconds must be a positive number of seconds");
+                return ExitCode::from(2);
+            }
+            let opts = capture::Options {
+                device,
+                frames: (f64::from(rate) * seconds).ceil() as u64,
+                timeout: Duration::from_secs_f64(seconds * 3.0 + 10.0),
+                format,
+                channels: usize::from(channels),
+                rt_signal,
+                live,
+            };
+            match capture::run(&opts, irq_name.as_deref()) {
+                Ok(s) => {
+                    println!("{}", s.to_json());
+                    let c = &s.counter;
+                    let ok = s.loss_mismatches == 0
+                        && c.reorders == 0
+                        && c.corrupt_frames == 0
+                        && s.bad_records == 0
+                        && s.read_errors == 0
+                        && s.frames >= opts.frames;
+                    if let Some(p) = &c.first_problem {
+                        eprintln!("vdaq: first problem: {p}");
+                    }
+                    if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("vdaq: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Verify { format, channels, frames, first, file } => {
             let bytes = match std::fs::read(&file) {
                 Ok(b) => b,

@@ -20,8 +20,40 @@ pub struct CounterReport {
     pub corrupt_frames: u64,
     /// Bytes after the last whole frame.
     pub trailing_bytes: usize,
-    /// A description of the first problem, if any.
-    pub first_problem: Option<String>,
+    /// The first problem, if any.
+    pub first_problem: Option<Problem>,
+}
+
+/// A problem in a counter capture (recorded without allocating: the checker runs in signal
+/// handlers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// A sample that is not a counter value.
+    NotCounter { frame: u64 },
+    /// Channels of one frame carry different values.
+    ChannelsDisagree { frame: u64 },
+    /// The counter jumped forward.
+    Gap { frame: u64, value: u64, expected: u64 },
+    /// The counter went back or repeated.
+    Back { frame: u64, value: u64, expected: u64 },
+    /// Bytes after the last whole frame.
+    Trailing { bytes: usize },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Self::NotCounter { frame } => write!(f, "frame {frame}: not a counter value"),
+            Self::ChannelsDisagree { frame } => write!(f, "frame {frame}: channels disagree"),
+            Self::Gap { frame, value, expected } => {
+                write!(f, "frame {frame}: counter {value}, expected {expected} (frames missing)")
+            }
+            Self::Back { frame, value, expected } => {
+                write!(f, "frame {frame}: counter {value}, expected {expected} (went back)")
+            }
+            Self::Trailing { bytes } => write!(f, "{bytes} bytes after the last whole frame"),
+        }
+    }
 }
 
 impl CounterReport {
@@ -61,7 +93,7 @@ impl CounterChecker {
         Self { format, channels: channels.max(1), expected: None, report: CounterReport::default() }
     }
 
-    fn problem(&mut self, what: String) {
+    fn problem(&mut self, what: Problem) {
         if self.report.first_problem.is_none() {
             self.report.first_problem = Some(what);
         }
@@ -79,12 +111,12 @@ impl CounterChecker {
             let mut samples = frame.chunks_exact(width).map(|s| self.format.decode_counter(s));
             let Some(Some(value)) = samples.next() else {
                 self.report.corrupt_frames += 1;
-                self.problem(format!("frame {index}: not a counter value"));
+                self.problem(Problem::NotCounter { frame: index });
                 continue;
             };
             if samples.any(|s| s != Some(value)) {
                 self.report.corrupt_frames += 1;
-                self.problem(format!("frame {index}: channels disagree"));
+                self.problem(Problem::ChannelsDisagree { frame: index });
             }
             if self.report.first.is_none() {
                 self.report.first = Some(value);
@@ -97,12 +129,10 @@ impl CounterChecker {
                         self.report.gaps += 1;
                         self.report.missing_frames += ahead;
                         lost_here += ahead;
-                        self.problem(format!("frame {index}: counter {value}, expected {expected} ({ahead} frames missing)"));
+                        self.problem(Problem::Gap { frame: index, value, expected });
                     } else {
                         self.report.reorders += 1;
-                        self.problem(format!(
-                            "frame {index}: counter {value}, expected {expected} (went back)"
-                        ));
+                        self.problem(Problem::Back { frame: index, value, expected });
                     }
                 }
             }
@@ -115,7 +145,7 @@ impl CounterChecker {
     pub fn finish(mut self, trailing: usize) -> CounterReport {
         self.report.trailing_bytes = trailing;
         if trailing > 0 {
-            self.problem(format!("{trailing} bytes after the last whole frame"));
+            self.problem(Problem::Trailing { bytes: trailing });
         }
         self.report
     }

@@ -5,5 +5,6 @@
 #![no_std]
 
 pub mod format;
+pub mod uapi;
 pub mod virtio_snd;
 pub mod wire;

@@ -63,6 +63,18 @@ pub unsafe trait Pod: Copy + Sized {
         }
     }
 
+    /// The value's bytes, writable: any byte pattern written is a valid value.
+    fn as_bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_bytes`, and every byte pattern is a valid `Self`, so writes
+        // through the slice cannot create an invalid value.
+        unsafe {
+            core::slice::from_raw_parts_mut(
+                (self as *mut Self).cast::<u8>(),
+                core::mem::size_of::<Self>(),
+            )
+        }
+    }
+
     /// Decodes a value from the first `size_of::<Self>()` bytes, or `None` when `bytes` is
     /// shorter.
     fn from_prefix(bytes: &[u8]) -> Option<Self> {

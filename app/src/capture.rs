@@ -1,0 +1,389 @@
+//! Asynchronous capture: the driver signals each completed period (kill_fasync); the signal
+//! handler drains every ready period with non-blocking reads until EAGAIN, checks the counter
+//! and measures interrupt-to-handler latency, while the main flow only reports progress.
+//!
+//! Why the handler drains (not a self-pipe): plain SIGIO does not queue, so several interrupts
+//! can arrive as one signal; draining until EAGAIN in the handler guarantees no period waits
+//! for a signal that will never come, with the least latency. The handler only reads into
+//! memory allocated beforehand and updates counters: no allocation, no locks, no stdio.
+
+use std::cell::UnsafeCell;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use vdaq_proto::format::SampleFormat;
+use vdaq_proto::uapi::{PeriodHeader, Stats, PERIOD_MAGIC};
+use vdaq_proto::wire::Pod;
+
+use crate::sys;
+use crate::verify::{CounterChecker, CounterReport};
+
+/// Latency histogram buckets: bucket i counts latencies in [2^i, 2^(i+1)) microseconds.
+const LATENCY_BUCKETS: usize = 24;
+
+/// What the capture is asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Device node.
+    pub device: String,
+    /// Stop after this many frames.
+    pub frames: u64,
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// Sample format and channels of the stream (for the counter check).
+    pub format: SampleFormat,
+    /// Channels per frame.
+    pub channels: usize,
+    /// Realtime signal SIGRTMIN+n through F_SETSIG instead of plain SIGIO.
+    pub rt_signal: Option<i32>,
+    /// Print a progress line each second.
+    pub live: bool,
+}
+
+/// The outcome, as the JSON summary reports it.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub signal: String,
+    pub signals: u64,
+    pub signals_with_wrong_fd: u64,
+    pub handler_runs_without_data: u64,
+    pub periods: u64,
+    pub frames: u64,
+    pub frames_lost_reported: u64,
+    pub loss_mismatches: u64,
+    pub bad_records: u64,
+    pub read_errors: u64,
+    pub unread_at_stop: u64,
+    pub stream_seconds: f64,
+    pub rate_hz: f64,
+    pub wall_seconds: f64,
+    pub latency_us: [u64; 4],
+    pub latency_histogram: Vec<u64>,
+    pub counter: CounterReport,
+    pub driver: Stats,
+    pub irq_delta: Option<u64>,
+}
+
+/// State owned by the signal handler.
+struct Consumer {
+    fd: RawFd,
+    buf: Vec<u8>,
+    checker: CounterChecker,
+    expect_fd: bool,
+    first_ts: Option<u64>,
+    first_frames: u64,
+    last_ts: u64,
+    frames_lost_reported: u64,
+    loss_mismatches: u64,
+    bad_records: u64,
+    read_errors: u64,
+    wrong_fd: u64,
+    empty_runs: u64,
+    latency: [u64; LATENCY_BUCKETS],
+    latencies: Vec<u64>,
+}
+
+/// The handler's state. Only the handler touches it while it is installed and the signal is
+/// unblocked; the main flow touches it only with the signal blocked (see `with_consumer`).
+struct HandlerCell(UnsafeCell<Option<Consumer>>);
+// SAFETY: access is serialised by signal masking as described above; the app has one thread.
+unsafe impl Sync for HandlerCell {}
+static CONSUMER: HandlerCell = HandlerCell(UnsafeCell::new(None));
+
+static SIGNALS: AtomicU64 = AtomicU64::new(0);
+static PERIODS: AtomicU64 = AtomicU64::new(0);
+static FRAMES: AtomicU64 = AtomicU64::new(0);
+static LOST: AtomicU64 = AtomicU64::new(0);
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+fn with_consumer<R>(signal: i32, f: impl FnOnce(&mut Option<Consumer>) -> R) -> R {
+    sys::mask_signal(signal, true);
+    // SAFETY: the signal is blocked, so the handler cannot run while we hold the reference.
+    let r = f(unsafe { &mut *CONSUMER.0.get() });
+    sys::mask_signal(signal, false);
+    r
+}
+
+extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    let now = sys::monotonic_ns();
+    SIGNALS.fetch_add(1, Ordering::Relaxed);
+    if !ACTIVE.load(Ordering::Acquire) {
+        return;
+    }
+    // SAFETY: this handler does not nest (its signal is blocked while it runs) and the main
+    // flow only touches the state with the signal blocked.
+    let Some(c) = (unsafe { &mut *CONSUMER.0.get() }) else { return };
+    if c.expect_fd {
+        if let Some((fd, _band)) = sys::siginfo_fd_band(info) {
+            if fd != c.fd {
+                c.wrong_fd += 1;
+            }
+        }
+    }
+    if c.drain(now) == 0 {
+        c.empty_runs += 1;
+    }
+}
+
+impl Consumer {
+    /// Reads every ready period; returns how many.
+    fn drain(&mut self, now: u64) -> u64 {
+        let mut periods = 0;
+        loop {
+            let n = match sys::read(self.fd, &mut self.buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.read_errors += 1;
+                    break;
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            periods += self.take_records(n, now);
+        }
+        periods
+    }
+
+    fn take_records(&mut self, n: usize, now: u64) -> u64 {
+        let hdr_len = std::mem::size_of::<PeriodHeader>();
+        let mut at = 0;
+        let mut periods = 0;
+        while at + hdr_len <= n {
+            let Some(h) = PeriodHeader::from_prefix(&self.buf[at..n]) else { break };
+            let end = at + hdr_len + h.bytes as usize;
+            if h.magic != PERIOD_MAGIC || end > n {
+                self.bad_records += 1;
+                break;
+            }
+            let lost = self.checker.check(&self.buf[at + hdr_len..end]);
+            // The first period may start anywhere; after it, every gap must be reported.
+            if self.first_ts.is_some() && lost != h.frames_lost {
+                self.loss_mismatches += 1;
+            }
+            self.frames_lost_reported += h.frames_lost;
+            if self.first_ts.is_none() {
+                self.first_ts = Some(h.timestamp_ns);
+                self.first_frames = u64::from(h.frames);
+            }
+            self.last_ts = h.timestamp_ns;
+            let us = now.saturating_sub(h.timestamp_ns) / 1000;
+            let bucket = (64 - us.max(1).leading_zeros() as usize - 1).min(LATENCY_BUCKETS - 1);
+            self.latency[bucket] += 1;
+            if self.latencies.len() < self.latencies.capacity() {
+                self.latencies.push(us);
+            }
+            FRAMES.fetch_add(u64::from(h.frames), Ordering::Relaxed);
+            LOST.fetch_add(h.frames_lost, Ordering::Relaxed);
+            PERIODS.fetch_add(1, Ordering::Relaxed);
+            periods += 1;
+            at = end;
+        }
+        periods
+    }
+}
+
+/// The interrupt count of the vdaq device's line (the IO-APIC line named virtioN of the
+/// sound device), from /proc/interrupts.
+fn irq_count(name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/interrupts").ok()?;
+    text.lines()
+        .find(|l| l.split_whitespace().last() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+}
+
+fn stats_delta(after: &Stats, before: &Stats) -> Stats {
+    Stats {
+        periods: after.periods.saturating_sub(before.periods),
+        frames: after.frames.saturating_sub(before.frames),
+        frames_lost: after.frames_lost.saturating_sub(before.frames_lost),
+        xruns: after.xruns.saturating_sub(before.xruns),
+        rx_interrupts: after.rx_interrupts.saturating_sub(before.rx_interrupts),
+        rx_interrupts_with_data: after
+            .rx_interrupts_with_data
+            .saturating_sub(before.rx_interrupts_with_data),
+        signals_sent: after.signals_sent.saturating_sub(before.signals_sent),
+        periods_read: after.periods_read.saturating_sub(before.periods_read),
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs an asynchronous capture.
+pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&opts.device)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", opts.device)))?;
+    let fd = file.as_raw_fd();
+    let signal = opts.rt_signal.map(sys::sigrtmin).unwrap_or(libc::SIGIO);
+    let frame = opts.format.width() * opts.channels;
+    // Room for a whole ring of periods per read (the driver returns whole records only).
+    let buf = vec![0u8; 64 * (std::mem::size_of::<PeriodHeader>() + 4096 * frame)];
+    with_consumer(signal, |slot| {
+        *slot = Some(Consumer {
+            fd,
+            buf,
+            checker: CounterChecker::new(opts.format, opts.channels),
+            expect_fd: opts.rt_signal.is_some(),
+            first_ts: None,
+            first_frames: 0,
+            last_ts: 0,
+            frames_lost_reported: 0,
+            loss_mismatches: 0,
+            bad_records: 0,
+            read_errors: 0,
+            wrong_fd: 0,
+            empty_runs: 0,
+            latency: [0; LATENCY_BUCKETS],
+            latencies: Vec::with_capacity(1 << 20),
+        });
+    });
+    sys::install_handler(signal, on_signal)?;
+    // The driver's counters are since binding: the run's are the differences.
+    let driver_before = sys::driver_stats(fd)?;
+    let irq_before = irq_name.and_then(irq_count);
+    ACTIVE.store(true, Ordering::Release);
+    sys::set_async(fd, true, opts.rt_signal.map(|_| signal))?;
+    let start = Instant::now();
+    // Periods that were ready before O_ASYNC was set raised their signal already: drain once.
+    with_consumer(signal, |c| c.as_mut().map(|c| c.drain(sys::monotonic_ns())));
+
+    let mut last_print = Instant::now();
+    let mut last_frames = 0;
+    while FRAMES.load(Ordering::Relaxed) < opts.frames && start.elapsed() < opts.timeout {
+        // The "other work" of the main flow: here, sleeping; signals interrupt it.
+        std::thread::sleep(Duration::from_millis(50));
+        if opts.live && last_print.elapsed() >= Duration::from_secs(1) {
+            let frames = FRAMES.load(Ordering::Relaxed);
+            let fps = (frames - last_frames) as f64 / last_print.elapsed().as_secs_f64();
+            println!(
+                "vdaq: {:5.1} s  {:8.0} frames/s  {} periods  {} signals  {} frames lost",
+                start.elapsed().as_secs_f64(),
+                fps,
+                PERIODS.load(Ordering::Relaxed),
+                SIGNALS.load(Ordering::Relaxed),
+                LOST.load(Ordering::Relaxed)
+            );
+            last_frames = frames;
+            last_print = Instant::now();
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    // Leave the async queue first: from here the driver counts no signal for this file.
+    sys::set_async(fd, false, None)?;
+    let driver = stats_delta(&sys::driver_stats(fd)?, &driver_before);
+    // Signals already queued are delivered now (before the next instruction, if unblocked);
+    // wait a moment for any in flight, then stop the handler.
+    std::thread::sleep(Duration::from_millis(20));
+    let irq_after = irq_name.and_then(irq_count);
+    let consumer = with_consumer(signal, |c| {
+        ACTIVE.store(false, Ordering::Release);
+        c.take()
+    })
+    .ok_or_else(|| io::Error::other("capture state vanished"))?;
+    // Periods completed but not read when signals stopped: at most the one whose signal was
+    // still on its way. More means a signal was lost without its periods being drained.
+    let unread_at_stop = driver.periods.saturating_sub(driver.periods_read);
+    drop(file);
+
+    let frames = FRAMES.load(Ordering::Relaxed);
+    let stream_ns = consumer.last_ts.saturating_sub(consumer.first_ts.unwrap_or(0));
+    let stream_seconds = stream_ns as f64 / 1e9;
+    let rate_hz =
+        if stream_ns > 0 { (frames - consumer.first_frames) as f64 / stream_seconds } else { 0.0 };
+    let mut lat = consumer.latencies.clone();
+    lat.sort_unstable();
+    Ok(Summary {
+        signal: if opts.rt_signal.is_some() {
+            format!("SIGRTMIN+{}", opts.rt_signal.unwrap_or(0))
+        } else {
+            "SIGIO".into()
+        },
+        signals: SIGNALS.load(Ordering::Relaxed),
+        signals_with_wrong_fd: consumer.wrong_fd,
+        handler_runs_without_data: consumer.empty_runs,
+        periods: PERIODS.load(Ordering::Relaxed),
+        frames,
+        frames_lost_reported: consumer.frames_lost_reported,
+        loss_mismatches: consumer.loss_mismatches,
+        bad_records: consumer.bad_records,
+        read_errors: consumer.read_errors,
+        unread_at_stop,
+        stream_seconds,
+        rate_hz,
+        wall_seconds: wall,
+        latency_us: [
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.9),
+            percentile(&lat, 0.99),
+            lat.last().copied().unwrap_or(0),
+        ],
+        latency_histogram: consumer.latency.to_vec(),
+        counter: consumer.checker.finish(0),
+        driver,
+        irq_delta: irq_before.zip(irq_after).map(|(b, a)| a.saturating_sub(b)),
+    })
+}
+
+impl Summary {
+    /// The JSON summary.
+    pub fn to_json(&self) -> String {
+        let d = &self.driver;
+        format!(
+            concat!(
+                "{{\"signal\":\"{}\",\"signals\":{},\"signals_with_wrong_fd\":{},",
+                "\"handler_runs_without_data\":{},\"periods\":{},\"frames\":{},",
+                "\"frames_lost_reported\":{},\"loss_mismatches\":{},\"bad_records\":{},",
+                "\"read_errors\":{},\"unread_at_stop\":{},\"stream_seconds\":{:.4},",
+                "\"rate_hz\":{:.1},\"wall_seconds\":{:.3},",
+                "\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"max\":{}}},",
+                "\"latency_log2_us_histogram\":{:?},\"counter\":{},",
+                "\"driver\":{{\"periods\":{},\"frames\":{},\"frames_lost\":{},\"xruns\":{},",
+                "\"rx_interrupts\":{},\"rx_interrupts_with_data\":{},\"signals_sent\":{},",
+                "\"periods_read\":{}}},\"irq_delta\":{}}}"
+            ),
+            self.signal,
+            self.signals,
+            self.signals_with_wrong_fd,
+            self.handler_runs_without_data,
+            self.periods,
+            self.frames,
+            self.frames_lost_reported,
+            self.loss_mismatches,
+            self.bad_records,
+            self.read_errors,
+            self.unread_at_stop,
+            self.stream_seconds,
+            self.rate_hz,
+            self.wall_seconds,
+            self.latency_us[0],
+            self.latency_us[1],
+            self.latency_us[2],
+            self.latency_us[3],
+            self.latency_histogram,
+            self.counter.to_json(),
+            d.periods,
+            d.frames,
+            d.frames_lost,
+            d.xruns,
+            d.rx_interrupts,
+            d.rx_interrupts_with_data,
+            d.signals_sent,
+            d.periods_read,
+            self.irq_delta.map_or("null".into(), |v| v.to_string()),
+        )
+    }
+}

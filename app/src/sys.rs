@@ -1,0 +1,141 @@
+//! The system calls the app needs that std does not offer: fcntl for asynchronous I/O
+//! (F_SETOWN, O_ASYNC, F_SETSIG), sigaction with SA_SIGINFO, signal masks, the device's ioctl,
+//! and CLOCK_MONOTONIC. Every `unsafe` of the app is here.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use vdaq_proto::uapi::{Stats, VDAQ_IOC_STATS};
+use vdaq_proto::wire::Pod;
+
+/// fcntl command to choose the signal sent for O_ASYNC (Linux; libc lacks the constant).
+const F_SETSIG: libc::c_int = 10;
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// CLOCK_MONOTONIC in ns (the clock of the driver's period timestamps).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Makes this process the owner of `fd`'s signals, optionally with `signal` instead of SIGIO
+/// (F_SETSIG: then the signal carries si_fd and si_band and, if realtime, queues), and turns
+/// O_ASYNC on or off.
+pub fn set_async(fd: RawFd, on: bool, signal: Option<i32>) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own, with integer arguments.
+    unsafe {
+        check(libc::fcntl(fd, libc::F_SETOWN, libc::getpid()))?;
+        if let Some(sig) = signal {
+            check(libc::fcntl(fd, F_SETSIG, sig))?;
+        }
+        let flags = check(libc::fcntl(fd, libc::F_GETFL))?;
+        let flags = if on { flags | libc::O_ASYNC } else { flags & !libc::O_ASYNC };
+        check(libc::fcntl(fd, libc::F_SETFL, flags))?;
+    }
+    Ok(())
+}
+
+/// A signal handler with siginfo.
+pub type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
+/// Installs `handler` for `signal` (SA_SIGINFO | SA_RESTART).
+pub fn install_handler(signal: i32, handler: Handler) -> io::Result<()> {
+    // SAFETY: all-zero is a valid sigaction; the handler is an extern "C" fn of the right
+    // signature that lives for the whole program.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        check(libc::sigaction(signal, &sa, std::ptr::null_mut()))?;
+    }
+    Ok(())
+}
+
+/// Blocks (`block`) or unblocks `signal` for this thread.
+pub fn mask_signal(signal: i32, block: bool) {
+    // SAFETY: a sigset on the stack, initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        let how = if block { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// The file descriptor and band a queued (F_SETSIG) signal carries.
+pub fn siginfo_fd_band(info: *const libc::siginfo_t) -> Option<(i32, i64)> {
+    if info.is_null() {
+        return None;
+    }
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler; for SIGIO-style
+    // signals (si_code POLL_*) the `_sigpoll` union member holds si_band then si_fd.
+    unsafe {
+        if (*info).si_code <= 0 {
+            return None;
+        }
+        #[repr(C)]
+        struct SigPoll {
+            signo: libc::c_int,
+            errno: libc::c_int,
+            code: libc::c_int,
+            _pad: libc::c_int,
+            band: libc::c_long,
+            fd: libc::c_int,
+        }
+        let p = info.cast::<SigPoll>();
+        Some(((*p).fd, (*p).band))
+    }
+}
+
+/// SIGRTMIN + `n`.
+pub fn sigrtmin(n: i32) -> i32 {
+    libc::SIGRTMIN() + n
+}
+
+/// Reads the driver's statistics.
+pub fn driver_stats(fd: RawFd) -> io::Result<Stats> {
+    let mut stats = Stats::default();
+    // SAFETY: VDAQ_IOC_STATS writes exactly `size_of::<Stats>()` bytes to the pointer.
+    check(unsafe { libc::ioctl(fd, VDAQ_IOC_STATS as _, stats.as_bytes_mut().as_mut_ptr()) })?;
+    Ok(stats)
+}
+
+/// Calls `read(2)` on `fd` (async-signal-safe, unlike `std`'s buffered paths).
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// The TSC frequency in kHz, measured against CLOCK_MONOTONIC.
+#[cfg(target_arch = "x86_64")]
+pub fn tsc_khz() -> Option<u64> {
+    // SAFETY: RDTSC has no preconditions on x86_64.
+    let rdtsc = || unsafe { core::arch::x86_64::_rdtsc() };
+    let (t0, c0) = (monotonic_ns(), rdtsc());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (t1, c1) = (monotonic_ns(), rdtsc());
+    let ns = t1.checked_sub(t0).filter(|&ns| ns > 0)?;
+    Some(u64::try_from(u128::from(c1.wrapping_sub(c0)) * 1_000_000 / u128::from(ns)).ok()?)
+}
+
+/// The TSC frequency in kHz (not available on this architecture).
+#[cfg(not(target_arch = "x86_64"))]
+pub fn tsc_khz() -> Option<u64> {
+    None
+}

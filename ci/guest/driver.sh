@@ -1,0 +1,46 @@
+# shellcheck shell=dash
+# Guest side of the driver test (debug kernel): vdaq.ko binds the device, the app captures
+# asynchronously with a realtime signal (F_SETSIG) and with plain SIGIO, the module is
+# unloaded and loaded again for a second capture. Results go to /mnt/host/*.json; the host
+# checks them and dmesg.
+set -u
+out=/mnt/host
+# The sound device's virtio name: its interrupt line in /proc/interrupts has that name.
+irq=""
+for d in /sys/bus/virtio/devices/*; do
+  [ "$(cat "$d/device")" = 0x0019 ] && irq=$(basename "$d")
+done
+echo "driver test: sound device is $irq"
+step() { echo "driver test: $*"; }
+
+step "insmod vdaq.ko"
+insmod /lib/modules/vdaq.ko || exit 20
+[ -c /dev/vdaq0 ] || { echo "no /dev/vdaq0"; exit 21; }
+
+step "capture 3 s with F_SETSIG SIGRTMIN+1"
+vdaq capture --seconds 3 --rt-signal 1 --irq-name "$irq" --live >"$out/rt.out"
+echo $? >"$out/rt.rc"
+tail -n 1 "$out/rt.out" >"$out/rt.json"
+
+step "capture 3 s with plain SIGIO"
+vdaq capture --seconds 3 --irq-name "$irq" >"$out/sigio.json"
+echo $? >"$out/sigio.rc"
+
+step "rmmod vdaq"
+rmmod vdaq
+echo $? >"$out/rmmod1.rc"
+
+step "insmod again and capture 1 s"
+insmod /lib/modules/vdaq.ko && vdaq capture --seconds 1 >"$out/second.json"
+echo $? >"$out/second.rc"
+rmmod vdaq
+echo $? >"$out/rmmod2.rc"
+
+# Give the detectors a chance: a kmemleak scan, and a moment for hung-task reports.
+mount -t debugfs none /sys/kernel/debug 2>/dev/null
+if [ -w /sys/kernel/debug/kmemleak ]; then
+  echo scan >/sys/kernel/debug/kmemleak
+  sleep 1
+  cat /sys/kernel/debug/kmemleak >"$out/kmemleak.txt"
+fi
+exit 0

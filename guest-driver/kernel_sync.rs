@@ -1,0 +1,186 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Synchronisation the 6.12 Rust kernel crate lacks: an irqsave spinlock (state shared with a
+//! hard-interrupt handler), a wait queue of our own (poll and blocking reads), and the fasync
+//! list (SIGIO to owners of files with O_ASYNC).
+
+use core::marker::PhantomPinned;
+use kernel::bindings;
+use kernel::error::{code::ERESTARTSYS, to_result, Result};
+use kernel::init::PinInit;
+use kernel::prelude::*;
+use kernel::sync::lock::{Backend, Lock};
+use kernel::types::Opaque;
+
+/// Backend of [`SpinLockIrq`]: `spin_lock_irqsave`, with the saved flags as guard state.
+pub(crate) struct SpinLockIrqBackend;
+
+/// A spinlock that disables local interrupts while held: for data shared with interrupt
+/// handlers.
+pub(crate) type SpinLockIrq<T> = Lock<T, SpinLockIrqBackend>;
+
+/// Creates a [`SpinLockIrq`] initialiser with a lock class of its own.
+#[macro_export]
+macro_rules! new_spinlock_irq {
+    ($inner:expr, $name:literal) => {
+        $crate::kernel_sync::SpinLockIrq::new(
+            $inner,
+            kernel::c_str!($name),
+            kernel::static_lock_class!(),
+        )
+    };
+}
+
+// SAFETY: `lock` and `unlock` are `spin_lock_irqsave`/`spin_unlock_irqrestore` on a spinlock
+// that `init` initialised, so the lock provides mutual exclusion; the flags saved by `lock` are
+// the ones `unlock` restores.
+unsafe impl Backend for SpinLockIrqBackend {
+    type State = bindings::spinlock_t;
+    type GuardState = kernel::ffi::c_ulong;
+
+    unsafe fn init(
+        ptr: *mut Self::State,
+        name: *const kernel::ffi::c_char,
+        key: *mut bindings::lock_class_key,
+    ) {
+        // SAFETY: the caller passes a valid spinlock to initialise and a static name and key.
+        unsafe { bindings::__spin_lock_init(ptr, name, key) }
+    }
+
+    unsafe fn lock(ptr: *mut Self::State) -> Self::GuardState {
+        // SAFETY: the caller guarantees the lock was initialised.
+        unsafe { bindings::spin_lock_irqsave(ptr) }
+    }
+
+    unsafe fn unlock(ptr: *mut Self::State, flags: &Self::GuardState) {
+        // SAFETY: the caller owns the lock; `flags` came from the matching `lock`.
+        unsafe { bindings::spin_unlock_irqrestore(ptr, *flags) }
+    }
+}
+
+/// A wait queue head: readers sleep on it, poll() registers on it, the interrupt handler wakes
+/// it.
+#[pin_data]
+pub(crate) struct WaitQueue {
+    #[pin]
+    head: Opaque<bindings::wait_queue_head>,
+    #[pin]
+    _pin: PhantomPinned,
+}
+
+// SAFETY: a wait queue head is designed to be used from any thread and interrupt context; its
+// own spinlock serialises access.
+unsafe impl Send for WaitQueue {}
+// SAFETY: as above.
+unsafe impl Sync for WaitQueue {}
+
+/// How a wait ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// The condition became true.
+    Ready,
+    /// The timeout passed first.
+    TimedOut,
+}
+
+impl WaitQueue {
+    /// An initialiser for an empty wait queue.
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            // SAFETY: `slot` is valid for writing the wait queue head it initialises.
+            head <- Opaque::ffi_init(|slot| unsafe { bindings::init_waitqueue_head(slot) }),
+            _pin: PhantomPinned,
+        })
+    }
+
+    /// The raw head, for poll_wait.
+    pub(crate) fn as_ptr(&self) -> *mut bindings::wait_queue_head {
+        self.head.get()
+    }
+
+    /// Wakes every interruptible sleeper.
+    pub(crate) fn wake_all(&self) {
+        // SAFETY: the head was initialised by `new`.
+        unsafe { bindings::wake_up_interruptible_all(self.head.get()) }
+    }
+
+    /// Sleeps interruptibly until `ready()` holds or `timeout_jiffies` pass (`None`: no
+    /// timeout). A signal ends the wait with ERESTARTSYS.
+    pub(crate) fn wait_until(
+        &self,
+        timeout_jiffies: Option<kernel::ffi::c_long>,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<Wait> {
+        let mut remaining = timeout_jiffies.unwrap_or(kernel::task::MAX_SCHEDULE_TIMEOUT);
+        let mut entry = core::mem::MaybeUninit::<bindings::wait_queue_entry>::uninit();
+        let entry = entry.as_mut_ptr();
+        // SAFETY: `entry` points to writable stack memory for a wait queue entry that stays
+        // in place until `finish_wait` below removes it from the queue.
+        unsafe { bindings::init_wait(entry) };
+        let result = loop {
+            // SAFETY: the head was initialised by `new`; `entry` was initialised above.
+            unsafe {
+                bindings::prepare_to_wait_exclusive(
+                    self.head.get(),
+                    entry,
+                    bindings::TASK_INTERRUPTIBLE as _,
+                )
+            };
+            if ready() {
+                break Ok(Wait::Ready);
+            }
+            // SAFETY: `current` is always valid in process context.
+            if unsafe { bindings::signal_pending(bindings::get_current()) } != 0 {
+                break Err(ERESTARTSYS);
+            }
+            if remaining <= 0 {
+                break Ok(Wait::TimedOut);
+            }
+            // SAFETY: called in process context with the task state set above.
+            remaining = unsafe { bindings::schedule_timeout(remaining) };
+        };
+        // SAFETY: `entry` was added to this head by `prepare_to_wait_exclusive`.
+        unsafe { bindings::finish_wait(self.head.get(), entry) };
+        result
+    }
+}
+
+/// The list of files that asked for SIGIO (O_ASYNC), as fasync_helper keeps it.
+pub(crate) struct FasyncList {
+    head: Opaque<*mut bindings::fasync_struct>,
+}
+
+// SAFETY: fasync_helper and kill_fasync serialise access to the list with the kernel's fasync
+// lock and RCU; the pointer itself is only changed by fasync_helper.
+unsafe impl Send for FasyncList {}
+// SAFETY: as above.
+unsafe impl Sync for FasyncList {}
+
+impl FasyncList {
+    /// An empty list.
+    pub(crate) fn new() -> Self {
+        Self { head: Opaque::new(core::ptr::null_mut()) }
+    }
+
+    /// Adds or removes `file` (the fasync file operation; `on` false also on release).
+    pub(crate) fn helper(&self, fd: i32, file: &crate::miscdev::File, on: bool) -> Result<i32> {
+        // SAFETY: `file` is a live file during its file operation; `head` is the list pointer
+        // that fasync_helper owns.
+        let ret = unsafe { bindings::fasync_helper(fd, file.as_ptr(), on as i32, self.head.get()) };
+        to_result(ret)?;
+        Ok(ret)
+    }
+
+    /// Sends `sig` with band `band` to every owner on the list; callable from interrupt
+    /// context.
+    pub(crate) fn kill(&self, sig: u32, band: u32) {
+        // SAFETY: `head` is the list pointer fasync_helper maintains (possibly null: empty).
+        unsafe { bindings::kill_fasync(self.head.get(), sig as i32, band as i32) }
+    }
+}
+
+/// Sleeps for at least `ms` milliseconds (process context).
+pub(crate) fn sleep_ms(ms: u32) {
+    // SAFETY: msleep may be called from any process context.
+    unsafe { bindings::msleep(ms) }
+}

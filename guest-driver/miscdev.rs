@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Misc character devices: registration and the file operations vdaq uses (open, release,
+//! read, poll, ioctl, fasync), dispatched to a safe trait.
+//!
+//! Each open file holds an `Arc` of the device state, so the state outlives a device removal
+//! until the last file is closed; the file operations table is a static of this module (the
+//! VFS reads it after release), owned by the module (`owner`), so rmmod waits for open files.
+
+use core::marker::{PhantomData, PhantomPinned};
+use kernel::bindings;
+use kernel::error::{from_result, Error, Result};
+use kernel::prelude::*;
+use kernel::str::CString;
+use kernel::sync::{Arc, ArcBorrow};
+use kernel::types::{ForeignOwnable, Opaque};
+use kernel::uaccess::{UserSlice, UserSliceWriter};
+
+use crate::kernel_sync::WaitQueue;
+
+/// An open file, during one of its file operations.
+pub(crate) struct File(*mut bindings::file);
+
+impl File {
+    pub(crate) fn as_ptr(&self) -> *mut bindings::file {
+        self.0
+    }
+
+    /// True when the file was opened with O_NONBLOCK.
+    pub(crate) fn is_nonblocking(&self) -> bool {
+        // SAFETY: the file is live for the duration of the operation that made this `File`.
+        unsafe { (*self.0).f_flags & bindings::O_NONBLOCK != 0 }
+    }
+}
+
+/// The poll table of a poll() call.
+pub(crate) struct PollTable {
+    file: *mut bindings::file,
+    table: *mut bindings::poll_table,
+}
+
+impl PollTable {
+    /// Registers the caller on `queue`: a wake-up of the queue re-runs poll.
+    pub(crate) fn register(&self, queue: &WaitQueue) {
+        // SAFETY: file and table are live during poll(); the queue lives as long as the
+        // device state, which the file holds (poll_wait entries are removed before the file
+        // is released).
+        unsafe { bindings::poll_wait(self.file, queue.as_ptr(), self.table) }
+    }
+}
+
+/// What a misc device does with its files. `Self` is the device state every open file shares.
+pub(crate) trait FileOperations: Send + Sync + Sized + 'static {
+    /// A file is being opened (an error refuses the open).
+    fn open(dev: &Arc<Self>, file: &File) -> Result;
+    /// The last reference to an open file is gone.
+    fn release(dev: &Arc<Self>, file: &File);
+    /// read(): fills `out`, returns the bytes written.
+    fn read(dev: ArcBorrow<'_, Self>, file: &File, out: &mut UserSliceWriter) -> Result<usize>;
+    /// poll(): registers on wait queues through `table`, returns the EPOLL* mask.
+    fn poll(dev: ArcBorrow<'_, Self>, file: &File, table: &PollTable) -> u32;
+    /// ioctl(): `arg` is the user's argument.
+    fn ioctl(dev: ArcBorrow<'_, Self>, file: &File, cmd: u32, arg: usize) -> Result<isize>;
+    /// fasync(): O_ASYNC was set (`on`) or cleared on the file.
+    fn fasync(dev: ArcBorrow<'_, Self>, fd: i32, file: &File, on: bool) -> Result<i32>;
+}
+
+/// A registered misc device whose files share `Arc<T>`.
+#[pin_data(PinnedDrop)]
+pub(crate) struct Registration<T: FileOperations> {
+    #[pin]
+    misc: Opaque<bindings::miscdevice>,
+    registered: core::sync::atomic::AtomicBool,
+    _name: CString,
+    data: Arc<T>,
+    #[pin]
+    _pin: PhantomPinned,
+}
+
+// SAFETY: the registration only holds the miscdevice (used by the misc core under its own
+// lock) and an `Arc<T>` with `T: Send + Sync`.
+unsafe impl<T: FileOperations> Send for Registration<T> {}
+// SAFETY: as above; no method gives mutable access.
+unsafe impl<T: FileOperations> Sync for Registration<T> {}
+
+impl<T: FileOperations> Registration<T> {
+    /// Registers /dev/`name` with a dynamic minor; its files share `data`.
+    pub(crate) fn register(name: CString, data: Arc<T>) -> impl PinInit<Self, Error> {
+        let name_ptr = name.as_char_ptr();
+        try_pin_init!(Self {
+            misc <- Opaque::ffi_init(move |slot: *mut bindings::miscdevice| {
+                // SAFETY: `slot` is valid for writes; all-zero is a valid miscdevice. The name
+                // is heap memory owned by this registration (moved in below; the heap buffer
+                // does not move) and the fops are static.
+                unsafe {
+                    slot.write(core::mem::zeroed());
+                    (*slot).minor = bindings::MISC_DYNAMIC_MINOR as _;
+                    (*slot).name = name_ptr;
+                    (*slot).fops = fops::<T>();
+                }
+            }),
+            registered: core::sync::atomic::AtomicBool::new(false),
+            _name: name,
+            data: data,
+            _pin: PhantomPinned,
+        }? Error)
+        .pin_chain(|this| {
+            // SAFETY: the miscdevice is initialised and pinned inside `this` until drop,
+            // which deregisters it.
+            kernel::error::to_result(unsafe { bindings::misc_register(this.misc.get()) })?;
+            this.registered.store(true, core::sync::atomic::Ordering::Release);
+            Ok(())
+        })
+    }
+}
+
+#[pinned_drop]
+impl<T: FileOperations> PinnedDrop for Registration<T> {
+    fn drop(self: Pin<&mut Self>) {
+        if !self.registered.load(core::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: the device was registered. After this, no new file can open; open files
+        // keep their own `Arc<T>`.
+        unsafe { bindings::misc_deregister(self.misc.get()) };
+    }
+}
+
+fn fops<T: FileOperations>() -> &'static bindings::file_operations {
+    &FopsHolder::<T>::FOPS
+}
+
+struct FopsHolder<T>(PhantomData<T>);
+
+impl<T: FileOperations> FopsHolder<T> {
+    const FOPS: bindings::file_operations = bindings::file_operations {
+        // Only the address of this module's `struct module` is taken.
+        owner: &raw const bindings::__this_module as *mut _,
+        open: Some(open::<T>),
+        release: Some(release::<T>),
+        read: Some(read::<T>),
+        poll: Some(poll::<T>),
+        unlocked_ioctl: Some(ioctl::<T>),
+        fasync: Some(fasync::<T>),
+        llseek: Some(bindings::noop_llseek),
+        // SAFETY: all-zero is a valid `file_operations` (every other operation absent).
+        ..unsafe { core::mem::zeroed() }
+    };
+}
+
+/// The device state of an open file.
+///
+/// # Safety
+/// `file` must be a file of a [`Registration<T>`] that `open::<T>` succeeded for and that is
+/// not released yet.
+unsafe fn file_data<'a, T: FileOperations>(file: *mut bindings::file) -> ArcBorrow<'a, T> {
+    // SAFETY: `open` stored an `Arc<T>` through `into_foreign` in `private_data`; it is
+    // reclaimed only in `release`, after every other operation on the file has returned.
+    unsafe { <Arc<T> as ForeignOwnable>::borrow((*file).private_data) }
+}
+
+unsafe extern "C" fn open<T: FileOperations>(
+    _inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> kernel::ffi::c_int {
+    from_result(|| {
+        // SAFETY: misc_open set `private_data` to our registration's miscdevice, which stays
+        // registered (misc_deregister waits on the misc lock held during this call).
+        let misc = unsafe { (*file).private_data } as *mut bindings::miscdevice;
+        // SAFETY: `misc` is the `misc` field of a pinned `Registration<T>`.
+        let reg = unsafe {
+            &*(misc as *const u8).sub(core::mem::offset_of!(Registration<T>, misc))
+                .cast::<Registration<T>>()
+        };
+        let data = reg.data.clone();
+        T::open(&data, &File(file))?;
+        // SAFETY: the file is being opened; we own `private_data` from now on.
+        unsafe { (*file).private_data = data.into_foreign() as *mut _ };
+        Ok(0)
+    })
+}
+
+unsafe extern "C" fn release<T: FileOperations>(
+    _inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> kernel::ffi::c_int {
+    // SAFETY: the file was opened by `open::<T>` and is being released: no other operation
+    // runs on it, so we take back the `Arc` stored there.
+    let data = unsafe { <Arc<T> as ForeignOwnable>::from_foreign((*file).private_data) };
+    T::release(&data, &File(file));
+    0
+}
+
+unsafe extern "C" fn read<T: FileOperations>(
+    file: *mut bindings::file,
+    buf: *mut kernel::ffi::c_char,
+    len: usize,
+    _ppos: *mut bindings::loff_t,
+) -> isize {
+    from_result(|| {
+        // SAFETY: read runs on an open file of this registration.
+        let data = unsafe { file_data::<T>(file) };
+        let mut out = UserSlice::new(buf as usize, len).writer();
+        Ok(T::read(data, &File(file), &mut out)? as isize)
+    })
+}
+
+unsafe extern "C" fn poll<T: FileOperations>(
+    file: *mut bindings::file,
+    table: *mut bindings::poll_table,
+) -> bindings::__poll_t {
+    // SAFETY: poll runs on an open file of this registration.
+    let data = unsafe { file_data::<T>(file) };
+    T::poll(data, &File(file), &PollTable { file, table })
+}
+
+unsafe extern "C" fn ioctl<T: FileOperations>(
+    file: *mut bindings::file,
+    cmd: kernel::ffi::c_uint,
+    arg: kernel::ffi::c_ulong,
+) -> kernel::ffi::c_long {
+    from_result(|| {
+        // SAFETY: ioctl runs on an open file of this registration.
+        let data = unsafe { file_data::<T>(file) };
+        T::ioctl(data, &File(file), cmd, arg as usize)
+    }) as _
+}
+
+unsafe extern "C" fn fasync<T: FileOperations>(
+    fd: kernel::ffi::c_int,
+    file: *mut bindings::file,
+    on: kernel::ffi::c_int,
+) -> kernel::ffi::c_int {
+    from_result(|| {
+        // SAFETY: fasync runs on an open file of this registration (also from release, before
+        // `release::<T>` reclaims the data).
+        let data = unsafe { file_data::<T>(file) };
+        T::fasync(data, fd, &File(file), on != 0)
+    })
+}

@@ -1,0 +1,323 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Virtio drivers: registration, probe/remove as a trait, the device, and virtqueues that own
+//! the messages posted on them.
+//!
+//! A message (`KBox<M>`) is handed to the queue with its buffers and comes back from
+//! `get_buf` or `detach_unused`; while the device owns it, nothing else can reach it, which is
+//! the DMA rule of virtqueues expressed as ownership.
+
+use core::marker::PhantomData;
+use kernel::bindings;
+use kernel::error::{from_result, to_result, Error, Result};
+use kernel::prelude::*;
+use kernel::str::CStr;
+use kernel::types::{ForeignOwnable, Opaque};
+
+/// A virtio driver.
+pub(crate) trait Driver: 'static {
+    /// Per-device state, kept in the device's `priv` while bound.
+    type Data: ForeignOwnable + Send + Sync;
+    /// Driver name.
+    const NAME: &'static CStr;
+    /// Virtio device id bound.
+    const DEVICE_ID: u32;
+
+    /// Sets the device up (queues found, nothing started); returns its state.
+    fn probe(dev: &Device) -> Result<Self::Data>;
+    /// Called once the state is reachable from queue callbacks: start talking to the device.
+    /// On error, [`Driver::remove`] runs.
+    fn ready(dev: &Device, data: <Self::Data as ForeignOwnable>::Borrowed<'_>) -> Result;
+    /// A queue's callback (the used-buffer interrupt), in interrupt context.
+    fn callback(data: <Self::Data as ForeignOwnable>::Borrowed<'_>, queue: u32);
+    /// The device is going away: stop, reset the device and delete the queues. The state is
+    /// dropped after this returns.
+    fn remove(dev: &Device, data: <Self::Data as ForeignOwnable>::Borrowed<'_>);
+}
+
+/// A virtio device during probe or remove (or while its queues exist).
+pub(crate) struct Device(*mut bindings::virtio_device);
+
+impl Device {
+    /// The device's index (virtioN).
+    pub(crate) fn index(&self) -> i32 {
+        // SAFETY: the device is live while this handle exists.
+        unsafe { (*self.0).index }
+    }
+
+    /// Reads a 32-bit configuration field at byte `offset`.
+    pub(crate) fn read_config_u32(&self, offset: u32) -> u32 {
+        // SAFETY: the device is live; the transport checks the offset.
+        unsafe { bindings::virtio_cread32(self.0, offset) }
+    }
+
+    /// Finds the device's queues; `callbacks[i]` says whether queue `i` interrupts.
+    pub(crate) fn find_vqs<T: Driver>(
+        &self,
+        names: &[&'static CStr],
+        callbacks: &[bool],
+    ) -> Result<KVec<RawQueue>> {
+        const MAX: usize = 8;
+        if names.len() > MAX || names.len() != callbacks.len() {
+            return Err(EINVAL);
+        }
+        let mut vqs = [core::ptr::null_mut::<bindings::virtqueue>(); MAX];
+        // SAFETY: all-zero is a valid virtqueue_info (no name, no callback).
+        let mut info: [bindings::virtqueue_info; MAX] = unsafe { core::mem::zeroed() };
+        for (i, (name, cb)) in names.iter().zip(callbacks).enumerate() {
+            info[i].name = name.as_char_ptr();
+            info[i].callback = if *cb { Some(vq_callback::<T>) } else { None };
+        }
+        // SAFETY: the arrays hold `names.len()` entries; the names are static.
+        to_result(unsafe {
+            bindings::virtio_find_vqs(
+                self.0,
+                names.len() as u32,
+                vqs.as_mut_ptr(),
+                info.as_mut_ptr(),
+                core::ptr::null_mut(),
+            )
+        })?;
+        let mut out = KVec::with_capacity(names.len(), GFP_KERNEL)?;
+        for vq in vqs.iter().take(names.len()) {
+            out.push(RawQueue(*vq), GFP_KERNEL)?;
+        }
+        Ok(out)
+    }
+
+    /// Tells the device the driver is ready (DRIVER_OK): queues may be used from now on.
+    pub(crate) fn ready(&self) {
+        // SAFETY: the device is live and its queues were found.
+        unsafe { bindings::virtio_device_ready(self.0) }
+    }
+
+    /// Resets the device: it stops using every buffer and raises no more interrupts (pending
+    /// callbacks have finished when this returns).
+    pub(crate) fn reset(&self) {
+        // SAFETY: the device is live.
+        unsafe { bindings::virtio_reset_device(self.0) }
+    }
+
+    /// Deletes the device's queues.
+    ///
+    /// # Safety
+    /// Every [`Virtqueue`] made from this device's queues must have been dropped, and the
+    /// device reset.
+    pub(crate) unsafe fn del_vqs(&self) {
+        // SAFETY: the caller guarantees no queue is used any more.
+        unsafe { bindings::virtio_del_vqs(self.0) }
+    }
+}
+
+/// A queue as [`Device::find_vqs`] returns it, before it is given a message type.
+pub(crate) struct RawQueue(*mut bindings::virtqueue);
+
+/// The buffers of a message: device-readable parts first, then device-writable ones.
+pub(crate) struct Buffers<'a> {
+    /// Device-readable parts.
+    pub(crate) readable: [Option<&'a [u8]>; 2],
+    /// Device-writable parts.
+    pub(crate) writable: [Option<&'a mut [u8]>; 2],
+}
+
+/// A message that can be posted on a queue.
+pub(crate) trait Message {
+    /// The message's buffers, which must be heap memory of the message itself.
+    fn buffers(&mut self) -> Buffers<'_>;
+}
+
+/// A virtqueue carrying messages of type `M`.
+pub(crate) struct Virtqueue<M: Message> {
+    vq: *mut bindings::virtqueue,
+    _msg: PhantomData<KBox<M>>,
+}
+
+// SAFETY: a virtqueue may be used from any context as long as calls are serialised, which
+// `&mut self` on every operation guarantees.
+unsafe impl<M: Message + Send> Send for Virtqueue<M> {}
+
+impl<M: Message> Virtqueue<M> {
+    /// Gives `raw` its message type.
+    pub(crate) fn new(raw: RawQueue) -> Self {
+        Self { vq: raw.0, _msg: PhantomData }
+    }
+
+    /// Posts `msg` (atomic allocation: callable under spinlocks and in interrupts); on failure
+    /// (ring full, ENOSPC) the message comes back.
+    pub(crate) fn add(&mut self, mut msg: KBox<M>) -> core::result::Result<(), (Error, KBox<M>)> {
+        let mut sgs: [bindings::scatterlist; 4] =
+            // SAFETY: all-zero scatterlists are valid before sg_init_one.
+            unsafe { core::mem::zeroed() };
+        let mut list = [core::ptr::null_mut::<bindings::scatterlist>(); 4];
+        let (mut n, mut outs) = (0usize, 0u32);
+        {
+            let b = msg.buffers();
+            for part in b.readable.iter().flatten() {
+                // SAFETY: `sgs[n]` is valid; `part` is heap memory owned by the message.
+                unsafe { bindings::sg_init_one(&mut sgs[n], part.as_ptr().cast(), part.len() as u32) };
+                n += 1;
+                outs += 1;
+            }
+            for part in b.writable.into_iter().flatten() {
+                // SAFETY: as above, writable by the device.
+                unsafe {
+                    bindings::sg_init_one(&mut sgs[n], part.as_mut_ptr().cast(), part.len() as u32)
+                };
+                n += 1;
+            }
+        }
+        for (i, l) in list.iter_mut().enumerate().take(n) {
+            *l = &mut sgs[i];
+        }
+        let token = KBox::into_raw(msg);
+        // SAFETY: the scatterlists describe memory of `*token`, which the queue owns until
+        // `get_buf` or `detach_unused` returns the token (or the device is reset and the
+        // queues deleted, see `Device::del_vqs`).
+        let ret = unsafe {
+            bindings::virtqueue_add_sgs(
+                self.vq,
+                list.as_mut_ptr(),
+                outs,
+                n as u32 - outs,
+                token.cast(),
+                bindings::GFP_ATOMIC,
+            )
+        };
+        if ret < 0 {
+            // SAFETY: the queue refused the token, so it is still ours.
+            return Err((Error::from_errno(ret), unsafe { KBox::from_raw(token) }));
+        }
+        Ok(())
+    }
+
+    /// Notifies the device of new messages; false if the device is broken.
+    pub(crate) fn kick(&mut self) -> bool {
+        // SAFETY: the queue is live.
+        unsafe { bindings::virtqueue_kick(self.vq) }
+    }
+
+    /// Takes back a message the device used, with the number of bytes it wrote.
+    pub(crate) fn get_buf(&mut self) -> Option<(KBox<M>, u32)> {
+        let mut len = 0u32;
+        // SAFETY: the queue is live.
+        let token = unsafe { bindings::virtqueue_get_buf(self.vq, &mut len) };
+        // SAFETY: every token on this queue is a `KBox<M>` given up by `add`.
+        (!token.is_null()).then(|| (unsafe { KBox::from_raw(token.cast::<M>()) }, len))
+    }
+
+    /// Takes back a message the device did not use (after a reset).
+    pub(crate) fn detach_unused(&mut self) -> Option<KBox<M>> {
+        // SAFETY: the queue is live; the caller resets the device first.
+        let token = unsafe { bindings::virtqueue_detach_unused_buf(self.vq) };
+        // SAFETY: as in `get_buf`.
+        (!token.is_null()).then(|| unsafe { KBox::from_raw(token.cast::<M>()) })
+    }
+}
+
+unsafe extern "C" fn vq_callback<T: Driver>(vq: *mut bindings::virtqueue) {
+    // SAFETY: the transport calls this with a live queue of a live device.
+    let (vdev, index) = unsafe { ((*vq).vdev, (*vq).index) };
+    // SAFETY: as above.
+    let data = unsafe { (*vdev).priv_ };
+    if data.is_null() {
+        return; // Not ready yet, or being removed.
+    }
+    // SAFETY: `priv` holds `T::Data` from `into_foreign` until `remove_callback` clears it
+    // after the device was reset (no callback runs then).
+    T::callback(unsafe { T::Data::borrow(data) }, index);
+}
+
+unsafe extern "C" fn probe_callback<T: Driver>(vdev: *mut bindings::virtio_device) -> kernel::ffi::c_int {
+    from_result(|| {
+        let dev = Device(vdev);
+        let data = T::probe(&dev)?;
+        // SAFETY: the device is being probed; `priv` is ours.
+        unsafe { (*vdev).priv_ = data.into_foreign() as *mut _ };
+        // SAFETY: just stored.
+        let result = T::ready(&dev, unsafe { T::Data::borrow((*vdev).priv_) });
+        if let Err(e) = result {
+            // SAFETY: as in `remove_callback`.
+            unsafe { remove_callback::<T>(vdev) };
+            return Err(e);
+        }
+        Ok(0)
+    })
+}
+
+unsafe extern "C" fn remove_callback<T: Driver>(vdev: *mut bindings::virtio_device) {
+    let dev = Device(vdev);
+    // SAFETY: the device is bound, so `priv` holds our data.
+    let ptr = unsafe { (*vdev).priv_ };
+    // SAFETY: as above.
+    T::remove(&dev, unsafe { T::Data::borrow(ptr) });
+    // SAFETY: `T::remove` reset the device: no callback can see `priv` any more.
+    unsafe { (*vdev).priv_ = core::ptr::null_mut() };
+    // SAFETY: `ptr` came from `into_foreign` in probe and is not used after this.
+    drop(unsafe { T::Data::from_foreign(ptr) });
+}
+
+/// A registered virtio driver.
+#[pin_data(PinnedDrop)]
+pub(crate) struct Registration<T: Driver> {
+    #[pin]
+    drv: Opaque<bindings::virtio_driver>,
+    ids: KBox<[bindings::virtio_device_id; 2]>,
+    registered: core::sync::atomic::AtomicBool,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: the driver structure is only used by the driver core, under its own locking.
+unsafe impl<T: Driver> Send for Registration<T> {}
+// SAFETY: as above.
+unsafe impl<T: Driver> Sync for Registration<T> {}
+
+impl<T: Driver> Registration<T> {
+    /// Registers the driver for `T::DEVICE_ID`.
+    pub(crate) fn register(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        let ids = KBox::new(
+            [
+                bindings::virtio_device_id {
+                    device: T::DEVICE_ID,
+                    vendor: bindings::VIRTIO_DEV_ANY_ID,
+                },
+                bindings::virtio_device_id { device: 0, vendor: 0 },
+            ],
+            GFP_KERNEL,
+        );
+        try_pin_init!(Self {
+            ids: ids?,
+            drv <- Opaque::ffi_init(|slot: *mut bindings::virtio_driver| {
+                // SAFETY: `slot` is valid for writes; all-zero is a valid virtio_driver.
+                unsafe {
+                    slot.write(core::mem::zeroed());
+                    (*slot).driver.name = T::NAME.as_char_ptr();
+                    (*slot).probe = Some(probe_callback::<T>);
+                    (*slot).remove = Some(remove_callback::<T>);
+                }
+            }),
+            registered: core::sync::atomic::AtomicBool::new(false),
+            _t: PhantomData,
+        }? Error)
+        .pin_chain(move |this| {
+            // SAFETY: the driver structure and id table live in `this`, pinned until drop,
+            // which unregisters the driver first.
+            unsafe {
+                (*this.drv.get()).id_table = this.ids.as_ptr();
+                to_result(bindings::__register_virtio_driver(this.drv.get(), module.as_ptr()))?;
+            }
+            this.registered.store(true, core::sync::atomic::Ordering::Release);
+            Ok(())
+        })
+    }
+}
+
+#[pinned_drop]
+impl<T: Driver> PinnedDrop for Registration<T> {
+    fn drop(self: Pin<&mut Self>) {
+        if !self.registered.load(core::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: registered in `register`; this removes every bound device first.
+        unsafe { bindings::unregister_virtio_driver(self.drv.get()) };
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds vdaq.ko out of tree against a guest kernel variant and prints its path:
+#
+#   images/build-module.sh [plain|debug]
+#
+# The build runs in a copy under $VDAQ_CACHE (the module's sources include the shared wire
+# formats from proto/ by relative path), so the repository stays clean.
+set -euo pipefail
+# shellcheck source=../ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../ci/lib.sh"
+
+variant=${1:-plain}
+kernel_dir=$("$VDAQ_ROOT/images/build-kernel.sh" "$variant")
+work="$VDAQ_CACHE/module/$variant"
+rm -rf "$work"
+mkdir -p "$work/guest-driver" "$work/proto/src"
+cp "$VDAQ_ROOT"/guest-driver/{Kbuild,*.rs} "$work/guest-driver/"
+cp "$VDAQ_ROOT"/proto/src/*.rs "$work/proto/src/"
+mapfile -t make_vars < <(kernel_make_vars)
+say "Building vdaq.ko for the $variant kernel"
+make -s -C "$kernel_dir" "${make_vars[@]}" M="$work/guest-driver" modules >&2
+echo "$work/guest-driver/vdaq.ko"
