@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The vdaq demo: installs what is missing, builds the device, the guest kernel and initramfs,
-# starts vdaq-device, boots a QEMU guest with it, and captures from the guest while both sides
-# print what happens live (the device: frames/s, FIFO level, interrupts; the guest: the
-# capture and its integrity check). Usage: ci/demo.sh [SECONDS]
+# The vdaq demo: installs what is missing, builds the device, the guest kernel, vdaq.ko and
+# the initramfs, starts vdaq-device, boots a QEMU guest with it, and captures from the guest
+# with the vdaq app (one signal per interrupt) while both sides print what happens live (the
+# device: frames/s, FIFO level, interrupts; the guest: frames/s, periods, signals, losses,
+# then a JSON summary with latency percentiles). Usage: ci/demo.sh [SECONDS]
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

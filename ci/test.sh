@@ -41,10 +41,12 @@ step "rustfmt" cargo fmt --all --check
 step "clippy -D warnings" cargo clippy --quiet --workspace --all-targets -- -D warnings
 step "shellcheck" shell_lint
 step "unit tests (cargo test)" cargo test --quiet --workspace
-say "Building vdaq-device and the guest images"
+say "Building vdaq-device and the guest images (plain and debug kernels, cached)"
 cargo build --quiet --release -p vdaq-device
 images/build-initramfs.sh plain >/dev/null
+images/build-initramfs.sh debug >/dev/null
 step "arecord conformance in QEMU (Linux virtio_snd)" ci/suites/arecord.sh
+step "vdaq.ko + SIGIO app on the debug kernel" ci/suites/driver.sh
 step "no process left running" no_leftover_processes
 
 echo "vdaq tests: $passed passed, $failed failed"

@@ -58,6 +58,7 @@ if [ ! -f "$src_dir/.complete" ]; then
     patch -d "$src_dir" -p1 --quiet --forward <"$p"
   done
   touch "$src_dir/.complete"
+  find "$VDAQ_CACHE/kernel" -maxdepth 1 -name 'src-*' ! -path "$src_dir" -exec rm -rf {} +
 fi
 
 say "Configuring the $variant guest kernel"
