@@ -80,6 +80,14 @@ fn now_ns() -> u64 {
 impl VdaqBackend {
     /// A backend with one capture stream per entry of `streams`.
     pub fn new(streams: Vec<StreamCaps>) -> io::Result<Self> {
+        Self::with_stats(streams, Arc::default())
+    }
+
+    /// As [`Self::new`], publishing statistics into `shared`.
+    pub fn with_stats(
+        streams: Vec<StreamCaps>,
+        shared: Arc<Mutex<DeviceStats>>,
+    ) -> io::Result<Self> {
         let timers = streams
             .iter()
             .map(|_| {
@@ -101,7 +109,7 @@ impl VdaqBackend {
                 fifo_levels: vec![0; n],
                 ..DeviceStats::default()
             },
-            shared: Arc::new(Mutex::new(DeviceStats::default())),
+            shared,
             exit: Some(new_event_consumer_and_notifier(EventFlag::NONBLOCK)?),
         })
     }
@@ -144,17 +152,24 @@ impl VdaqBackend {
                     continue;
                 }
             };
+            // No request is longer than MAX_CONTROL_REQUEST: a longer one is malformed, and is
+            // not read.
             let request = if chain.readable_len() > MAX_CONTROL_REQUEST {
-                vec![0; MAX_CONTROL_REQUEST + 1]
+                None
             } else {
-                chain.read_all(mem).unwrap_or_default()
+                chain.read_all(mem).ok()
             };
-            let response = self.device.handle_control(&request, chain.writable_len(), now_ns());
+            let response = match request {
+                Some(request) => {
+                    self.device.handle_control(&request, chain.writable_len(), now_ns())
+                }
+                None if chain.writable_len() >= size_of::<Hdr>() => {
+                    Hdr { code: Le32::new(code::S_BAD_MSG) }.as_bytes().to_vec()
+                }
+                None => Vec::new(),
+            };
             let status = Hdr::from_prefix(&response).map(|h| h.code.get());
-            debug!(
-                "control: request {:#x?} -> {status:#x?}",
-                Hdr::from_prefix(&request).map(|h| h.code.get())
-            );
+            debug!("control: response status {status:#x?}");
             self.stats.control_requests += 1;
             if status != Some(code::S_OK) {
                 self.stats.control_errors += 1;
@@ -372,6 +387,11 @@ fn complete_rx(
     data: &[&[u8]],
     st: PcmStatus,
 ) {
+    if chain.writable_len() < size_of::<PcmStatus>() {
+        // Not even the status fits: nothing is written.
+        add_used(vring, chain.head, 0);
+        return;
+    }
     let mut at = 0;
     let mut ok = true;
     for piece in data {

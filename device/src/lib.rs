@@ -8,6 +8,7 @@ pub mod chain;
 pub mod cli;
 pub mod clock;
 pub mod control;
+pub mod daemon;
 pub mod fifo;
 pub mod source;
 pub mod stream;

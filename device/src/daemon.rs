@@ -1,0 +1,93 @@
+//! Serving one vhost-user connection: the daemon, the stream timers and the statistics
+//! reporter, shared by the binary and the tests.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use log::info;
+use vhost_user_backend::VhostUserDaemon;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+
+use crate::backend::{DeviceStats, VdaqBackend};
+use crate::stream::StreamCaps;
+
+/// One line of statistics; frames/s over `secs` since `prev`.
+pub fn stats_line(stats: &DeviceStats, prev: &DeviceStats, secs: f64) -> String {
+    let mut parts = Vec::new();
+    for (i, s) in stats.streams.iter().enumerate() {
+        let before = prev.streams.get(i).map_or(0, |p| p.frames_delivered);
+        let fps = (s.frames_delivered - before) as f64 / secs.max(1e-9);
+        parts.push(format!(
+            "stream {i}: {fps:.0} frames/s, {} frames, {} buffers, fifo {} B, xruns {} ({} frames lost)",
+            s.frames_delivered, s.buffers_completed, stats.fifo_levels.get(i).copied().unwrap_or(0),
+            s.xruns, s.frames_lost
+        ));
+    }
+    format!("{}; rx interrupts {}", parts.join("; "), stats.rx_interrupts)
+}
+
+/// Listens on `socket`, serves one connection with fresh device state, and returns the final
+/// statistics. With `stats_every`, logs a statistics line that often.
+pub fn serve_connection(
+    socket: &Path,
+    caps: Vec<StreamCaps>,
+    stats_every: Option<Duration>,
+) -> Result<DeviceStats, String> {
+    serve_connection_with_stats(socket, caps, stats_every, Arc::default())
+}
+
+/// As [`serve_connection`], publishing the statistics into `stats` while the device runs.
+pub fn serve_connection_with_stats(
+    socket: &Path,
+    caps: Vec<StreamCaps>,
+    stats_every: Option<Duration>,
+    stats: Arc<Mutex<DeviceStats>>,
+) -> Result<DeviceStats, String> {
+    let backend = VdaqBackend::with_stats(caps, Arc::clone(&stats))
+        .map_err(|e| format!("cannot create the device: {e}"))?;
+    let timers = backend.timer_events();
+    let backend = Arc::new(RwLock::new(backend));
+    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let mut daemon = VhostUserDaemon::new("vdaq-device".into(), backend, mem)
+        .map_err(|e| format!("cannot create the vhost-user daemon: {e}"))?;
+    let handler =
+        daemon.get_epoll_handlers().into_iter().next().ok_or("the daemon has no worker thread")?;
+    for (fd, data) in timers {
+        handler
+            .register_listener(fd, EventSet::IN, data)
+            .map_err(|e| format!("cannot register a stream timer: {e}"))?;
+    }
+    let reporter = stats_every.map(|every| {
+        let stats = Arc::clone(&stats);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut prev = DeviceStats::default();
+            let mut last = Instant::now();
+            while !stop2.load(Ordering::Relaxed) {
+                std::thread::sleep(every);
+                let now = stats.lock().map(|s| s.clone()).unwrap_or_default();
+                if now.streams.is_empty() {
+                    continue;
+                }
+                info!("{}", stats_line(&now, &prev, last.elapsed().as_secs_f64()));
+                last = Instant::now();
+                prev = now;
+            }
+        });
+        (stop, thread)
+    });
+    info!("listening on {}", socket.display());
+    let result = daemon.serve(socket).map_err(|e| format!("vhost-user connection failed: {e}"));
+    if let Some((stop, thread)) = reporter {
+        stop.store(true, Ordering::Relaxed);
+        let _ = thread.join();
+    }
+    let _ = std::fs::remove_file(socket);
+    result?;
+    let final_stats = stats.lock().map(|s| s.clone()).unwrap_or_default();
+    Ok(final_stats)
+}
