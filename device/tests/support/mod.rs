@@ -434,7 +434,17 @@ impl Harness {
             Part { gpa: status, len: 8, writable: true },
         ];
         let head = self.queues[3].add(&mut self.mem, &parts, indirect);
-        RxBuffer { head, data, payload, status }
+        RxBuffer { head, xfer, data, payload, status }
+    }
+
+    /// Posts `b`'s buffers again (after it completed).
+    pub fn repost_rx(&mut self, b: &RxBuffer) {
+        let parts = [
+            Part { gpa: b.xfer, len: 4, writable: false },
+            Part { gpa: b.data, len: b.payload, writable: true },
+            Part { gpa: b.status, len: 8, writable: true },
+        ];
+        self.queues[3].add(&mut self.mem, &parts, false);
     }
 
     /// Posts an event buffer.
@@ -480,6 +490,7 @@ impl Harness {
 #[derive(Clone, Copy, Debug)]
 pub struct RxBuffer {
     pub head: u16,
+    pub xfer: u64,
     pub data: u64,
     pub payload: u32,
     pub status: u64,
