@@ -6,7 +6,8 @@
 //! Supported:
 //! - stream 0 of each device as /dev/vdaqN (a misc device; one open file at a time, EBUSY
 //!   otherwise), started on open and stopped and released on the last close;
-//! - fixed parameters for now: 48 kHz, S16, 2 channels, 1024-frame periods, 16 periods;
+//! - fixed parameters for now: 48 kHz, S16, 2 channels, 1024-frame periods, 16 periods, or as
+//!   many as the receive ring holds (three entries per period without indirect descriptors);
 //! - read(): whole periods, each preceded by a `uapi::PeriodHeader` (sequence, interrupt
 //!   timestamp, frames, frames lost before it); O_NONBLOCK gives EAGAIN, blocking reads sleep
 //!   interruptibly; a buffer too small for one record gives EINVAL;
@@ -599,7 +600,7 @@ impl virtio::Driver for VdaqDriver {
     const DEVICE_ID: u32 = virtio_snd::DEVICE_ID;
 
     fn probe(vdev: &virtio::Device) -> Result<Arc<VdaqDev>> {
-        let p = Params::DEFAULT;
+        let mut p = Params::DEFAULT;
         let names = [c_str!("control"), c_str!("event"), c_str!("tx"), c_str!("rx")];
         let raw = vdev.find_vqs::<Self>(&names, &[false, true, false, true])?;
         let mut raw = raw.into_iter();
@@ -608,6 +609,14 @@ impl virtio::Driver for VdaqDriver {
         else {
             return Err(EINVAL);
         };
+        // Every period is posted at once: no more than the ring holds (xfer header, frames
+        // and status take three entries unless they go in an indirect table).
+        let per_period = if vdev.has_indirect_descriptors() { 1 } else { 3 };
+        p.periods = p.periods.min(rx.size() / per_period);
+        if p.periods < 2 {
+            pr_err!("the receive ring ({} entries) holds fewer than two periods\n", rx.size());
+            return Err(ENOSPC);
+        }
         let ready = Ring::with_capacity(p.periods as usize)?;
         let mut spare = Ring::with_capacity(p.periods as usize)?;
         for _ in 0..p.periods {

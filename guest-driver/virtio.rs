@@ -45,6 +45,19 @@ impl Device {
         unsafe { (*self.0).index }
     }
 
+    /// True when `feature` was negotiated.
+    pub(crate) fn has_feature(&self, feature: u32) -> bool {
+        // SAFETY: the device is live.
+        unsafe { bindings::virtio_has_feature(self.0, feature) }
+    }
+
+    /// True when the device takes indirect descriptor tables (a message of any length then
+    /// uses one ring entry).
+    pub(crate) fn has_indirect_descriptors(&self) -> bool {
+        // VIRTIO_RING_F_INDIRECT_DESC (VIRTIO 1.2, 6.1; its header is not in the bindings).
+        self.has_feature(28)
+    }
+
     /// Reads a 32-bit configuration field at byte `offset`.
     pub(crate) fn read_config_u32(&self, offset: u32) -> u32 {
         // SAFETY: the device is live; the transport checks the offset.
@@ -111,6 +124,14 @@ impl Device {
 
 /// A queue as [`Device::find_vqs`] returns it, before it is given a message type.
 pub(crate) struct RawQueue(*mut bindings::virtqueue);
+
+impl RawQueue {
+    /// Number of entries of the ring.
+    pub(crate) fn size(&self) -> u32 {
+        // SAFETY: the queue is live (found, not deleted).
+        unsafe { bindings::virtqueue_get_vring_size(self.0) }
+    }
+}
 
 /// The buffers of a message: device-readable parts first, then device-writable ones.
 pub(crate) struct Buffers<'a> {
