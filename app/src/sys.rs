@@ -131,7 +131,7 @@ pub fn tsc_khz() -> Option<u64> {
     std::thread::sleep(std::time::Duration::from_millis(200));
     let (t1, c1) = (monotonic_ns(), rdtsc());
     let ns = t1.checked_sub(t0).filter(|&ns| ns > 0)?;
-    Some(u64::try_from(u128::from(c1.wrapping_sub(c0)) * 1_000_000 / u128::from(ns)).ok()?)
+    u64::try_from(u128::from(c1.wrapping_sub(c0)) * 1_000_000 / u128::from(ns)).ok()
 }
 
 /// The TSC frequency in kHz (not available on this architecture).
