@@ -1,136 +1,258 @@
-//! Command line of the vdaq-device daemon.
+//! Command line of the vdaq-device daemon: flags over an optional TOML file.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
-use vdaq_proto::virtio_snd::RATES;
 
-use crate::source::Source;
+use crate::config::{self, ChannelConfig, FileConfig, StreamConfig};
 use crate::stream::StreamCaps;
-use vdaq_proto::format::SampleFormat;
 
 /// A vhost-user backend emulating a data-acquisition card over the virtio-sound capture
 /// protocol. QEMU connects with `-device vhost-user-snd-pci`; each capture stream delivers
-/// frames at the rate the guest driver sets, paced by CLOCK_MONOTONIC.
+/// frames at the rate the guest driver sets, paced by CLOCK_MONOTONIC, from a signal source
+/// per channel.
 ///
-/// Example:
-///   vdaq-device --socket-path /tmp/vdaq.sock --channels-max 8 --stats-interval 1
+/// Settings come from --config FILE (TOML, see the README) and then from flags, which win.
+/// SIGUSR1 prints the statistics; SIGINT and SIGTERM stop the daemon cleanly.
+///
+/// Examples:
+///   vdaq-device --socket-path /tmp/vdaq.sock --stats-interval 1
+///   vdaq-device --socket-path /tmp/vdaq.sock --signal sine --frequency 1000 \
+///       --units volts --full-scale 10 --amplitude 5
+///   vdaq-device --config daq.toml --channels-max 32
+///
+/// and QEMU:
 ///   qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=512M,share=on \
 ///       -machine q35,memory-backend=mem -chardev socket,id=c0,path=/tmp/vdaq.sock \
 ///       -device vhost-user-snd-pci,chardev=c0
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Unix socket to listen on for QEMU's vhost-user connection.
     #[arg(long, value_name = "PATH")]
-    pub socket_path: PathBuf,
-    /// Number of capture streams.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=16))]
-    pub streams: u8,
-    /// Sample formats offered (comma-separated: u8, s16, s32, float, float64).
-    #[arg(long, value_delimiter = ',', default_value = "u8,s16,s32,float,float64", value_parser = parse_format)]
-    pub formats: Vec<SampleFormat>,
-    /// Frame rates offered in Hz (comma-separated, each from the virtio-snd table).
-    #[arg(long, value_delimiter = ',', value_parser = parse_rate,
-          default_value = "5512,8000,11025,16000,22050,32000,44100,48000,64000,88200,96000,176400,192000,384000")]
-    pub rates: Vec<u32>,
-    /// Fewest channels a stream accepts.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
-    pub channels_min: u8,
-    /// Most channels a stream accepts.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..))]
-    pub channels_max: u8,
+    pub socket_path: Option<PathBuf>,
+    /// Number of capture streams (default: the file's, else 1); extra streams repeat the last.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub streams: Option<u8>,
+    /// Sample formats offered (comma-separated: u8, s16, s32, float, float64; default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub formats: Option<Vec<String>>,
+    /// Frame rates offered in Hz (comma-separated, from the virtio-snd table; default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Option<Vec<i64>>,
+    /// Fewest channels a stream accepts (default 1).
+    #[arg(long)]
+    pub channels_min: Option<i64>,
+    /// Most channels a stream accepts (default 8, at most 255).
+    #[arg(long)]
+    pub channels_max: Option<i64>,
+    /// Signal on every channel: counter, sine, square, triangle, sawtooth, dc, noise, replay.
+    #[arg(long)]
+    pub signal: Option<String>,
+    /// Frequency in Hz of --signal.
+    #[arg(long)]
+    pub frequency: Option<f64>,
+    /// Amplitude of --signal.
+    #[arg(long, allow_hyphen_values = true)]
+    pub amplitude: Option<f64>,
+    /// Offset of --signal.
+    #[arg(long, allow_hyphen_values = true)]
+    pub offset: Option<f64>,
+    /// Phase of --signal in degrees.
+    #[arg(long, allow_hyphen_values = true)]
+    pub phase: Option<f64>,
+    /// Duty cycle of --signal square (0 to 1).
+    #[arg(long)]
+    pub duty: Option<f64>,
+    /// Seed of --signal noise.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Distribution of --signal noise: uniform or gaussian.
+    #[arg(long)]
+    pub distribution: Option<String>,
+    /// Recording for --signal replay (wav, csv or raw by extension).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Units of the values: codes (of the format) or volts (with --full-scale).
+    #[arg(long)]
+    pub units: Option<String>,
+    /// Volts at full scale with --units volts (default 10).
+    #[arg(long)]
+    pub full_scale: Option<f64>,
     /// Deliver frames as fast as the guest posts buffers instead of at the sample rate
     /// (throughput benchmarks).
     #[arg(long)]
     pub free_run: bool,
     /// Log a statistics line every this many seconds (0: never).
-    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
-    pub stats_interval: f64,
-    /// Serve one connection, then exit (default: serve connections until killed).
+    #[arg(long, value_name = "SECONDS")]
+    pub stats_interval: Option<f64>,
+    /// Serve one connection, then exit (default: serve connections until stopped).
     #[arg(long)]
     pub once: bool,
 }
 
-fn parse_format(s: &str) -> Result<SampleFormat, String> {
-    SampleFormat::from_name(s).ok_or_else(|| {
-        let names: Vec<_> = SampleFormat::ALL.iter().map(|f| f.name()).collect();
-        format!("unknown format '{s}' (one of {})", names.join(", "))
-    })
-}
-
-fn parse_rate(s: &str) -> Result<u32, String> {
-    let hz: u32 = s.parse().map_err(|_| format!("'{s}' is not a rate in Hz"))?;
-    if RATES.contains(&hz) {
-        Ok(hz)
-    } else {
-        Err(format!("{hz} Hz is not a virtio-snd rate (one of {RATES:?})"))
-    }
+/// Everything the daemon needs, validated.
+#[derive(Debug)]
+pub struct Settings {
+    /// Socket path.
+    pub socket_path: PathBuf,
+    /// Streams.
+    pub streams: Vec<StreamCaps>,
+    /// Statistics line period.
+    pub stats_every: Option<Duration>,
+    /// Serve one connection only.
+    pub once: bool,
 }
 
 impl Cli {
-    /// The streams the flags describe, or a message naming the bad flag.
-    pub fn stream_caps(&self) -> Result<Vec<StreamCaps>, String> {
-        if self.channels_min > self.channels_max {
-            return Err(format!(
-                "--channels-min {} is larger than --channels-max {}",
-                self.channels_min, self.channels_max
-            ));
-        }
-        if self.stats_interval.is_nan() || self.stats_interval < 0.0 {
-            return Err(format!(
-                "--stats-interval {} must be 0 or more seconds",
-                self.stats_interval
-            ));
-        }
-        let mut formats = self.formats.clone();
-        formats.sort_by_key(|f| f.wire_code());
-        formats.dedup();
-        let mut rates = self.rates.clone();
-        rates.sort_unstable();
-        rates.dedup();
-        let caps = StreamCaps {
-            formats,
-            rates,
-            channels_min: self.channels_min,
-            channels_max: self.channels_max,
-            source: Source::Counter,
-            paced: !self.free_run,
+    /// Merges the file (if any) and the flags; errors name the field or flag.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let file = match &self.config {
+            Some(path) => config::read_file(path)?,
+            None => FileConfig::default(),
         };
-        Ok(vec![caps; usize::from(self.streams)])
+        let base =
+            self.config.as_ref().and_then(|p| p.parent().map(PathBuf::from)).unwrap_or_default();
+        let socket_path = self
+            .socket_path
+            .clone()
+            .or(file.socket_path.clone())
+            .ok_or("--socket-path (or socket_path in the file) is required")?;
+        let stats = self.stats_interval.or(file.stats_interval).unwrap_or(0.0);
+        if !stats.is_finite() || stats < 0.0 {
+            return Err(format!("--stats-interval {stats} must be 0 or more seconds"));
+        }
+        let mut streams =
+            if file.streams.is_empty() { vec![StreamConfig::default()] } else { file.streams };
+        if let Some(n) = self.streams {
+            let last = streams.last().cloned().unwrap_or_default();
+            streams.resize(usize::from(n), last);
+        }
+        for s in &mut streams {
+            if self.formats.is_some() {
+                s.formats.clone_from(&self.formats);
+            }
+            if self.rates.is_some() {
+                s.rates.clone_from(&self.rates);
+            }
+            s.channels_min = self.channels_min.or(s.channels_min);
+            s.channels_max = self.channels_max.or(s.channels_max);
+            s.units = self.units.clone().or(s.units.take());
+            s.full_scale = self.full_scale.or(s.full_scale);
+            if let Some(source) = &self.signal {
+                s.channels = vec![ChannelConfig {
+                    source: source.clone(),
+                    frequency: self.frequency,
+                    amplitude: self.amplitude,
+                    offset: self.offset,
+                    phase: self.phase,
+                    duty: self.duty,
+                    seed: self.seed,
+                    distribution: self.distribution.clone(),
+                    file: self.file.clone(),
+                    ..ChannelConfig::default()
+                }];
+            }
+        }
+        let paced = !(self.free_run || file.free_run.unwrap_or(false));
+        let streams = streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.to_caps(&format!("stream[{i}]"), paced, &base))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Settings {
+            socket_path,
+            streams,
+            stats_every: (stats > 0.0).then(|| Duration::from_secs_f64(stats)),
+            once: self.once,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::Waveform;
+    use vdaq_proto::format::SampleFormat;
+    use vdaq_proto::virtio_snd::RATES;
 
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(["vdaq-device", "--socket-path", "/tmp/s"].iter().chain(args))
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        Cli::try_parse_from(["vdaq-device"].iter().chain(args))
+            .map_err(|e| e.to_string())?
+            .settings()
     }
 
     #[test]
-    fn defaults_offer_every_spec_rate_and_format() {
-        let caps = parse(&[]).expect("defaults parse").stream_caps().expect("valid");
-        assert_eq!(caps.len(), 1);
-        assert_eq!(caps[0].rates, RATES.to_vec());
-        assert_eq!(caps[0].formats, SampleFormat::ALL.to_vec());
-        assert_eq!((caps[0].channels_min, caps[0].channels_max), (1, 8));
-        assert!(caps[0].paced);
+    fn defaults_offer_every_spec_rate_and_format_with_the_counter() {
+        let s = parse(&["--socket-path", "/tmp/s"]).expect("defaults");
+        assert_eq!(s.streams.len(), 1);
+        let c = &s.streams[0];
+        assert_eq!(c.rates, RATES.to_vec());
+        assert_eq!(c.formats, SampleFormat::ALL.to_vec());
+        assert_eq!((c.channels_min, c.channels_max), (1, 8));
+        assert!(c.paced);
+        assert_eq!(c.signal.channel(0).waveform, Waveform::Counter);
+        assert!(parse(&[]).expect_err("no socket").contains("--socket-path"));
     }
 
     #[test]
-    fn bad_values_are_refused_with_the_flag_named() {
-        let e = parse(&["--rates", "48000,44000"]).expect_err("bad rate").to_string();
-        assert!(e.contains("44000 Hz is not a virtio-snd rate"), "{e}");
-        let e = parse(&["--formats", "s24"]).expect_err("bad format").to_string();
-        assert!(e.contains("unknown format 's24'"), "{e}");
-        assert!(parse(&["--channels-max", "0"]).is_err());
-        assert!(parse(&["--channels-max", "256"]).is_err());
-        let e = parse(&["--channels-min", "4", "--channels-max", "2"])
-            .expect("parses")
-            .stream_caps()
-            .expect_err("min > max");
-        assert!(e.contains("--channels-min 4"), "{e}");
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("vdaq-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("daq.toml");
+        std::fs::write(
+            &file,
+            "socket_path = \"/tmp/f.sock\"\n[[stream]]\nchannels_max = 4\nrates = [8000]\n",
+        )
+        .expect("write");
+        let f = file.to_string_lossy().to_string();
+        let s = parse(&["--config", &f]).expect("file");
+        assert_eq!(s.socket_path, PathBuf::from("/tmp/f.sock"));
+        assert_eq!((s.streams[0].channels_max, s.streams[0].rates.clone()), (4, vec![8000]));
+        let s = parse(&[
+            "--config",
+            &f,
+            "--channels-max",
+            "32",
+            "--socket-path",
+            "/tmp/x",
+            "--streams",
+            "2",
+            "--signal",
+            "sine",
+            "--frequency",
+            "440",
+        ])
+        .expect("flags");
+        assert_eq!(s.socket_path, PathBuf::from("/tmp/x"));
+        assert_eq!(s.streams.len(), 2);
+        assert_eq!(s.streams[1].channels_max, 32);
+        assert_eq!(s.streams[1].rates, vec![8000], "from the file");
+        assert_eq!(s.streams[0].signal.channel(0).frequency, 440.0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_the_value_named() {
+        let e = parse(&["--socket-path", "/s", "--rates", "48000,44000"]).expect_err("rate");
+        assert!(e.contains("44000 is not a virtio-snd rate"), "{e}");
+        let e = parse(&["--socket-path", "/s", "--formats", "s24"]).expect_err("format");
+        assert!(e.contains("\"s24\" is not a format"), "{e}");
+        let e = parse(&["--socket-path", "/s", "--channels-max", "256"]).expect_err("channels");
+        assert!(e.contains("channels_max = 256 is out of range (1 to 255)"), "{e}");
+        let e = parse(&["--socket-path", "/s", "--channels-min", "4", "--channels-max", "2"])
+            .expect_err("min>max");
+        assert!(e.contains("channels_min = 4"), "{e}");
+        let e = parse(&["--socket-path", "/s", "--signal", "sine", "--frequency", "nan"])
+            .expect_err("nan");
+        assert!(e.contains("frequency = NaN is out of range"), "{e}");
+        let e = parse(&["--socket-path", "/s", "--stats-interval=-1"]).expect_err("stats");
+        assert!(e.contains("--stats-interval"), "{e}");
+        let e = parse(&["--config", "/nonexistent/daq.toml"]).expect_err("file");
+        assert!(e.contains("/nonexistent/daq.toml"), "{e}");
     }
 }

@@ -183,7 +183,7 @@ fn chmap_info(stream_id: usize, caps: &StreamCaps) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Source;
+    use crate::source::StreamSignal;
     use crate::stream::PcmState;
     use vdaq_proto::virtio_snd::format;
 
@@ -193,7 +193,7 @@ mod tests {
             rates: vec![48_000],
             channels_min: 1,
             channels_max,
-            source: Source::Counter,
+            signal: StreamSignal::default(),
             paced: true,
         }
     }

@@ -15,18 +15,30 @@ use crate::backend::{DeviceStats, VdaqBackend};
 use crate::stream::StreamCaps;
 
 /// One line of statistics; frames/s over `secs` since `prev`.
+/// With `secs` infinite (totals), frames/s is left out.
 pub fn stats_line(stats: &DeviceStats, prev: &DeviceStats, secs: f64) -> String {
     let mut parts = Vec::new();
     for (i, s) in stats.streams.iter().enumerate() {
         let before = prev.streams.get(i).map_or(0, |p| p.frames_delivered);
-        let fps = (s.frames_delivered - before) as f64 / secs.max(1e-9);
+        let fps = s.frames_delivered.saturating_sub(before) as f64 / secs.max(1e-9);
+        let rate = if secs.is_finite() { format!("{fps:.0} frames/s, ") } else { String::new() };
         parts.push(format!(
-            "stream {i}: {fps:.0} frames/s, {} frames, {} buffers, fifo {} B, xruns {} ({} frames lost)",
-            s.frames_delivered, s.buffers_completed, stats.fifo_levels.get(i).copied().unwrap_or(0),
-            s.xruns, s.frames_lost
+            "stream {i}: {rate}{} frames, {} buffers, fifo {} B, xruns {} ({} frames lost)",
+            s.frames_delivered,
+            s.buffers_completed,
+            stats.fifo_levels.get(i).copied().unwrap_or(0),
+            s.xruns,
+            s.frames_lost
         ));
     }
-    format!("{}; rx interrupts {}", parts.join("; "), stats.rx_interrupts)
+    format!(
+        "{}; rx interrupts {}; control requests {} ({} refused); bad chains {}",
+        parts.join("; "),
+        stats.rx_interrupts,
+        stats.control_requests,
+        stats.control_errors,
+        stats.bad_chains
+    )
 }
 
 /// Listens on `socket`, serves one connection with fresh device state, and returns the final

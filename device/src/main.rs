@@ -1,28 +1,67 @@
 //! vdaq-device: serves the vdaq capture device to QEMU over vhost-user.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use log::{error, info};
+use nix::sys::signal::{SigSet, Signal};
 use vdaq_device::backend::DeviceStats;
 use vdaq_device::cli::Cli;
-use vdaq_device::daemon::{serve_connection, stats_line};
+use vdaq_device::daemon::{serve_connection_with_stats, stats_line};
+
+/// Handles SIGUSR1 (statistics now) and SIGINT/SIGTERM (final summary, socket removed, exit)
+/// on a thread of its own; the signals are blocked everywhere else.
+fn handle_signals(
+    stats: Arc<Mutex<DeviceStats>>,
+    socket: std::path::PathBuf,
+) -> Result<(), String> {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGUSR1] {
+        set.add(s);
+    }
+    set.thread_block().map_err(|e| format!("cannot block signals: {e}"))?;
+    std::thread::spawn(move || loop {
+        let Ok(sig) = set.wait() else { continue };
+        let now = stats.lock().map(|s| s.clone()).unwrap_or_default();
+        let line = stats_line(&now, &DeviceStats::default(), f64::INFINITY);
+        if sig == Signal::SIGUSR1 {
+            info!("statistics: {line}");
+            continue;
+        }
+        info!("{sig}: stopping; totals: {line}");
+        let _ = std::fs::remove_file(&socket);
+        std::process::exit(0);
+    });
+    Ok(())
+}
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let caps = match cli.stream_caps() {
-        Ok(caps) => caps,
+    let settings = match cli.settings() {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let stats_every =
-        (cli.stats_interval > 0.0).then(|| Duration::from_secs_f64(cli.stats_interval));
+    let stats: Arc<Mutex<DeviceStats>> = Arc::default();
+    if let Err(e) = handle_signals(Arc::clone(&stats), settings.socket_path.clone()) {
+        error!("{e}");
+        return ExitCode::FAILURE;
+    }
     loop {
-        match serve_connection(&cli.socket_path, caps.clone(), stats_every) {
+        // Each connection gets a fresh device (QEMU restarted or reconnected).
+        if let Ok(mut s) = stats.lock() {
+            *s = DeviceStats::default();
+        }
+        match serve_connection_with_stats(
+            &settings.socket_path,
+            settings.streams.clone(),
+            settings.stats_every,
+            Arc::clone(&stats),
+        ) {
             Ok(stats) => info!(
                 "connection closed: {}",
                 stats_line(&stats, &DeviceStats::default(), f64::INFINITY)
@@ -32,7 +71,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        if cli.once {
+        if settings.once {
             return ExitCode::SUCCESS;
         }
     }

@@ -10,7 +10,7 @@ use vdaq_proto::virtio_snd::{code, pcm_feature, rate_hz, PcmSetParams};
 
 use crate::clock::SampleClock;
 use crate::fifo::Fifo;
-use crate::source::{Generator, Source};
+use crate::source::{Generator, StreamSignal};
 use vdaq_proto::format::SampleFormat;
 
 /// Largest buffer (and so device FIFO) a driver may request: bounds what a guest makes the
@@ -29,7 +29,7 @@ pub struct StreamCaps {
     /// Most channels.
     pub channels_max: u8,
     /// The signal on the channels.
-    pub source: Source,
+    pub signal: StreamSignal,
     /// Paced by the sample clock (true) or free-running as fast as buffers come (false).
     pub paced: bool,
 }
@@ -238,7 +238,8 @@ impl<R> Stream<R> {
             self.fifo = Fifo::new(p.buffer_bytes as usize);
         }
         self.clock = SampleClock::new(p.rate, p.period_frames());
-        self.generator = Some(Generator::new(self.caps.source, p.format, usize::from(p.channels)));
+        self.generator =
+            Some(Generator::new(&self.caps.signal, p.format, usize::from(p.channels), p.rate));
         self.next_frame = 0;
         self.xrun_events_due = 0;
         self.state = PcmState::Prepared;
@@ -408,7 +409,7 @@ mod tests {
             rates: vec![8_000, 48_000],
             channels_min: 1,
             channels_max: 2,
-            source: Source::Counter,
+            signal: StreamSignal::default(),
             paced,
         }
     }

@@ -288,7 +288,7 @@ pub fn caps(paced: bool) -> StreamCaps {
         rates: vec![8_000, 48_000],
         channels_min: 1,
         channels_max: 2,
-        source: vdaq_device::source::Source::Counter,
+        signal: vdaq_device::source::StreamSignal::default(),
         paced,
     }
 }
