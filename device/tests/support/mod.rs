@@ -129,6 +129,7 @@ pub struct Queue {
     last_used: u16,
     kick: EventFd,
     call: EventFd,
+    last_head: u16,
 }
 
 impl Queue {
@@ -144,6 +145,7 @@ impl Queue {
             last_used: 0,
             kick: EventFd::new(EFD_NONBLOCK).expect("kick eventfd"),
             call: EventFd::new(EFD_NONBLOCK).expect("call eventfd"),
+            last_head: 0,
         }
     }
 
@@ -204,7 +206,13 @@ impl Queue {
         mem.write_u16(self.avail + 2, self.avail_idx);
         fence(Ordering::SeqCst);
         self.kick.write(1).expect("kick");
+        self.last_head = head;
         head
+    }
+
+    /// Head id of the chain added last.
+    pub fn last_head(&self) -> u16 {
+        self.last_head
     }
 
     /// Adds a chain of buffers.
@@ -422,6 +430,45 @@ impl Harness {
         self.control_status(set_params(stream, rate, channels, buffer, period, xruns).as_bytes())
     }
 
+    /// Sets parameters, prepares and starts `stream`, then captures `periods` periods of
+    /// `period` bytes (8 buffers in flight) and returns the frames' bytes, in order.
+    pub fn capture(
+        &mut self,
+        stream: u32,
+        format: SampleFormat,
+        rate: u32,
+        channels: u8,
+        period: u32,
+        periods: usize,
+    ) -> Vec<u8> {
+        let p = set_params_in(stream, format, rate, channels, 8 * period, period, false);
+        assert_eq!(self.control_status(p.as_bytes()), code::S_OK, "set params");
+        assert_eq!(self.pcm(code::R_PCM_PREPARE, stream), code::S_OK);
+        assert_eq!(self.pcm(code::R_PCM_START, stream), code::S_OK);
+        let mut pending: std::collections::VecDeque<RxBuffer> =
+            (0..periods.min(8)).map(|_| self.post_rx(stream, period, false)).collect();
+        let mut posted = pending.len();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(b) = pending.front().copied() {
+            assert!(Instant::now() < deadline, "capture timed out");
+            for u in self.wait_rx(1, Duration::from_millis(200)) {
+                let done = pending.pop_front().expect("a posted buffer");
+                assert_eq!((u.id, u.len), (done.head, period + 8), "in order, full");
+                out.extend(self.rx_data(&done, u));
+                if posted < periods {
+                    self.repost_rx(&done);
+                    pending.push_back(RxBuffer { head: self.queues[3].last_head(), ..done });
+                    posted += 1;
+                }
+            }
+            let _ = b;
+        }
+        assert_eq!(self.pcm(code::R_PCM_STOP, stream), code::S_OK);
+        assert_eq!(self.pcm(code::R_PCM_RELEASE, stream), code::S_OK);
+        out
+    }
+
     /// Posts an rx message for `stream` with room for `payload` bytes of frames.
     pub fn post_rx(&mut self, stream: u32, payload: u32, indirect: bool) -> RxBuffer {
         let xfer = self.mem.alloc(4, 4);
@@ -508,6 +555,18 @@ pub fn set_params(
     period: u32,
     xruns: bool,
 ) -> PcmSetParams {
+    set_params_in(stream, SampleFormat::S16, rate, channels, buffer, period, xruns)
+}
+
+pub fn set_params_in(
+    stream: u32,
+    format: SampleFormat,
+    rate: u32,
+    channels: u8,
+    buffer: u32,
+    period: u32,
+    xruns: bool,
+) -> PcmSetParams {
     PcmSetParams {
         hdr: pcm_hdr(code::R_PCM_SET_PARAMS, stream),
         buffer_bytes: Le32::new(buffer),
@@ -518,7 +577,7 @@ pub fn set_params(
             0
         }),
         channels,
-        format: vdaq_proto::virtio_snd::format::S16,
+        format: format.wire_code(),
         rate: RATES.iter().position(|&r| r == rate).expect("spec rate") as u8,
         padding: 0,
     }
