@@ -329,6 +329,23 @@ impl Harness {
         Self::setup(fe, dir, stats, done, event_idx)
     }
 
+    /// Connects to a backend listening on `socket` (another process), with every queue set
+    /// up. Its statistics are not visible through `stats()`.
+    pub fn connect(socket: &std::path::Path) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let fe = loop {
+            match Frontend::connect(socket, 4) {
+                Ok(fe) => break fe,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("cannot connect to {}: {e}", socket.display())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        let (_tx, done) = mpsc::channel();
+        Self::setup(fe, temp_dir(), Arc::default(), done, false)
+    }
+
     fn setup(
         mut fe: Frontend,
         dir: PathBuf,

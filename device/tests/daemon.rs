@@ -1,0 +1,135 @@
+//! The vdaq-device process: statistics on SIGUSR1, a clean stop on SIGTERM and SIGINT, fresh
+//! device state for each connection, and configuration errors that name the field.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use support::Harness;
+use vdaq_proto::virtio_snd::code;
+
+/// The daemon under test; killed (by PID, with a time-out) if a test fails midway.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(name: &str, args: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!("vdaq-daemon-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("vdaq.sock");
+        let child = Command::new(env!("CARGO_BIN_EXE_vdaq-device"))
+            .arg("--socket-path")
+            .arg(&socket)
+            .args(args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start vdaq-device");
+        Self { child, socket }
+    }
+
+    fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), sig).expect("signal the daemon");
+    }
+
+    /// Waits up to 5 s for the exit; returns the status code and the log.
+    fn wait(mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break self.child.wait().ok().and_then(|s| s.code());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut log = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut log);
+        }
+        (status, log)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn sigusr1_prints_statistics_and_sigterm_stops_cleanly_with_a_summary() {
+    let d = Daemon::start("term", &[]);
+    wait_for(&d.socket);
+    let mut h = Harness::connect(&d.socket);
+    assert_eq!(h.set_params(0, 8_000, 1, 640, 160, false), code::S_OK);
+    d.signal(Signal::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(200));
+    d.signal(Signal::SIGTERM);
+    let socket = d.socket.clone();
+    let (status, log) = d.wait();
+    drop(h);
+    assert_eq!(status, Some(0), "{log}");
+    assert!(log.contains("statistics: stream 0:"), "{log}");
+    assert!(log.contains("SIGTERM: stopping; totals: stream 0:"), "{log}");
+    assert!(log.contains("control requests 1 (0 refused)"), "{log}");
+    assert!(!socket.exists(), "the socket is removed");
+}
+
+#[test]
+fn sigint_stops_an_idle_daemon() {
+    let d = Daemon::start("int", &[]);
+    wait_for(&d.socket);
+    d.signal(Signal::SIGINT);
+    let (status, log) = d.wait();
+    assert_eq!(status, Some(0), "{log}");
+}
+
+#[test]
+fn each_connection_gets_a_fresh_device() {
+    let d = Daemon::start("fresh", &[]);
+    wait_for(&d.socket);
+    let mut h = Harness::connect(&d.socket);
+    assert_eq!(h.set_params(0, 8_000, 1, 640, 160, false), code::S_OK);
+    assert_eq!(h.pcm(code::R_PCM_PREPARE, 0), code::S_OK);
+    assert_eq!(h.pcm(code::R_PCM_START, 0), code::S_OK);
+    drop(h);
+    // The daemon listens again; the new connection finds the stream in its initial state.
+    std::thread::sleep(Duration::from_millis(100));
+    wait_for(&d.socket);
+    let mut h = Harness::connect(&d.socket);
+    assert_eq!(h.pcm(code::R_PCM_START, 0), code::S_BAD_MSG, "not started any more");
+    assert_eq!(h.set_params(0, 8_000, 1, 640, 160, false), code::S_OK);
+    drop(h);
+    d.signal(Signal::SIGTERM);
+    let (status, log) = d.wait();
+    assert_eq!(status, Some(0), "{log}");
+    assert_eq!(log.matches("connection closed").count(), 2, "{log}");
+}
+
+#[test]
+fn configuration_errors_name_the_field_and_exit_2() {
+    let d = Daemon::start("bad", &["--channels-max", "300"]);
+    let (status, log) = d.wait();
+    assert_eq!(status, Some(2));
+    assert!(log.contains("channels_max = 300 is out of range (1 to 255)"), "{log}");
+}
