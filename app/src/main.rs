@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use vdaq_proto::format::SampleFormat;
 
+mod analyze;
 mod capture;
 mod sys;
 mod verify;
@@ -21,6 +22,24 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Analyse one channel of a raw capture: frequency (by crossings of the mean), range and
+    /// mean, as JSON.
+    Analyze {
+        /// Sample format of the capture.
+        #[arg(long, value_parser = parse_format)]
+        format: SampleFormat,
+        /// Channels per frame.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=255))]
+        channels: u16,
+        /// The channel to analyse (0 first).
+        #[arg(long, default_value_t = 0)]
+        channel: u16,
+        /// Frame rate of the capture in Hz.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        rate: u32,
+        /// Raw capture file.
+        file: PathBuf,
+    },
     /// Print this machine's TSC frequency in kHz, measured against CLOCK_MONOTONIC over
     /// 200 ms (host side: a TCG guest reads the host's TSC, and is told its frequency so that
     /// it does not calibrate it under load).
@@ -85,6 +104,32 @@ fn parse_format(s: &str) -> Result<SampleFormat, String> {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Analyze { format, channels, channel, rate, file } => {
+            if channel >= channels {
+                eprintln!("vdaq: --channel {channel} is not below --channels {channels}");
+                return ExitCode::from(2);
+            }
+            match std::fs::read(&file) {
+                Ok(bytes) => {
+                    let a = analyze::analyze(
+                        &bytes,
+                        format,
+                        usize::from(channels),
+                        usize::from(channel),
+                        rate,
+                    );
+                    println!(
+                        "{{\"frames\":{},\"min\":{},\"max\":{},\"mean\":{:.6},\"frequency_hz\":{:.4}}}",
+                        a.frames, a.min, a.max, a.mean, a.frequency_hz
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vdaq: cannot read {}: {e}", file.display());
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::TscKhz => match sys::tsc_khz() {
             Some(khz) => {
                 println!("{khz}");

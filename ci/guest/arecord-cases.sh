@@ -1,6 +1,7 @@
 # shellcheck shell=dash
 # Guest side of the conformance test: Linux's virtio_snd + arecord capture each case listed in
-# /mnt/host/arecord.cases ("NAME RATE ALSA_FORMAT CHANNELS SECONDS [ARECORD_ARG...]"), in order, in one
+# /mnt/host/arecord.cases ("NAME PCM RATE ALSA_FORMAT CHANNELS SECONDS [ARECORD_ARG...]", PCM
+# being the ALSA device number, one per vdaq stream), in order, in one
 # boot. For each case it writes NAME.raw (the capture), NAME.rc (arecord's exit status) and
 # NAME.time ("STREAM_SECONDS WALL_SECONDS": from the stream entering RUNNING, and from arecord's
 # start, to arecord's exit).
@@ -12,7 +13,6 @@ for _ in 1 2 3 4 5 6 7 8 9 10; do
   sleep 0.2
 done
 [ -e /dev/snd/pcmC0D0c ] || { echo "no capture device"; ls -l /dev/snd; exit 11; }
-status=/proc/asound/card0/pcm0c/sub0/status
 
 # A FIFO nobody writes: `read -t` on it sleeps without forking a process.
 mkfifo /tmp/never
@@ -20,7 +20,7 @@ mkfifo /tmp/never
 # Prints the uptime at which the capture stream enters RUNNING (shell builtins only: no fork
 # per poll, so the poller barely competes with arecord for the guest's CPU).
 wait_running() {
-  local line up rest
+  local status=/proc/asound/card0/pcm$1c/sub0/status line up rest
   while :; do
     read -r line <"$status" || true
     case "$line" in "state: RUNNING"*) break ;; esac
@@ -34,14 +34,14 @@ wait_running() {
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
 rc_all=0
-while read -r name rate format channels seconds extra; do
+while read -r name pcm rate format channels seconds extra; do
   [ -n "$name" ] || continue
   case "$name" in \#*) continue ;; esac
-  wait_running >/tmp/running &
+  wait_running "$pcm" >/tmp/running &
   poller=$!
   read -r t0 _ </proc/uptime
   # shellcheck disable=SC2086 # extra arecord arguments are split on purpose
-  arecord -q -D hw:0,0 -t raw -f "$format" -c "$channels" -r "$rate" -d "$seconds" $extra "/tmp/$name.raw"
+  arecord -q -D "hw:0,$pcm" -t raw -f "$format" -c "$channels" -r "$rate" -d "$seconds" $extra "/tmp/$name.raw"
   rc=$?
   read -r t1 _ </proc/uptime
   kill "$poller" 2>/dev/null

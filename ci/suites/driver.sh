@@ -11,6 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 # shellcheck source=../vm.sh
 source "$VDAQ_ROOT/ci/vm.sh"
 trap vm_cleanup EXIT
+vm_build_device
 
 say "driver end to end on the debug kernel"
 guest_rc=0
