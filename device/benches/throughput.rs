@@ -12,13 +12,19 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use support::{caps, Harness};
+use vdaq_device::source::{ChannelSignal, StreamSignal, Units, Waveform};
+use vdaq_device::stream::StreamCaps;
 use vdaq_proto::virtio_snd::code;
 
 const RUN: Duration = Duration::from_millis(700);
 const IN_FLIGHT: usize = 8;
 
 fn device_bytes_per_s(period: u32) -> f64 {
-    let mut h = Harness::start(vec![caps(false)], false);
+    device_bytes_per_s_with(period, StreamSignal::default())
+}
+
+fn device_bytes_per_s_with(period: u32, signal: StreamSignal) -> f64 {
+    let mut h = Harness::start(vec![StreamCaps { signal, ..caps(false) }], false);
     assert_eq!(h.set_params(0, 48_000, 2, period * IN_FLIGHT as u32, period, false), code::S_OK);
     assert_eq!(h.pcm(code::R_PCM_PREPARE, 0), code::S_OK);
     let bufs: Vec<_> = (0..IN_FLIGHT).map(|_| h.post_rx(0, period, false)).collect();
@@ -69,5 +75,27 @@ fn main() {
         let dev = device_bytes_per_s(period);
         let host = host_write_bytes_per_s(period as usize);
         println!("{:>7} KiB {:>14.1} {:>16.1} {:>8.3}", kib, dev / 1e6, host / 1e6, dev / host);
+    }
+    println!();
+    println!("per source (64 KiB periods, stereo S16)");
+    println!("{:>10} {:>14} {:>16}", "source", "device MB/s", "Mframes/s");
+    let sources = [
+        ("counter", Waveform::Counter),
+        ("sine", Waveform::Sine),
+        ("square", Waveform::Square { duty: 0.5 }),
+        ("noise", Waveform::Noise { seed: 1, gaussian: false }),
+        ("gaussian", Waveform::Noise { seed: 1, gaussian: true }),
+    ];
+    for (name, waveform) in sources {
+        let ch = ChannelSignal {
+            waveform,
+            amplitude: 1000.0,
+            offset: 0.0,
+            frequency: 1000.0,
+            phase_deg: 0.0,
+        };
+        let signal = StreamSignal { channels: vec![ch], units: Units::Codes };
+        let dev = device_bytes_per_s_with(64 * 1024, signal);
+        println!("{name:>10} {:>14.1} {:>16.2}", dev / 1e6, dev / 4.0 / 1e6);
     }
 }

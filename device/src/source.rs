@@ -114,49 +114,72 @@ impl ChannelSignal {
     /// The signal's value (in its units) at frame `index` of a `rate` Hz stream; `None` for
     /// the counter, which is not a value but a code.
     pub fn value(&self, index: u64, rate: u32, table: &SineTable) -> Option<f64> {
-        let cycles = || {
-            // The phase of frame `index`, from the index itself: no accumulated drift.
-            let per_frame = self.frequency / f64::from(rate.max(1));
-            let whole = (index as f64 * per_frame).fract();
-            (whole + self.phase_deg / 360.0).rem_euclid(1.0)
-        };
-        let unit = match &self.waveform {
-            Waveform::Counter => return None,
-            Waveform::Sine => table.sin_cycles(cycles()),
+        let mut v = [0.0];
+        self.fill(index, rate, table, &mut v).then_some(v[0])
+    }
+
+    /// The phase (in cycles, 0 to 1) of frame `index`, from the index itself: no accumulated
+    /// drift.
+    #[inline]
+    fn cycles(&self, index: u64, per_frame: f64, phase: f64) -> f64 {
+        ((index as f64 * per_frame).fract() + phase).rem_euclid(1.0)
+    }
+
+    /// Writes the values of frames `first..first + out.len()` into `out`; false (and nothing
+    /// written) for the counter. The waveform is matched once per block, not per sample.
+    pub fn fill(&self, first: u64, rate: u32, table: &SineTable, out: &mut [f64]) -> bool {
+        let per_frame = self.frequency / f64::from(rate.max(1));
+        let phase = self.phase_deg / 360.0;
+        let (a, off) = (self.amplitude, self.offset);
+        let frames = out.iter_mut().zip(first..);
+        match &self.waveform {
+            Waveform::Counter => return false,
+            Waveform::Sine => {
+                for (o, i) in frames {
+                    *o = off + a * table.sin_cycles(self.cycles(i, per_frame, phase));
+                }
+            }
             Waveform::Square { duty } => {
-                if cycles() < *duty {
-                    1.0
-                } else {
-                    -1.0
+                for (o, i) in frames {
+                    let high = self.cycles(i, per_frame, phase) < *duty;
+                    *o = off + if high { a } else { -a };
                 }
             }
             Waveform::Triangle => {
-                let c = cycles();
-                if c < 0.5 {
-                    4.0 * c - 1.0
-                } else {
-                    3.0 - 4.0 * c
+                for (o, i) in frames {
+                    let c = self.cycles(i, per_frame, phase);
+                    *o = off + a * if c < 0.5 { 4.0 * c - 1.0 } else { 3.0 - 4.0 * c };
                 }
             }
-            Waveform::Sawtooth => 2.0 * cycles() - 1.0,
-            Waveform::Dc => 0.0,
-            Waveform::Noise { seed, gaussian } => {
-                if *gaussian {
-                    normal(*seed, index)
-                } else {
-                    2.0 * uniform(*seed, index, 0) - 1.0
+            Waveform::Sawtooth => {
+                for (o, i) in frames {
+                    *o = off + a * (2.0 * self.cycles(i, per_frame, phase) - 1.0);
+                }
+            }
+            Waveform::Dc => out.fill(off),
+            Waveform::Noise { seed, gaussian: false } => {
+                for (o, i) in frames {
+                    *o = off + a * (2.0 * uniform(*seed, i, 0) - 1.0);
+                }
+            }
+            Waveform::Noise { seed, gaussian: true } => {
+                for (o, i) in frames {
+                    *o = off + a * normal(*seed, i);
                 }
             }
             Waveform::Replay { recording, looped, column } => {
                 let n = recording.frames();
-                if n == 0 || (!looped && index >= n) {
-                    return Some(0.0);
+                let scale = self.amplitude_scale();
+                for (o, i) in frames {
+                    *o = if n == 0 || (!looped && i >= n) {
+                        0.0
+                    } else {
+                        recording.value(i % n, *column) * scale + off
+                    };
                 }
-                let v = recording.value(index % n, *column);
-                return Some(v * self.amplitude_scale() + self.offset);
             }
-        };
-        Some(self.offset + self.amplitude * unit)
+        }
+        true
     }
 
     fn amplitude_scale(&self) -> f64 {
@@ -218,30 +241,57 @@ impl SineTable {
 /// Converts a value to the format's code: volts scale to full scale; integers round to nearest
 /// and clip to the format's range; floats are normalised but not clipped.
 pub fn encode_value(value: f64, units: Units, format: SampleFormat, out: &mut [u8]) {
-    let normalised = match units {
-        Units::Volts { full_scale } => Some(value / full_scale),
-        Units::Codes => None,
+    encode_block(&[value], units, format, out, 0, out.len());
+}
+
+/// Encodes `values` into every `stride`-th sample slot of `out` starting at byte `at`: the
+/// block form of [`encode_value`] (format and units matched once). Float-to-integer casts
+/// saturate (and map NaN to 0), which is the clipping.
+fn encode_block(
+    values: &[f64],
+    units: Units,
+    format: SampleFormat,
+    out: &mut [u8],
+    at: usize,
+    stride: usize,
+) {
+    let scale = |max: f64| match units {
+        Units::Volts { full_scale } => max / full_scale,
+        Units::Codes => 1.0,
     };
-    let int = |max: f64, min: f64| -> f64 {
-        let code = normalised.map_or(value, |n| n * max);
-        if code.is_nan() {
-            0.0
-        } else {
-            code.round().clamp(min, max)
-        }
-    };
+    let w = format.width();
+    let slots = out[at..].chunks_mut(stride).map(|c| &mut c[..w]);
     match format {
-        SampleFormat::U8 => out[0] = (int(127.0, -128.0) as i16 + 128) as u8,
+        SampleFormat::U8 => {
+            let k = scale(127.0);
+            for (o, v) in slots.zip(values) {
+                o[0] = ((v * k).round() as i8 as i16 + 128) as u8;
+            }
+        }
         SampleFormat::S16 => {
-            out.copy_from_slice(&(int(32767.0, -32768.0) as i16).to_le_bytes());
+            let k = scale(32767.0);
+            for (o, v) in slots.zip(values) {
+                o.copy_from_slice(&((v * k).round() as i16).to_le_bytes());
+            }
         }
         SampleFormat::S32 => {
-            out.copy_from_slice(&(int(2_147_483_647.0, -2_147_483_648.0) as i32).to_le_bytes());
+            let k = scale(2_147_483_647.0);
+            for (o, v) in slots.zip(values) {
+                o.copy_from_slice(&((v * k).round() as i32).to_le_bytes());
+            }
         }
         SampleFormat::Float => {
-            out.copy_from_slice(&(normalised.unwrap_or(value) as f32).to_le_bytes())
+            let k = scale(1.0);
+            for (o, v) in slots.zip(values) {
+                o.copy_from_slice(&((v * k) as f32).to_le_bytes());
+            }
         }
-        SampleFormat::Float64 => out.copy_from_slice(&normalised.unwrap_or(value).to_le_bytes()),
+        SampleFormat::Float64 => {
+            let k = scale(1.0);
+            for (o, v) in slots.zip(values) {
+                o.copy_from_slice(&(v * k).to_le_bytes());
+            }
+        }
     }
 }
 
@@ -280,6 +330,8 @@ pub struct Generator {
     rate: u32,
     table: SineTable,
     all_counter: bool,
+    /// One channel's values for the block being rendered.
+    scratch: Vec<f64>,
 }
 
 impl Generator {
@@ -295,6 +347,7 @@ impl Generator {
             rate,
             table: SineTable::default(),
             all_counter,
+            scratch: Vec::new(),
         }
     }
 
@@ -318,12 +371,22 @@ impl Generator {
             }
             return;
         }
-        for (i, frame) in out.chunks_exact_mut(frame_bytes).enumerate() {
-            let index = first_frame + i as u64;
-            for (signal, sample) in self.channels.iter().zip(frame.chunks_exact_mut(width)) {
-                match signal.value(index, self.rate, &self.table) {
-                    Some(v) => encode_value(v, self.units, self.format, sample),
-                    None => self.format.encode_counter(index, sample),
+        let frames = out.len() / frame_bytes;
+        self.scratch.resize(frames, 0.0);
+        for (c, signal) in self.channels.iter().enumerate() {
+            let at = c * width;
+            if signal.fill(first_frame, self.rate, &self.table, &mut self.scratch[..frames]) {
+                encode_block(
+                    &self.scratch[..frames],
+                    self.units,
+                    self.format,
+                    out,
+                    at,
+                    frame_bytes,
+                );
+            } else {
+                for (i, frame) in out.chunks_exact_mut(frame_bytes).enumerate() {
+                    self.format.encode_counter(first_frame + i as u64, &mut frame[at..at + width]);
                 }
             }
         }
