@@ -307,21 +307,14 @@ impl VdaqDev {
     }
 
     fn pcm_command(&self, op: u32) -> Result {
-        let req = virtio_snd::PcmHdr {
-            hdr: virtio_snd::Hdr { code: Le32::new(op) },
-            stream_id: Le32::new(STREAM),
-        };
-        self.control(req.as_bytes(), 4).map(|_| ())
+        self.control(virtio_snd::PcmHdr::new(op, STREAM).as_bytes(), 4).map(|_| ())
     }
 
     /// SET_PARAMS, PREPARE, post every period, START.
     fn start_stream(&self) -> Result {
         let p = self.params;
         let set = PcmSetParams {
-            hdr: virtio_snd::PcmHdr {
-                hdr: virtio_snd::Hdr { code: Le32::new(code::R_PCM_SET_PARAMS) },
-                stream_id: Le32::new(STREAM),
-            },
+            hdr: virtio_snd::PcmHdr::new(code::R_PCM_SET_PARAMS, STREAM),
             buffer_bytes: Le32::new(p.period_bytes() * p.periods),
             period_bytes: Le32::new(p.period_bytes()),
             features: Le32::new(1 << virtio_snd::pcm_feature::EVT_XRUNS),
@@ -573,12 +566,8 @@ impl VdaqDriver {
             pr_err!("the device has no PCM stream\n");
             return Err(ENODEV);
         }
-        let query = QueryInfo {
-            hdr: virtio_snd::Hdr { code: Le32::new(code::R_PCM_INFO) },
-            start_id: Le32::new(STREAM),
-            count: Le32::new(1),
-            size: Le32::new(core::mem::size_of::<PcmInfo>() as u32),
-        };
+        let query =
+            QueryInfo::new(code::R_PCM_INFO, STREAM, 1, core::mem::size_of::<PcmInfo>() as u32);
         let resp = dev.control(query.as_bytes(), 4 + core::mem::size_of::<PcmInfo>())?;
         let info = PcmInfo::from_prefix(&resp[4..]).ok_or(EIO)?;
         let p = dev.params;

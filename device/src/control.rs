@@ -25,7 +25,7 @@ fn has_chmap(caps: &StreamCaps) -> bool {
 }
 
 fn status(code: u32) -> Vec<u8> {
-    Hdr { code: Le32::new(code) }.as_bytes().to_vec()
+    Hdr::new(code).as_bytes().to_vec()
 }
 
 impl<R> Device<R> {
@@ -203,14 +203,7 @@ mod tests {
     }
 
     fn query(op: u32, start: u32, count: u32, size: u32) -> Vec<u8> {
-        QueryInfo {
-            hdr: Hdr { code: Le32::new(op) },
-            start_id: Le32::new(start),
-            count: Le32::new(count),
-            size: Le32::new(size),
-        }
-        .as_bytes()
-        .to_vec()
+        QueryInfo::new(op, start, count, size).as_bytes().to_vec()
     }
 
     fn pcm(op: u32, stream: u32) -> Vec<u8> {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use support::{caps, s16_counters, Harness, Part, RawDesc, VIRTQ_DESC_F_WRITE};
 use vdaq_proto::virtio_snd::{code, Config, Event, Hdr, PcmInfo, QueryInfo};
-use vdaq_proto::wire::{Le32, Pod};
+use vdaq_proto::wire::Pod;
 use vhost::VhostBackend;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -27,14 +27,7 @@ fn prepared(xruns: bool) -> Harness {
 }
 
 fn query(op: u32, start: u32, count: u32, size: u32) -> Vec<u8> {
-    QueryInfo {
-        hdr: Hdr { code: Le32::new(op) },
-        start_id: Le32::new(start),
-        count: Le32::new(count),
-        size: Le32::new(size),
-    }
-    .as_bytes()
-    .to_vec()
+    QueryInfo::new(op, start, count, size).as_bytes().to_vec()
 }
 
 #[test]

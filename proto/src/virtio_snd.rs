@@ -301,6 +301,32 @@ pub struct ChmapInfo {
     pub positions: [u8; CHMAP_MAX_SIZE],
 }
 
+impl Hdr {
+    /// A header with `code`.
+    pub const fn new(code: u32) -> Self {
+        Self { code: Le32::new(code) }
+    }
+}
+
+impl PcmHdr {
+    /// A PCM request header for `stream_id`.
+    pub const fn new(code: u32, stream_id: u32) -> Self {
+        Self { hdr: Hdr::new(code), stream_id: Le32::new(stream_id) }
+    }
+}
+
+impl QueryInfo {
+    /// A query of `count` items from `start_id`, each `size` bytes in the response.
+    pub const fn new(code: u32, start_id: u32, count: u32, size: u32) -> Self {
+        Self {
+            hdr: Hdr::new(code),
+            start_id: Le32::new(start_id),
+            count: Le32::new(count),
+            size: Le32::new(size),
+        }
+    }
+}
+
 pod!(
     Config = 12,
     Hdr = 4,

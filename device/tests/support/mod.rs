@@ -561,7 +561,7 @@ pub struct RxBuffer {
 }
 
 pub fn pcm_hdr(op: u32, stream: u32) -> PcmHdr {
-    PcmHdr { hdr: Hdr { code: Le32::new(op) }, stream_id: Le32::new(stream) }
+    PcmHdr::new(op, stream)
 }
 
 pub fn set_params(
