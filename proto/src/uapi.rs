@@ -55,18 +55,79 @@ pub struct Stats {
     pub periods_read: u64,
 }
 
-pod!(PeriodHeader = 40, Stats = 64);
+/// Stream parameters (`VDAQ_IOC_SET_PARAMS`, and in [`Info`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Params {
+    /// Frames per second (a virtio-snd rate the stream offers).
+    pub rate: u32,
+    /// Samples per frame.
+    pub channels: u32,
+    /// Sample format: a virtio-snd format code (`virtio_snd::format`).
+    pub format: u32,
+    /// Bytes per period: a whole number of frames, at most [`Info::max_period_bytes`].
+    pub period_bytes: u32,
+    /// Periods in the ring: 2 to [`Info::max_periods`].
+    pub periods: u32,
+    /// Must be 0.
+    pub reserved: [u32; 3],
+}
+
+/// What the device offers and how the stream is set (`VDAQ_IOC_INFO`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Info {
+    /// Capture streams of the device.
+    pub streams: u32,
+    /// The stream of this node.
+    pub stream: u32,
+    /// Offered formats: bit n set for virtio-snd format code n.
+    pub formats: u64,
+    /// Offered rates: bit n set for the n-th virtio-snd rate.
+    pub rates: u64,
+    /// Fewest channels.
+    pub channels_min: u32,
+    /// Most channels.
+    pub channels_max: u32,
+    /// Most periods the ring holds.
+    pub max_periods: u32,
+    /// Largest period in bytes.
+    pub max_period_bytes: u32,
+    /// The current parameters.
+    pub params: Params,
+    /// 1 while started.
+    pub started: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
+}
+
+pod!(PeriodHeader = 40, Stats = 64, Params = 32, Info = 80);
 
 /// ioctl type ('V') shared by every vdaq ioctl.
 pub const IOC_TYPE: u32 = b'V' as u32;
 
+const IOC_WRITE: u32 = 1;
 const IOC_READ: u32 = 2;
 
-/// Linux's `_IOR(type, nr, size)` on x86 and most architectures.
-pub const fn ior(ty: u32, nr: u32, size: usize) -> u32 {
-    (IOC_READ << 30) | ((size as u32) << 16) | (ty << 8) | nr
+/// Linux's `_IOC(dir, type, nr, size)` on x86 and most architectures.
+pub const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | (ty << 8) | nr
 }
 
+/// Linux's `_IOR(type, nr, size)`.
+pub const fn ior(ty: u32, nr: u32, size: usize) -> u32 {
+    ioc(IOC_READ, ty, nr, size)
+}
+
+/// Reads [`Info`].
+pub const VDAQ_IOC_INFO: u32 = ior(IOC_TYPE, 0x01, core::mem::size_of::<Info>());
+/// Sets [`Params`] while stopped: EINVAL for values the stream does not offer or a non-zero
+/// reserved field, EBUSY while started.
+pub const VDAQ_IOC_SET_PARAMS: u32 = ioc(IOC_WRITE, IOC_TYPE, 0x02, core::mem::size_of::<Params>());
+/// Starts the stream (a read() of a stopped stream starts it too); EBUSY when started.
+pub const VDAQ_IOC_START: u32 = ioc(0, IOC_TYPE, 0x03, 0);
+/// Stops the stream; periods not read are discarded. EBADFD when not started.
+pub const VDAQ_IOC_STOP: u32 = ioc(0, IOC_TYPE, 0x04, 0);
 /// Reads [`Stats`].
 pub const VDAQ_IOC_STATS: u32 = ior(IOC_TYPE, 0x10, core::mem::size_of::<Stats>());
 
@@ -78,6 +139,10 @@ mod tests {
     fn ioctl_numbers_match_linux_ior() {
         // _IOR('V', 0x10, 64 bytes) as computed by <asm-generic/ioctl.h>.
         assert_eq!(VDAQ_IOC_STATS, 0x8040_5610);
+        // _IOR('V', 1, 80), _IOW('V', 2, 32), _IO('V', 3), _IO('V', 4).
+        assert_eq!(VDAQ_IOC_INFO, 0x8050_5601);
+        assert_eq!(VDAQ_IOC_SET_PARAMS, 0x4020_5602);
+        assert_eq!((VDAQ_IOC_START, VDAQ_IOC_STOP), (0x5603, 0x5604));
         assert_eq!(&PERIOD_MAGIC.to_le_bytes(), b"VDAQ");
     }
 }
