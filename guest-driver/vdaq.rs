@@ -5,9 +5,13 @@
 //!
 //! Supported:
 //! - stream 0 of each device as /dev/vdaqN (a misc device; one open file at a time, EBUSY
-//!   otherwise), started on open and stopped and released on the last close;
-//! - fixed parameters for now: 48 kHz, S16, 2 channels, 1024-frame periods, 16 periods, or as
-//!   many as the receive ring holds (three entries per period without indirect descriptors);
+//!   otherwise), started by VDAQ_IOC_START or the first read(), stopped and released by
+//!   VDAQ_IOC_STOP or the close;
+//! - parameters (VDAQ_IOC_SET_PARAMS while stopped): rate, channels and format among those the
+//!   device offers, period bytes (whole frames, up to 1 MiB) and 2 periods up to what the
+//!   receive ring holds (three entries per period without indirect descriptors); default 48 kHz,
+//!   S16, 2 channels, 1024-frame periods, 16 periods (or as many as the ring holds);
+//! - VDAQ_IOC_INFO: what the device offers and the current parameters;
 //! - read(): whole periods, each preceded by a `uapi::PeriodHeader` (sequence, interrupt
 //!   timestamp, frames, frames lost before it); O_NONBLOCK gives EAGAIN, blocking reads sleep
 //!   interruptibly; a buffer too small for one record gives EINVAL;
@@ -33,6 +37,9 @@ mod miscdev;
 mod virtio;
 
 #[allow(dead_code, unreachable_pub)]
+#[path = "../proto/src/format.rs"]
+mod format;
+#[allow(dead_code, unreachable_pub)]
 #[path = "../proto/src/uapi.rs"]
 mod uapi;
 #[allow(dead_code, unreachable_pub)]
@@ -56,7 +63,7 @@ module! {
     license: "GPL",
 }
 
-/// Stream parameters the driver sets.
+/// Stream parameters the driver sets (validated `uapi::Params`).
 #[derive(Clone, Copy)]
 struct Params {
     rate_code: u8,
@@ -79,6 +86,61 @@ impl Params {
 
     fn period_bytes(&self) -> u32 {
         self.period_frames * self.frame_bytes
+    }
+
+    fn to_uapi(self) -> uapi::Params {
+        uapi::Params {
+            rate: virtio_snd::rate_hz(self.rate_code).unwrap_or(0),
+            channels: u32::from(self.channels),
+            format: u32::from(self.format),
+            period_bytes: self.period_bytes(),
+            periods: self.periods,
+            reserved: [0; 3],
+        }
+    }
+}
+
+/// What the device's stream 0 offers, from PCM_INFO and the ring size.
+#[derive(Clone, Copy, Default)]
+struct Caps {
+    streams: u32,
+    formats: u64,
+    rates: u64,
+    channels_min: u8,
+    channels_max: u8,
+    max_periods: u32,
+}
+
+/// Largest period: one allocation per period, kept well within kmalloc's reach.
+const MAX_PERIOD_BYTES: u32 = 1 << 20;
+
+impl Caps {
+    /// Validates user parameters (EINVAL for anything the stream does not offer).
+    fn check(&self, u: &uapi::Params) -> Result<Params> {
+        let rate_code = virtio_snd::rate_code(u.rate).ok_or(EINVAL)?;
+        let format = u8::try_from(u.format).map_err(|_| EINVAL)?;
+        let width = format::SampleFormat::from_wire(format).ok_or(EINVAL)?.width() as u32;
+        let channels = u8::try_from(u.channels).map_err(|_| EINVAL)?;
+        let frame_bytes = width * u32::from(channels);
+        let ok = u.reserved == [0; 3]
+            && self.rates & (1 << rate_code) != 0
+            && self.formats & (1 << format) != 0
+            && (self.channels_min..=self.channels_max).contains(&channels)
+            && u.period_bytes > 0
+            && u.period_bytes <= MAX_PERIOD_BYTES
+            && u.period_bytes % frame_bytes == 0
+            && (2..=self.max_periods).contains(&u.periods);
+        if !ok {
+            return Err(EINVAL);
+        }
+        Ok(Params {
+            rate_code,
+            format,
+            channels,
+            frame_bytes,
+            period_frames: u.period_bytes / frame_bytes,
+            periods: u.periods,
+        })
     }
 }
 
@@ -203,6 +265,10 @@ struct State {
     sequence: u64,
     lost_before_next: u64,
     stats: Stats,
+    /// The stream's parameters; the period messages are allocated for them.
+    params: Params,
+    /// What the stream offers.
+    caps: Caps,
 }
 
 #[pin_data]
@@ -218,7 +284,6 @@ struct VdaqDev {
     /// The /dev node; taken out (and so unregistered) on removal.
     #[pin]
     node: Mutex<Option<Pin<KBox<miscdev::Registration<VdaqDev>>>>>,
-    params: Params,
 }
 
 impl State {
@@ -312,7 +377,7 @@ impl VdaqDev {
 
     /// SET_PARAMS, PREPARE, post every period, START.
     fn start_stream(&self) -> Result {
-        let p = self.params;
+        let p = self.state.lock().params;
         let set = PcmSetParams {
             hdr: virtio_snd::PcmHdr::new(code::R_PCM_SET_PARAMS, STREAM),
             buffer_bytes: Le32::new(p.period_bytes() * p.periods),
@@ -368,10 +433,10 @@ impl VdaqDev {
     /// The receive interrupt: moves completed periods to the ready list, then wakes readers
     /// and signals fasync owners once.
     fn rx_interrupt(&self) {
-        let p = self.params;
         let completed = {
             let mut guard = self.state.lock();
             let st = &mut *guard;
+            let p = st.params;
             st.stats.rx_interrupts += 1;
             st.drain_events(p.period_frames);
             let mut completed = 0u32;
@@ -457,10 +522,6 @@ impl miscdev::FileOperations for VdaqDev {
             }
             st.open = true;
         }
-        if let Err(e) = dev.start_stream() {
-            dev.state.lock().open = false;
-            return Err(e);
-        }
         Ok(())
     }
 
@@ -468,8 +529,11 @@ impl miscdev::FileOperations for VdaqDev {
         // The LDD3 rule: leave the async queue on release (the VFS does it too; harmless).
         let _ = Self::set_async(dev, -1, file, false);
         let _serial = dev.control_lock.lock();
-        let gone = dev.state.lock().gone;
-        if !gone {
+        let (gone, running) = {
+            let st = dev.state.lock();
+            (st.gone, st.running)
+        };
+        if !gone && running {
             let _ = dev.stop_stream();
         }
         dev.state.lock().open = false;
@@ -480,9 +544,19 @@ impl miscdev::FileOperations for VdaqDev {
         file: &miscdev::File,
         out: &mut UserSliceWriter,
     ) -> Result<usize> {
-        let record = core::mem::size_of::<PeriodHeader>() + dev.params.period_bytes() as usize;
+        let record = {
+            let st = dev.state.lock();
+            core::mem::size_of::<PeriodHeader>() + st.params.period_bytes() as usize
+        };
         if out.len() < record {
             return Err(EINVAL);
+        }
+        if !dev.state.lock().running {
+            // A read of a stopped stream starts it.
+            let _serial = dev.control_lock.lock();
+            if !dev.state.lock().running {
+                dev.start_stream()?;
+            }
         }
         let first = loop {
             let next = {
@@ -526,7 +600,66 @@ impl miscdev::FileOperations for VdaqDev {
     }
 
     fn ioctl(dev: ArcBorrow<'_, Self>, _file: &miscdev::File, cmd: u32, arg: usize) -> Result<isize> {
+        let size = |n| UserSlice::new(arg, n);
         match cmd {
+            uapi::VDAQ_IOC_INFO => {
+                let info = {
+                    let st = dev.state.lock();
+                    uapi::Info {
+                        streams: st.caps.streams,
+                        stream: STREAM,
+                        formats: st.caps.formats,
+                        rates: st.caps.rates,
+                        channels_min: u32::from(st.caps.channels_min),
+                        channels_max: u32::from(st.caps.channels_max),
+                        max_periods: st.caps.max_periods,
+                        max_period_bytes: MAX_PERIOD_BYTES,
+                        params: st.params.to_uapi(),
+                        started: u32::from(st.running),
+                        reserved: 0,
+                    }
+                };
+                size(core::mem::size_of::<uapi::Info>()).writer().write_slice(info.as_bytes())?;
+                Ok(0)
+            }
+            uapi::VDAQ_IOC_SET_PARAMS => {
+                let mut raw = uapi::Params::default();
+                size(core::mem::size_of::<uapi::Params>()).reader().read_slice(raw.as_bytes_mut())?;
+                let _serial = dev.control_lock.lock();
+                let (caps, running) = {
+                    let st = dev.state.lock();
+                    (st.caps, st.running)
+                };
+                if running {
+                    return Err(EBUSY);
+                }
+                let p = caps.check(&raw)?;
+                let (ready, spare) = alloc_periods(&p)?;
+                let (old_ready, old_spare) = {
+                    let mut st = dev.state.lock();
+                    st.params = p;
+                    (core::mem::replace(&mut st.ready, ready), core::mem::replace(&mut st.spare, spare))
+                };
+                // The old period buffers are freed outside the lock.
+                drop((old_ready, old_spare));
+                Ok(0)
+            }
+            uapi::VDAQ_IOC_START => {
+                let _serial = dev.control_lock.lock();
+                if dev.state.lock().running {
+                    return Err(EBUSY);
+                }
+                dev.start_stream()?;
+                Ok(0)
+            }
+            uapi::VDAQ_IOC_STOP => {
+                let _serial = dev.control_lock.lock();
+                if !dev.state.lock().running {
+                    return Err(Error::from_errno(-(bindings::EBADFD as i32)));
+                }
+                dev.stop_stream()?;
+                Ok(0)
+            }
             uapi::VDAQ_IOC_STATS => {
                 let stats = dev.state.lock().stats;
                 let mut w = UserSlice::new(arg, core::mem::size_of::<Stats>()).writer();
@@ -557,6 +690,21 @@ impl VdaqDev {
     }
 }
 
+/// The period messages and the ready list for `p`.
+fn alloc_periods(p: &Params) -> Result<(Ring<Ready>, Ring<KBox<RxMsg>>)> {
+    let ready = Ring::with_capacity(p.periods as usize)?;
+    let mut spare = Ring::with_capacity(p.periods as usize)?;
+    for _ in 0..p.periods {
+        let msg = RxMsg {
+            xfer: PcmXfer { stream_id: Le32::new(STREAM) },
+            status: PcmStatus::default(),
+            data: KVec::from_elem(0u8, p.period_bytes() as usize, GFP_KERNEL)?,
+        };
+        let _ = spare.push(KBox::new(msg, GFP_KERNEL)?);
+    }
+    Ok((ready, spare))
+}
+
 struct VdaqDriver;
 
 impl VdaqDriver {
@@ -570,14 +718,41 @@ impl VdaqDriver {
             QueryInfo::new(code::R_PCM_INFO, STREAM, 1, core::mem::size_of::<PcmInfo>() as u32);
         let resp = dev.control(query.as_bytes(), 4 + core::mem::size_of::<PcmInfo>())?;
         let info = PcmInfo::from_prefix(&resp[4..]).ok_or(EIO)?;
-        let p = dev.params;
-        let ok = info.direction == virtio_snd::direction::INPUT
-            && info.formats.get() & (1 << p.format) != 0
-            && info.rates.get() & (1 << p.rate_code) != 0
-            && (info.channels_min..=info.channels_max).contains(&p.channels);
-        if !ok {
-            pr_err!("stream 0 is not a capture stream with 48 kHz S16 stereo\n");
+        if info.direction != virtio_snd::direction::INPUT {
+            pr_err!("stream 0 is not a capture stream\n");
             return Err(ENODEV);
+        }
+        let mut st = dev.state.lock();
+        st.caps = Caps {
+            streams,
+            formats: info.formats.get(),
+            rates: info.rates.get(),
+            channels_min: info.channels_min,
+            channels_max: info.channels_max,
+            max_periods: st.caps.max_periods,
+        };
+        // The defaults must be offered: 48 kHz S16 stereo, else the nearest the device has.
+        let mut want = st.params.to_uapi();
+        if st.caps.check(&want).is_err() {
+            let first_bit = |mask: u64| mask.trailing_zeros();
+            want.rate = virtio_snd::rate_hz(first_bit(st.caps.rates) as u8).unwrap_or(0);
+            want.format = first_bit(st.caps.formats);
+            want.channels = u32::from(st.caps.channels_min.max(1));
+            let width = format::SampleFormat::from_wire(want.format as u8).map_or(0, |f| f.width());
+            want.period_bytes = 1024 * width as u32 * want.channels;
+        }
+        let p = st.caps.check(&want).map_err(|e| {
+            pr_err!("stream 0 offers no format this driver handles\n");
+            e
+        })?;
+        let same_size = p.period_bytes() == st.params.period_bytes() && p.periods == st.params.periods;
+        st.params = p;
+        drop(st);
+        if !same_size {
+            let (ready, spare) = alloc_periods(&p)?;
+            let mut st = dev.state.lock();
+            st.ready = ready;
+            st.spare = spare;
         }
         Ok(())
     }
@@ -606,16 +781,8 @@ impl virtio::Driver for VdaqDriver {
             pr_err!("the receive ring ({} entries) holds fewer than two periods\n", rx.size());
             return Err(ENOSPC);
         }
-        let ready = Ring::with_capacity(p.periods as usize)?;
-        let mut spare = Ring::with_capacity(p.periods as usize)?;
-        for _ in 0..p.periods {
-            let msg = RxMsg {
-                xfer: PcmXfer { stream_id: Le32::new(STREAM) },
-                status: PcmStatus::default(),
-                data: KVec::from_elem(0u8, p.period_bytes() as usize, GFP_KERNEL)?,
-            };
-            let _ = spare.push(KBox::new(msg, GFP_KERNEL)?);
-        }
+        let max_periods = rx.size() / per_period;
+        let (ready, spare) = alloc_periods(&p)?;
         let state = State {
             control: Some(Virtqueue::new(control)),
             events: Some(Virtqueue::new(events)),
@@ -630,6 +797,8 @@ impl virtio::Driver for VdaqDriver {
             sequence: 0,
             lost_before_next: 0,
             stats: Stats::default(),
+            params: p,
+            caps: Caps { max_periods, ..Caps::default() },
         };
         Arc::pin_init(
             pin_init!(VdaqDev {
@@ -638,7 +807,6 @@ impl virtio::Driver for VdaqDriver {
                 fasync: FasyncList::new(),
                 control_lock <- new_mutex!((), "vdaq:control"),
                 node <- new_mutex!(None, "vdaq:node"),
-                params: p,
             }),
             GFP_KERNEL,
         )
@@ -673,7 +841,9 @@ impl virtio::Driver for VdaqDriver {
         match queue_index {
             q if q == u32::from(queue::RX) => dev.rx_interrupt(),
             q if q == u32::from(queue::EVENT) => {
-                dev.state.lock().drain_events(dev.params.period_frames);
+                let mut st = dev.state.lock();
+                let period_frames = st.params.period_frames;
+                st.drain_events(period_frames);
             }
             _ => {}
         }

@@ -15,7 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use vdaq_proto::format::SampleFormat;
-use vdaq_proto::uapi::{PeriodHeader, Stats, PERIOD_MAGIC};
+use vdaq_proto::uapi::{
+    Info, Params, PeriodHeader, Stats, PERIOD_MAGIC, VDAQ_IOC_INFO, VDAQ_IOC_SET_PARAMS,
+    VDAQ_IOC_START,
+};
 use vdaq_proto::wire::Pod;
 
 use crate::sys;
@@ -29,14 +32,18 @@ const LATENCY_BUCKETS: usize = 24;
 pub struct Options {
     /// Device node.
     pub device: String,
-    /// Stop after this many frames.
-    pub frames: u64,
-    /// Give up after this long.
-    pub timeout: Duration,
-    /// Sample format and channels of the stream (for the counter check).
-    pub format: SampleFormat,
+    /// Seconds of frames to capture (at the stream's rate).
+    pub seconds: f64,
+    /// Parameters to set first; fields left `None` keep the driver's current values.
+    pub rate: Option<u32>,
+    /// Sample format.
+    pub format: Option<SampleFormat>,
     /// Channels per frame.
-    pub channels: usize,
+    pub channels: Option<u32>,
+    /// Bytes per period.
+    pub period_bytes: Option<u32>,
+    /// Periods in the ring.
+    pub periods: Option<u32>,
     /// Realtime signal SIGRTMIN+n through F_SETSIG instead of plain SIGIO.
     pub rt_signal: Option<i32>,
     /// Print a progress line each second.
@@ -65,6 +72,8 @@ pub struct Summary {
     pub counter: CounterReport,
     pub driver: Stats,
     pub irq_delta: Option<u64>,
+    pub frames_wanted: u64,
+    pub params: Params,
 }
 
 /// State owned by the signal handler.
@@ -228,15 +237,38 @@ pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
         .open(&opts.device)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", opts.device)))?;
     let fd = file.as_raw_fd();
+    let info: Info = sys::ioctl_read(fd, VDAQ_IOC_INFO)?;
+    let mut p = info.params;
+    if opts.rate.is_some()
+        || opts.format.is_some()
+        || opts.channels.is_some()
+        || opts.period_bytes.is_some()
+        || opts.periods.is_some()
+    {
+        p.rate = opts.rate.unwrap_or(p.rate);
+        p.format = opts.format.map_or(p.format, |f| u32::from(f.wire_code()));
+        p.channels = opts.channels.unwrap_or(p.channels);
+        let width = SampleFormat::from_wire(p.format as u8).map_or(1, |f| f.width()) as u32;
+        p.period_bytes = opts.period_bytes.unwrap_or(1024 * width * p.channels);
+        p.periods = opts.periods.unwrap_or(p.periods);
+        sys::ioctl_write(fd, VDAQ_IOC_SET_PARAMS, &p).map_err(|e| {
+            io::Error::new(e.kind(), format!("the driver refused the parameters {p:?}: {e}"))
+        })?;
+    }
+    let format = SampleFormat::from_wire(p.format as u8)
+        .ok_or_else(|| io::Error::other(format!("unknown format code {}", p.format)))?;
+    let channels = p.channels as usize;
+    let frames_wanted = (f64::from(p.rate) * opts.seconds).ceil() as u64;
+    let timeout = Duration::from_secs_f64(opts.seconds * 3.0 + 10.0);
     let signal = opts.rt_signal.map(sys::sigrtmin).unwrap_or(libc::SIGIO);
-    let frame = opts.format.width() * opts.channels;
-    // Room for a whole ring of periods per read (the driver returns whole records only).
-    let buf = vec![0u8; 64 * (std::mem::size_of::<PeriodHeader>() + 4096 * frame)];
+    // Room for the whole ring per read (the driver returns whole records only).
+    let record = std::mem::size_of::<PeriodHeader>() + p.period_bytes as usize;
+    let buf = vec![0u8; record * p.periods as usize];
     with_consumer(signal, |slot| {
         *slot = Some(Consumer {
             fd,
             buf,
-            checker: CounterChecker::new(opts.format, opts.channels),
+            checker: CounterChecker::new(format, channels),
             expect_fd: opts.rt_signal.is_some(),
             first_ts: None,
             first_frames: 0,
@@ -257,13 +289,14 @@ pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
     let irq_before = irq_name.and_then(irq_count);
     ACTIVE.store(true, Ordering::Release);
     sys::set_async(fd, true, opts.rt_signal.map(|_| signal))?;
+    sys::ioctl_none(fd, VDAQ_IOC_START)?;
     let start = Instant::now();
     // Periods that were ready before O_ASYNC was set raised their signal already: drain once.
     with_consumer(signal, |c| c.as_mut().map(|c| c.drain(sys::monotonic_ns())));
 
     let mut last_print = Instant::now();
     let mut last_frames = 0;
-    while FRAMES.load(Ordering::Relaxed) < opts.frames && start.elapsed() < opts.timeout {
+    while FRAMES.load(Ordering::Relaxed) < frames_wanted && start.elapsed() < timeout {
         // The "other work" of the main flow: here, sleeping; signals interrupt it.
         std::thread::sleep(Duration::from_millis(50));
         if opts.live && last_print.elapsed() >= Duration::from_secs(1) {
@@ -335,6 +368,8 @@ pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
         counter: consumer.checker.finish(0),
         driver,
         irq_delta: irq_before.zip(irq_after).map(|(b, a)| a.saturating_sub(b)),
+        frames_wanted,
+        params: p,
     })
 }
 
@@ -353,7 +388,8 @@ impl Summary {
                 "\"latency_log2_us_histogram\":{:?},\"counter\":{},",
                 "\"driver\":{{\"periods\":{},\"frames\":{},\"frames_lost\":{},\"xruns\":{},",
                 "\"rx_interrupts\":{},\"rx_interrupts_with_data\":{},\"signals_sent\":{},",
-                "\"periods_read\":{}}},\"irq_delta\":{}}}"
+                "\"periods_read\":{}}},\"irq_delta\":{},",
+                "\"params\":{{\"rate\":{},\"channels\":{},\"format\":{},\"period_bytes\":{},\"periods\":{}}}}}"
             ),
             self.signal,
             self.signals,
@@ -384,6 +420,11 @@ impl Summary {
             d.signals_sent,
             d.periods_read,
             self.irq_delta.map_or("null".into(), |v| v.to_string()),
+            self.params.rate,
+            self.params.channels,
+            self.params.format,
+            self.params.period_bytes,
+            self.params.periods,
         )
     }
 }

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use vdaq_proto::format::SampleFormat;
@@ -54,18 +53,24 @@ enum Command {
         /// Device node.
         #[arg(long, default_value = "/dev/vdaq0")]
         device: String,
-        /// Seconds of frames to capture (at --rate).
+        /// Seconds of frames to capture (at the stream's rate).
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
-        /// The stream's frame rate (the driver's parameters).
-        #[arg(long, default_value_t = 48_000)]
-        rate: u32,
-        /// The stream's sample format.
-        #[arg(long, default_value = "s16", value_parser = parse_format)]
-        format: SampleFormat,
-        /// The stream's channels.
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=255))]
-        channels: u16,
+        /// Set the frame rate (Hz); unset parameters keep the driver's.
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Set the sample format.
+        #[arg(long, value_parser = parse_format)]
+        format: Option<SampleFormat>,
+        /// Set the channels.
+        #[arg(long)]
+        channels: Option<u32>,
+        /// Set the bytes per period (default with other settings: 1024 frames).
+        #[arg(long)]
+        period_bytes: Option<u32>,
+        /// Set the periods in the ring.
+        #[arg(long)]
+        periods: Option<u32>,
         /// Use F_SETSIG with SIGRTMIN+N instead of plain SIGIO.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..=15))]
         rt_signal: Option<i32>,
@@ -76,6 +81,12 @@ enum Command {
         /// Print a progress line each second.
         #[arg(long)]
         live: bool,
+    },
+    /// Print what the device offers and the current parameters (VDAQ_IOC_INFO) as JSON.
+    Info {
+        /// Device node.
+        #[arg(long, default_value = "/dev/vdaq0")]
+        device: String,
     },
     /// Check a raw capture of the counter source: every channel carries the frame index, which
     /// grows by one per frame. Prints a JSON report; exits 1 when the capture is not clean.
@@ -140,17 +151,40 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Capture { device, seconds, rate, format, channels, rt_signal, irq_name, live } => {
+        Command::Info { device } => match info(&device) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vdaq: {device}: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Capture {
+            device,
+            seconds,
+            rate,
+            format,
+            channels,
+            period_bytes,
+            periods,
+            rt_signal,
+            irq_name,
+            live,
+        } => {
             if !(seconds > 0.0 && seconds < 1e6) {
                 eprintln!("vdaq: --seconds must be a positive number of seconds");
                 return ExitCode::from(2);
             }
             let opts = capture::Options {
                 device,
-                frames: (f64::from(rate) * seconds).ceil() as u64,
-                timeout: Duration::from_secs_f64(seconds * 3.0 + 10.0),
+                seconds,
+                rate,
                 format,
-                channels: usize::from(channels),
+                channels,
+                period_bytes,
+                periods,
                 rt_signal,
                 live,
             };
@@ -163,7 +197,7 @@ fn main() -> ExitCode {
                         && c.corrupt_frames == 0
                         && s.bad_records == 0
                         && s.read_errors == 0
-                        && s.frames >= opts.frames;
+                        && s.frames >= s.frames_wanted;
                     if let Some(p) = &c.first_problem {
                         eprintln!("vdaq: first problem: {p}");
                     }
@@ -212,4 +246,35 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// VDAQ_IOC_INFO as JSON.
+fn info(device: &str) -> std::io::Result<String> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(device)?;
+    let i: vdaq_proto::uapi::Info =
+        sys::ioctl_read(file.as_raw_fd(), vdaq_proto::uapi::VDAQ_IOC_INFO)?;
+    let rates: Vec<u32> = vdaq_proto::virtio_snd::RATES
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| i.rates & (1 << n) != 0)
+        .map(|(_, &r)| r)
+        .collect();
+    let formats: Vec<&str> = SampleFormat::ALL
+        .iter()
+        .filter(|f| i.formats & (1 << f.wire_code()) != 0)
+        .map(|f| f.name())
+        .collect();
+    let p = i.params;
+    let format = SampleFormat::from_wire(p.format as u8).map_or("?", |f| f.name());
+    Ok(format!(
+        concat!(
+            "{{\"streams\":{},\"stream\":{},\"formats\":{:?},\"rates\":{:?},",
+            "\"channels_min\":{},\"channels_max\":{},\"max_periods\":{},\"max_period_bytes\":{},",
+            "\"params\":{{\"rate\":{},\"channels\":{},\"format\":\"{}\",\"period_bytes\":{},\"periods\":{}}},",
+            "\"started\":{}}}"
+        ),
+        i.streams, i.stream, formats, rates, i.channels_min, i.channels_max, i.max_periods,
+        i.max_period_bytes, p.rate, p.channels, format, p.period_bytes, p.periods, i.started != 0
+    ))
 }

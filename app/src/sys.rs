@@ -103,12 +103,32 @@ pub fn sigrtmin(n: i32) -> i32 {
     libc::SIGRTMIN() + n
 }
 
+/// An ioctl that fills a `T` (the command's size must be `size_of::<T>()`).
+pub fn ioctl_read<T: Pod + Default>(fd: RawFd, cmd: u32) -> io::Result<T> {
+    let mut value = T::default();
+    // SAFETY: the vdaq ioctls that read write exactly the size encoded in `cmd`, which the
+    // uapi defines as `size_of::<T>()`; the buffer is that large.
+    check(unsafe { libc::ioctl(fd, cmd as _, value.as_bytes_mut().as_mut_ptr()) })?;
+    Ok(value)
+}
+
+/// An ioctl that passes a `T` to the driver.
+pub fn ioctl_write<T: Pod>(fd: RawFd, cmd: u32, value: &T) -> io::Result<()> {
+    // SAFETY: the driver reads `size_of::<T>()` bytes from a valid buffer of that size.
+    check(unsafe { libc::ioctl(fd, cmd as _, value.as_bytes().as_ptr()) })?;
+    Ok(())
+}
+
+/// An ioctl without argument.
+pub fn ioctl_none(fd: RawFd, cmd: u32) -> io::Result<()> {
+    // SAFETY: the command takes no argument.
+    check(unsafe { libc::ioctl(fd, cmd as _, 0usize) })?;
+    Ok(())
+}
+
 /// Reads the driver's statistics.
 pub fn driver_stats(fd: RawFd) -> io::Result<Stats> {
-    let mut stats = Stats::default();
-    // SAFETY: VDAQ_IOC_STATS writes exactly `size_of::<Stats>()` bytes to the pointer.
-    check(unsafe { libc::ioctl(fd, VDAQ_IOC_STATS as _, stats.as_bytes_mut().as_mut_ptr()) })?;
-    Ok(stats)
+    ioctl_read(fd, VDAQ_IOC_STATS)
 }
 
 /// Calls `read(2)` on `fd` (async-signal-safe, unlike `std`'s buffered paths).
