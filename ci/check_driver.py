@@ -32,6 +32,13 @@ def rc(name):
 
 
 check("guest script", guest_rc == 0, f"exit status {guest_rc}")
+tap = (share / "selftest.tap").read_text() if (share / "selftest.tap").exists() else ""
+for line in tap.splitlines():
+    if line.startswith("ok ") or line.startswith("not ok "):
+        ok = line.startswith("ok ")
+        name = line.split(" - ", 1)[-1]
+        check(f"api: {name.split(':')[0]}", ok, name)
+check("api: self-test ran", "selftest:" in tap and rc("selftest.rc") is not None, tap[-300:])
 for run in ("rt", "sigio"):
     s = load(f"{run}.json")
     check(f"{run}: app exit status", rc(f"{run}.rc") == 0, f"{rc(f'{run}.rc')}: {s}")

@@ -8,6 +8,7 @@ use vdaq_proto::format::SampleFormat;
 
 mod analyze;
 mod capture;
+mod selftest;
 mod sys;
 mod verify;
 
@@ -82,6 +83,13 @@ enum Command {
         #[arg(long)]
         live: bool,
     },
+    /// Check the /dev/vdaqN user API (errors, states, poll, read rules); prints TAP and exits 1
+    /// on any failure. Needs the device to itself.
+    Selftest {
+        /// Device node.
+        #[arg(long, default_value = "/dev/vdaq0")]
+        device: String,
+    },
     /// Print what the device offers and the current parameters (VDAQ_IOC_INFO) as JSON.
     Info {
         /// Device node.
@@ -151,6 +159,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Selftest { device } => {
+            if selftest::run(&device) == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Info { device } => match info(&device) {
             Ok(json) => {
                 println!("{json}");

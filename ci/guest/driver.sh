@@ -17,6 +17,11 @@ step "insmod vdaq.ko"
 insmod /lib/modules/vdaq.ko || exit 20
 [ -c /dev/vdaq0 ] || { echo "no /dev/vdaq0"; exit 21; }
 
+step "user API self-test"
+vdaq selftest >"$out/selftest.tap"
+echo $? >"$out/selftest.rc"
+cat "$out/selftest.tap"
+
 step "capture 3 s with F_SETSIG SIGRTMIN+1"
 vdaq capture --seconds 3 --rt-signal 1 --irq-name "$irq" --live >"$out/rt.out"
 echo $? >"$out/rt.rc"
