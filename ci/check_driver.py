@@ -69,6 +69,26 @@ for run in ("rt", "sigio"):
     else:
         check("sigio: no period left unread", s["unread_at_stop"] <= 1,
               f"{s['unread_at_stop']} periods completed but unread when signals stopped")
+s = load("slow.json")
+check("slow reader: app exit status", rc("slow.rc") == 0, f"{rc('slow.rc')}: {s}")
+if "error" not in s:
+    c, d = s["counter"], s["driver"]
+    check("slow reader: frames were lost", s["frames_lost_reported"] > 0, json.dumps(s)[:300])
+    # Every gap was announced in its period's header or just before (see the app's
+    # unreported_frames); over the run the headers' total equals the gaps exactly.
+    check("slow reader: every gap in the counter was announced in the headers",
+          s["unreported_frames"] == 0 and s["frames_lost_reported"] >= c["missing_frames"],
+          f"headers {s['frames_lost_reported']}, counter gaps {c['missing_frames']}, "
+          f"unreported {s['unreported_frames']}, early {s['loss_mismatches']}")
+    # The driver counts XRUN events as they come; periods lost after the last read are in its
+    # count but in no header the app read.
+    check("slow reader: the driver's count covers the headers' (whole periods)",
+          d["frames_lost"] >= s["frames_lost_reported"] and d["frames_lost"] % 1024 == 0,
+          f"driver {d['frames_lost']}, headers {s['frames_lost_reported']}")
+device_log = (share.parent / "device.log").read_text(errors="replace") if (share.parent / "device.log").exists() else ""
+m = re.findall(r"xruns (\d+) \((\d+) frames lost\)", device_log)
+check("device counted whole periods lost", bool(m) and int(m[-1][1]) == int(m[-1][0]) * 1024 and int(m[-1][0]) > 0,
+      str(m[-1:] if m else "no statistics line in the device log"))
 for name in ("rmmod1", "second", "rmmod2"):
     check(f"{name} exit status", rc(f"{name}.rc") == 0, str(rc(f"{name}.rc")))
 

@@ -146,8 +146,10 @@ impl Caps {
 
 /// How long a control request may take before the device is considered broken.
 const CONTROL_TIMEOUT_MS: u32 = 1000;
-/// Event buffers kept posted.
-const EVENT_BUFFERS: usize = 8;
+/// Event buffers kept posted: the device sends one XRUN event per lost period, all before the
+/// completion that follows the gap, so a burst of losses needs as many buffers (a burst longer
+/// than this is undercounted; the device counts the events it had to drop).
+const EVENT_BUFFERS: usize = 64;
 /// Stream 0 is the one the driver captures from.
 const STREAM: u32 = 0;
 

@@ -31,6 +31,10 @@ step "capture 3 s with plain SIGIO"
 vdaq capture --seconds 3 --irq-name "$irq" >"$out/sigio.json"
 echo $? >"$out/sigio.rc"
 
+step "a slow reader: reads every 300 ms with a 4-period ring"
+vdaq capture --seconds 2 --periods 4 --slow-read-ms 300 >"$out/slow.json"
+echo $? >"$out/slow.rc"
+
 step "rmmod vdaq"
 rmmod vdaq
 echo $? >"$out/rmmod1.rc"

@@ -99,7 +99,7 @@ impl VdaqBackend {
             })
             .collect::<io::Result<Vec<_>>>()?;
         let n = streams.len();
-        Ok(Self {
+        let backend = Self {
             device: Device::new(streams),
             mem: None,
             event_idx: false,
@@ -111,7 +111,12 @@ impl VdaqBackend {
             },
             shared,
             exit: Some(new_event_consumer_and_notifier(EventFlag::NONBLOCK)?),
-        })
+        };
+        // Statistics are readable (all zero) before the first event.
+        if let Ok(mut shared) = backend.shared.lock() {
+            shared.clone_from(&backend.stats);
+        }
+        Ok(backend)
     }
 
     /// The stream timers with the epoll `data` value to register each under.
@@ -260,23 +265,30 @@ impl VdaqBackend {
         let rx = &vrings[usize::from(queue::RX)];
         let events = &vrings[usize::from(queue::EVENT)];
         let now = now_ns();
+        let event_idx = self.event_idx;
         let mut rx_used = false;
         let mut events_used = false;
         for (id, stream) in self.device.streams_mut().iter_mut().enumerate() {
             loop {
                 stream.produce(now);
-                for _ in 0..stream.take_xrun_events() {
-                    if send_event(events, mem, code::EVT_PCM_XRUN, id as u32) {
-                        self.stats.xrun_events_sent += 1;
-                        events_used = true;
-                    } else {
-                        self.stats.xrun_events_dropped += 1;
-                    }
-                }
                 if !stream.has_ready() {
                     break;
                 }
+                let (stats, events_used) = (&mut self.stats, &mut events_used);
                 stream.complete_ready(|chain, a, b, c| {
+                    // The loss before these frames is announced just before them.
+                    for _ in 0..c.xruns_before {
+                        if send_event(events, mem, code::EVT_PCM_XRUN, id as u32) {
+                            stats.xrun_events_sent += 1;
+                            *events_used = true;
+                        } else {
+                            stats.xrun_events_dropped += 1;
+                        }
+                    }
+                    if c.xruns_before > 0 {
+                        // The driver must see the events before the completion.
+                        let _ = notify(events, event_idx);
+                    }
                     let data = [a, b];
                     complete_rx(rx, mem, &chain, &data, status(c.status, c.latency_bytes));
                     true

@@ -115,6 +115,10 @@ pub struct Completion {
     pub status: u32,
     /// FIFO fill level after this buffer was taken out (`latency_bytes`).
     pub latency_bytes: u32,
+    /// XRUN events to send before this completion: the periods lost just before its frames
+    /// (0 unless the driver selected XRUN events). The FIFO delays them with the data, so the
+    /// driver attributes each loss to the period that follows the gap.
+    pub xruns_before: u64,
 }
 
 /// One capture stream.
@@ -130,7 +134,15 @@ pub struct Stream<R> {
     next_frame: u64,
     posted: VecDeque<Posted<R>>,
     flushed: Vec<R>,
-    xrun_events_due: u64,
+    /// Periods lost since the last period pushed into the FIFO: the gap sits before the next
+    /// one pushed.
+    lost_before_next_push: u64,
+    /// Gaps in the FIFO's stream: (byte position in the stream of pushed bytes, periods lost
+    /// just before it), oldest first.
+    gaps: VecDeque<(u64, u64)>,
+    /// Bytes pushed into and taken out of the FIFO since PREPARE.
+    pushed_bytes: u64,
+    taken_bytes: u64,
     stats: StreamStats,
 }
 
@@ -147,7 +159,10 @@ impl<R> Stream<R> {
             next_frame: 0,
             posted: VecDeque::new(),
             flushed: Vec::new(),
-            xrun_events_due: 0,
+            lost_before_next_push: 0,
+            gaps: VecDeque::new(),
+            pushed_bytes: 0,
+            taken_bytes: 0,
             stats: StreamStats::default(),
         }
     }
@@ -241,7 +256,7 @@ impl<R> Stream<R> {
         self.generator =
             Some(Generator::new(&self.caps.signal, p.format, usize::from(p.channels), p.rate));
         self.next_frame = 0;
-        self.xrun_events_due = 0;
+        self.reset_gaps();
         self.state = PcmState::Prepared;
         Ok(())
     }
@@ -274,8 +289,16 @@ impl<R> Stream<R> {
         }
         self.flush_posted();
         self.fifo.clear();
+        self.reset_gaps();
         self.state = PcmState::Released;
         Ok(())
+    }
+
+    fn reset_gaps(&mut self) {
+        self.lost_before_next_push = 0;
+        self.gaps.clear();
+        self.pushed_bytes = 0;
+        self.taken_bytes = 0;
     }
 
     fn flush_posted(&mut self) {
@@ -336,11 +359,11 @@ impl<R> Stream<R> {
             (self.fifo.free() / period) as u64
         };
         for _ in 0..due {
-            self.produce_period(period, p.period_frames(), p.xrun_events);
+            self.produce_period(period, p.period_frames());
         }
     }
 
-    fn produce_period(&mut self, period: usize, period_frames: u64, xrun_events: bool) {
+    fn produce_period(&mut self, period: usize, period_frames: u64) {
         let first = self.next_frame;
         let frame_bytes = self.generator.as_ref().map_or(1, Generator::frame_bytes);
         let generator = &mut self.generator;
@@ -349,21 +372,30 @@ impl<R> Stream<R> {
                 g.render(first + (offset / frame_bytes) as u64, piece);
             }
         });
-        if !pushed {
+        if pushed {
+            if self.lost_before_next_push > 0 {
+                let lost = std::mem::take(&mut self.lost_before_next_push);
+                self.gaps.push_back((self.pushed_bytes, lost));
+            }
+            self.pushed_bytes += period as u64;
+        } else {
             self.stats.xruns += 1;
             self.stats.frames_lost += period_frames;
-            if xrun_events {
-                self.xrun_events_due += 1;
-                self.stats.xrun_events += 1;
-            }
+            self.lost_before_next_push += 1;
         }
         self.stats.periods_produced += 1;
         self.next_frame += period_frames;
     }
 
-    /// XRUN events to send before the next completion of this stream; takes them.
-    pub fn take_xrun_events(&mut self) -> u64 {
-        std::mem::take(&mut self.xrun_events_due)
+    /// Periods lost just before (or within) the next `n` bytes taken out of the FIFO; takes
+    /// those gaps.
+    fn take_gaps(&mut self, n: usize) -> u64 {
+        let end = self.taken_bytes + n as u64;
+        let mut lost = 0;
+        while self.gaps.front().is_some_and(|&(at, _)| at < end) {
+            lost += self.gaps.pop_front().map_or(0, |(_, l)| l);
+        }
+        lost
     }
 
     /// True when the oldest posted buffer can be completed now.
@@ -381,10 +413,14 @@ impl<R> Stream<R> {
             let Some(buffer) = self.posted.pop_front() else { break };
             let n = buffer.payload;
             let latency_bytes = (self.fifo.len() - n) as u32;
+            let lost = self.take_gaps(n);
+            let xruns_before = if self.params.is_some_and(|p| p.xrun_events) { lost } else { 0 };
+            self.stats.xrun_events += xruns_before;
             let Some((a, b)) = self.fifo.peek(n) else { break };
-            let go_on =
-                deliver(buffer.request, a, b, Completion { status: code::S_OK, latency_bytes });
+            let c = Completion { status: code::S_OK, latency_bytes, xruns_before };
+            let go_on = deliver(buffer.request, a, b, c);
             self.fifo.consume(n);
+            self.taken_bytes += n as u64;
             self.stats.buffers_completed += 1;
             self.stats.bytes_delivered += n as u64;
             if let Some(p) = self.params {
@@ -526,7 +562,7 @@ mod tests {
         assert_eq!(done[1].0, 1);
         assert_eq!(done[0].1, (0..80).collect::<Vec<u16>>());
         assert_eq!(done[1].1, (80..160).collect::<Vec<u16>>());
-        assert_eq!(done[1].2, Completion { status: code::S_OK, latency_bytes: 0 });
+        assert_eq!(done[1].2, Completion { status: code::S_OK, latency_bytes: 0, xruns_before: 0 });
     }
 
     #[test]
@@ -547,18 +583,19 @@ mod tests {
         // Six periods with no buffer posted: four fit, two are lost.
         s.produce(60_000_000);
         let st = s.stats();
-        assert_eq!((st.xruns, st.frames_lost, st.xrun_events), (2, 160, 2));
-        assert_eq!(s.take_xrun_events(), 2);
-        assert_eq!(s.take_xrun_events(), 0);
+        assert_eq!((st.xruns, st.frames_lost), (2, 160));
         for id in 0..5 {
             assert!(s.post(id, 160).is_ok());
         }
         let done = drain(&mut s);
         assert_eq!(done.len(), 4, "the FIFO held four periods");
+        assert!(done.iter().all(|d| d.2.xruns_before == 0), "the loss comes after these");
         s.produce(70_000_000);
         let next = drain(&mut s);
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].1[0], 480, "frames 320..480 were lost, and only they");
+        assert_eq!(next[0].2.xruns_before, 2, "announced with the period after the gap");
+        assert_eq!(s.stats().xrun_events, 2);
         assert_eq!(done[3].1[79], 319);
     }
 
@@ -568,7 +605,16 @@ mod tests {
         assert_eq!(s.start(0), Ok(()));
         s.produce(60_000_000);
         assert_eq!(s.stats().xruns, 2);
-        assert_eq!(s.take_xrun_events(), 0);
+        for id in 0..5 {
+            assert!(s.post(id, 160).is_ok());
+        }
+        let mut done = drain(&mut s);
+        s.produce(70_000_000);
+        done.extend(drain(&mut s));
+        assert_eq!(done.len(), 5);
+        assert_eq!(done[4].1[0], 480, "after the gap");
+        assert!(done.iter().all(|d| d.2.xruns_before == 0));
+        assert_eq!(s.stats().xrun_events, 0);
     }
 
     #[test]

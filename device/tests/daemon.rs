@@ -82,6 +82,8 @@ fn sigusr1_prints_statistics_and_sigterm_stops_cleanly_with_a_summary() {
     wait_for(&d.socket);
     let mut h = Harness::connect(&d.socket);
     assert_eq!(h.set_params(0, 8_000, 1, 640, 160, false), code::S_OK);
+    // The device publishes its statistics just after answering.
+    std::thread::sleep(Duration::from_millis(100));
     d.signal(Signal::SIGUSR1);
     std::thread::sleep(Duration::from_millis(200));
     d.signal(Signal::SIGTERM);

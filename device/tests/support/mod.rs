@@ -533,8 +533,10 @@ impl Harness {
         self.mem.read(b.data, (used.len as usize).saturating_sub(8))
     }
 
-    /// The device's statistics now.
+    /// The device's statistics, once it has published them for what the harness saw (it
+    /// publishes right after completing buffers, so a moment after).
     pub fn stats(&self) -> DeviceStats {
+        std::thread::sleep(Duration::from_millis(50));
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
