@@ -27,28 +27,39 @@ use crate::verify::{CounterChecker, CounterReport};
 /// Latency histogram buckets: bucket i counts latencies in [2^i, 2^(i+1)) microseconds.
 const LATENCY_BUCKETS: usize = 24;
 
-/// What the capture is asked to do.
-#[derive(Debug, Clone)]
+/// What the capture is asked to do (the `capture` command's flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
     /// Device node.
+    #[arg(long, default_value = "/dev/vdaq0")]
     pub device: String,
     /// Seconds of frames to capture (at the stream's rate).
+    #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
-    /// Parameters to set first; fields left `None` keep the driver's current values.
+    /// Set the frame rate (Hz); unset parameters keep the driver's.
+    #[arg(long)]
     pub rate: Option<u32>,
-    /// Sample format.
+    /// Set the sample format (u8, s16, s32, float, float64).
+    #[arg(long, value_parser = crate::parse_format)]
     pub format: Option<SampleFormat>,
-    /// Channels per frame.
+    /// Set the channels.
+    #[arg(long)]
     pub channels: Option<u32>,
-    /// Bytes per period.
+    /// Set the bytes per period (default with other settings: 1024 frames).
+    #[arg(long)]
     pub period_bytes: Option<u32>,
-    /// Periods in the ring.
+    /// Set the periods in the ring.
+    #[arg(long)]
     pub periods: Option<u32>,
-    /// Realtime signal SIGRTMIN+n through F_SETSIG instead of plain SIGIO.
+    /// Use F_SETSIG with SIGRTMIN+N instead of plain SIGIO.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..=15))]
     pub rt_signal: Option<i32>,
     /// Print a progress line each second.
+    #[arg(long)]
     pub live: bool,
-    /// Instead of signals, read every this many milliseconds (a deliberately slow reader).
+    /// Read every this many milliseconds instead of on signals: a deliberately slow reader,
+    /// to see the device's overruns reported in the period headers.
+    #[arg(long, value_name = "MS")]
     pub slow_read_ms: Option<u64>,
 }
 

@@ -51,41 +51,12 @@ enum Command {
     /// channel and prints a JSON summary; exits 1 on lost (unreported), repeated or corrupt
     /// frames.
     Capture {
-        /// Device node.
-        #[arg(long, default_value = "/dev/vdaq0")]
-        device: String,
-        /// Seconds of frames to capture (at the stream's rate).
-        #[arg(long, default_value_t = 3.0)]
-        seconds: f64,
-        /// Set the frame rate (Hz); unset parameters keep the driver's.
-        #[arg(long)]
-        rate: Option<u32>,
-        /// Set the sample format.
-        #[arg(long, value_parser = parse_format)]
-        format: Option<SampleFormat>,
-        /// Set the channels.
-        #[arg(long)]
-        channels: Option<u32>,
-        /// Set the bytes per period (default with other settings: 1024 frames).
-        #[arg(long)]
-        period_bytes: Option<u32>,
-        /// Set the periods in the ring.
-        #[arg(long)]
-        periods: Option<u32>,
-        /// Use F_SETSIG with SIGRTMIN+N instead of plain SIGIO.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..=15))]
-        rt_signal: Option<i32>,
+        #[command(flatten)]
+        opts: capture::Options,
         /// Name of the device's interrupt line in /proc/interrupts (e.g. virtio1), to report
         /// its increase.
         #[arg(long)]
         irq_name: Option<String>,
-        /// Print a progress line each second.
-        #[arg(long)]
-        live: bool,
-        /// Read every this many milliseconds instead of on signals: a deliberately slow
-        /// reader, to see the device's overruns reported in the period headers.
-        #[arg(long, value_name = "MS")]
-        slow_read_ms: Option<u64>,
     },
     /// Check the /dev/vdaqN user API (errors, states, poll, read rules); prints TAP and exits 1
     /// on any failure. Needs the device to itself.
@@ -180,35 +151,11 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Capture {
-            device,
-            seconds,
-            rate,
-            format,
-            channels,
-            period_bytes,
-            periods,
-            rt_signal,
-            irq_name,
-            live,
-            slow_read_ms,
-        } => {
-            if !(seconds > 0.0 && seconds < 1e6) {
+        Command::Capture { opts, irq_name } => {
+            if !(opts.seconds > 0.0 && opts.seconds < 1e6) {
                 eprintln!("vdaq: --seconds must be a positive number of seconds");
                 return ExitCode::from(2);
             }
-            let opts = capture::Options {
-                device,
-                seconds,
-                rate,
-                format,
-                channels,
-                period_bytes,
-                periods,
-                rt_signal,
-                live,
-                slow_read_ms,
-            };
             match capture::run(&opts, irq_name.as_deref()) {
                 Ok(s) => {
                     println!("{}", s.to_json());
