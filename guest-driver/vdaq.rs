@@ -128,19 +128,11 @@ impl Caps {
             && (self.channels_min..=self.channels_max).contains(&channels)
             && u.period_bytes > 0
             && u.period_bytes <= MAX_PERIOD_BYTES
-            && u.period_bytes % frame_bytes == 0
+            // No division by zero even if the device offered 0 channels.
+            && u.period_bytes.checked_rem(frame_bytes) == Some(0)
             && (2..=self.max_periods).contains(&u.periods);
-        if !ok {
-            return Err(EINVAL);
-        }
-        Ok(Params {
-            rate_code,
-            format,
-            channels,
-            frame_bytes,
-            period_frames: u.period_bytes / frame_bytes,
-            periods: u.periods,
-        })
+        let period_frames = u.period_bytes.checked_div(frame_bytes).filter(|_| ok).ok_or(EINVAL)?;
+        Ok(Params { rate_code, format, channels, frame_bytes, period_frames, periods: u.periods })
     }
 }
 

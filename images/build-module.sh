@@ -18,5 +18,12 @@ cp "$VDAQ_ROOT"/guest-driver/{Kbuild,*.rs} "$work/guest-driver/"
 cp "$VDAQ_ROOT"/proto/src/*.rs "$work/proto/src/"
 mapfile -t make_vars < <(kernel_make_vars)
 say "Building vdaq.ko for the $variant kernel"
-make -s -C "$kernel_dir" "${make_vars[@]}" M="$work/guest-driver" modules >&2
+# Warnings fail the build: rustc's (-Dwarnings) and objtool's (a Rust panic path it cannot
+# follow is a function that "falls through").
+log="$work/build.log"
+if ! make -s -C "$kernel_dir" "${make_vars[@]}" KRUSTFLAGS=-Dwarnings M="$work/guest-driver" \
+  modules >"$log" 2>&1 || grep -qi 'warning' "$log"; then
+  cat "$log" >&2
+  die "vdaq.ko did not build cleanly"
+fi
 echo "$work/guest-driver/vdaq.ko"
