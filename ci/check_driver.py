@@ -89,6 +89,17 @@ device_log = (share.parent / "device.log").read_text(errors="replace") if (share
 m = re.findall(r"xruns (\d+) \((\d+) frames lost\)", device_log)
 check("device counted whole periods lost", bool(m) and int(m[-1][1]) == int(m[-1][0]) * 1024 and int(m[-1][0]) > 0,
       str(m[-1:] if m else "no statistics line in the device log"))
+def text(name):
+    return (share / name).read_text(errors="replace").strip() if (share / name).exists() else ""
+
+
+check("removal: the blocked reader ended with an error", rc("removal-reader.rc") not in (None, 0),
+      f"dd exit status {rc('removal-reader.rc')}")
+check("removal: the reader saw ENODEV", "No such device" in text("removal-reader.err"),
+      text("removal-reader.err")[:200])
+check("removal: /dev/vdaq0 went away", text("removal-node") == "gone", text("removal-node"))
+check("rescan: the device came back and captures", rc("rescan.rc") == 0 and text("rescan-node") != "none",
+      f"node {text('rescan-node')}, capture exit {rc('rescan.rc')}: {text('rescan.json')[:200]}")
 for name in ("rmmod1", "second", "rmmod2"):
     check(f"{name} exit status", rc(f"{name}.rc") == 0, str(rc(f"{name}.rc")))
 

@@ -35,6 +35,25 @@ step "a slow reader: reads every 300 ms with a 4-period ring"
 vdaq capture --seconds 2 --periods 4 --slow-read-ms 300 >"$out/slow.json"
 echo $? >"$out/slow.rc"
 
+step "PCI removal through sysfs while a reader is blocked, then rescan"
+pci=$(basename "$(dirname "$(readlink -f "/sys/bus/virtio/devices/$irq")")")
+dd if=/dev/vdaq0 of=/dev/null bs=65536 2>"$out/removal-reader.err" &
+reader=$!
+sleep 1
+echo 1 >"/sys/bus/pci/devices/$pci/remove"
+wait "$reader"
+echo $? >"$out/removal-reader.rc"
+[ -e /dev/vdaq0 ] && echo present >"$out/removal-node" || echo gone >"$out/removal-node"
+echo 1 >/sys/bus/pci/rescan
+sleep 1
+node=""
+for n in /dev/vdaq*; do
+  [ -c "$n" ] && node=$n && break
+done
+echo "${node:-none}" >"$out/rescan-node"
+vdaq capture --device "${node:-/dev/vdaq0}" --seconds 1 >"$out/rescan.json"
+echo $? >"$out/rescan.rc"
+
 step "rmmod vdaq"
 rmmod vdaq
 echo $? >"$out/rmmod1.rc"

@@ -63,6 +63,10 @@ pub struct DeviceStats {
 #[derive(Debug)]
 pub struct VdaqBackend {
     device: Device<Chain>,
+    /// The streams as configured, to start afresh after a device reset.
+    caps: Vec<StreamCaps>,
+    /// Totals of the streams before the last device reset (statistics are per connection).
+    retired: Vec<StreamStats>,
     mem: Option<GuestMemory>,
     event_idx: bool,
     timers: Vec<TimerFd>,
@@ -100,7 +104,9 @@ impl VdaqBackend {
             .collect::<io::Result<Vec<_>>>()?;
         let n = streams.len();
         let backend = Self {
-            device: Device::new(streams),
+            device: Device::new(streams.clone()),
+            retired: vec![StreamStats::default(); streams.len()],
+            caps: streams,
             mem: None,
             event_idx: false,
             timers,
@@ -119,6 +125,18 @@ impl VdaqBackend {
         Ok(backend)
     }
 
+    /// Forgets every stream's state and held buffers, and stops the sample clocks.
+    fn reset_streams(&mut self) {
+        for (total, s) in self.retired.iter_mut().zip(self.device.streams()) {
+            *total += s.stats();
+        }
+        self.device = Device::new(self.caps.clone());
+        for timer in &self.timers {
+            let _ = timer.unset();
+        }
+        self.publish_stats();
+    }
+
     /// The stream timers with the epoll `data` value to register each under.
     pub fn timer_events(&self) -> Vec<(RawFd, u64)> {
         self.timers
@@ -135,7 +153,9 @@ impl VdaqBackend {
 
     fn publish_stats(&mut self) {
         for (i, s) in self.device.streams().iter().enumerate() {
-            self.stats.streams[i] = s.stats();
+            let mut total = self.retired[i];
+            total += s.stats();
+            self.stats.streams[i] = total;
             self.stats.fifo_levels[i] = s.fifo_level();
         }
         if let Ok(mut shared) = self.shared.lock() {
@@ -463,6 +483,20 @@ impl VhostUserBackendMut for VdaqBackend {
         VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
+    }
+
+    fn acked_features(&mut self, _features: u64) {
+        // The frontend sets the features each time the guest driver starts the device (after a
+        // reset, a rebind, a PCI rescan): the driver begins from the spec's initial state.
+        self.reset_streams();
+    }
+
+    fn stop_vring(&mut self, _queue_index: u32) -> io::Result<()> {
+        // The frontend stops the rings when the guest resets the device (GET_VRING_BASE). The
+        // buffers the device holds then belong to the guest again, which may free them: not
+        // one more byte may be written into them.
+        self.reset_streams();
+        Ok(())
     }
 
     fn set_event_idx(&mut self, enabled: bool) {

@@ -101,6 +101,19 @@ pub struct StreamStats {
     pub bad_buffers: u64,
 }
 
+impl std::ops::AddAssign for StreamStats {
+    fn add_assign(&mut self, o: Self) {
+        self.periods_produced += o.periods_produced;
+        self.buffers_completed += o.buffers_completed;
+        self.frames_delivered += o.frames_delivered;
+        self.bytes_delivered += o.bytes_delivered;
+        self.xruns += o.xruns;
+        self.frames_lost += o.frames_lost;
+        self.xrun_events += o.xrun_events;
+        self.bad_buffers += o.bad_buffers;
+    }
+}
+
 /// A posted guest buffer waiting for data.
 #[derive(Debug)]
 struct Posted<R> {

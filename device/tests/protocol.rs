@@ -375,3 +375,36 @@ fn a_control_chain_outside_guest_memory_is_refused_and_serving_goes_on() {
     assert_eq!(h.set_params(0, 8_000, 1, BUFFER, PERIOD, false), code::S_OK);
     h.finish().expect("clean disconnect");
 }
+
+#[test]
+fn a_device_reset_returns_every_stream_to_its_initial_state() {
+    let mut h = prepared(false);
+    h.post_rx(0, PERIOD, false);
+    assert_eq!(h.pcm(code::R_PCM_START, 0), code::S_OK);
+    // QEMU sets the features again when the guest driver restarts the device.
+    let features = h.features;
+    h.fe.set_features(features).expect("set_features");
+    // A request with a reply: the backend handles its socket in order, so the reset is done.
+    h.fe.get_features().expect("get_features");
+    // Running, SET_PARAMS would be refused; in the initial state START is.
+    assert_eq!(h.pcm(code::R_PCM_START, 0), code::S_BAD_MSG, "no parameters after the reset");
+    assert_eq!(h.set_params(0, 8_000, 1, BUFFER, PERIOD, false), code::S_OK);
+    h.finish().expect("clean disconnect");
+}
+
+#[test]
+fn stopping_the_rings_drops_held_buffers_and_writes_nothing_more() {
+    let mut h = prepared(false);
+    let b = h.post_rx(0, PERIOD, false);
+    assert_eq!(h.pcm(code::R_PCM_START, 0), code::S_OK);
+    assert_eq!(h.wait_rx(1, SEC).len(), 1);
+    // Hold a buffer in the device, then stop the rx ring as QEMU does on a guest reset.
+    let held = h.post_rx(0, PERIOD, false);
+    h.mem.write(held.data, &[0xAA; PERIOD as usize]);
+    h.fe.get_vring_base(3).expect("get_vring_base");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(h.mem.read(held.data, PERIOD as usize), vec![0xAA; PERIOD as usize], "untouched");
+    assert_eq!(h.queues[3].used_idx(&h.mem), 1, "not completed either");
+    let _ = b;
+    h.finish().expect("clean disconnect");
+}
