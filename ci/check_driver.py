@@ -100,6 +100,16 @@ check("removal: the reader saw ENODEV", "No such device" in text("removal-reader
 check("removal: /dev/vdaq0 went away", text("removal-node") == "gone", text("removal-node"))
 check("rescan: the device came back and captures", rc("rescan.rc") == 0 and text("rescan-node") != "none",
       f"node {text('rescan-node')}, capture exit {rc('rescan.rc')}: {text('rescan.json')[:200]}")
+check("stall: the blocked reader ended with EIO", rc("stall-reader.rc") not in (None, 0)
+      and "Input/output error" in text("stall-reader.err"), f"{rc('stall-reader.rc')}: {text('stall-reader.err')[:200]}")
+# The read ends within the stall time-out (4 periods, at least 200 ms) after the device went
+# silent, plus the host's 0.1 s polling for the freeze marker; the release sends nothing to a
+# stalled device.
+try:
+    stall_s = float(text("stall-seconds"))
+except ValueError:
+    stall_s = -1.0
+check("stall: detected and the reader gone within 2 s", 0 <= stall_s <= 2.0, f"{stall_s} s")
 for name in ("rmmod1", "second", "rmmod2"):
     check(f"{name} exit status", rc(f"{name}.rc") == 0, str(rc(f"{name}.rc")))
 

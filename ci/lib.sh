@@ -45,6 +45,8 @@ stop_pid() {
   local pid=$1 grace=${2:-5} i
   [ -n "$pid" ] || return 0
   kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+  # A stopped (SIGSTOP) process only acts on TERM once continued.
+  kill -CONT "$pid" 2>/dev/null || true
   kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < grace * 10; i++)); do
     kill -0 "$pid" 2>/dev/null || break

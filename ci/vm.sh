@@ -12,7 +12,8 @@
 # Environment: VDAQ_ACCEL=auto|kvm|tcg (auto boots a KVM probe once and falls back to TCG),
 # VM_TIMEOUT seconds (default 300), VM_LIVE=1 prints the console and the device log as they come,
 # VM_DEVICE_WRAPPER (e.g. "strace -f") runs the device under another program, and the array
-# VM_SHARE_FILES lists files to put beside guest.sh.
+# VM_SHARE_FILES lists files to put beside guest.sh. A guest script that creates
+# freeze-device (then thaw-device) in /mnt/host has the device stopped (SIGSTOP, then SIGCONT).
 
 VDAQ_RUN_DIR=${VDAQ_RUN_DIR:-$VDAQ_ROOT/run}
 VDAQ_DEVICE_BIN=${VDAQ_DEVICE_BIN:-$VDAQ_ROOT/target/release/vdaq-device}
@@ -138,8 +139,18 @@ vm_run() {
   fi
 
   deadline=$((SECONDS + ${VM_TIMEOUT:-300}))
+  local frozen=0
   while kill -0 "$qemu_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
-    sleep 0.2
+    # A guest script can make the device go silent and come back (stall tests): it creates
+    # freeze-device, then thaw-device, in the shared directory.
+    if [ "$frozen" = 0 ] && [ -e "$VM_DIR/share/freeze-device" ]; then
+      kill -STOP "$dev_pid" 2>/dev/null || true
+      frozen=1
+    elif [ "$frozen" = 1 ] && [ -e "$VM_DIR/share/thaw-device" ]; then
+      kill -CONT "$dev_pid" 2>/dev/null || true
+      frozen=2
+    fi
+    sleep 0.1
   done
   rc=125
   if kill -0 "$qemu_pid" 2>/dev/null; then

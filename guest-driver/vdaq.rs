@@ -16,7 +16,11 @@
 //!   timestamp, frames, frames lost before it); O_NONBLOCK gives EAGAIN, blocking reads sleep
 //!   interruptibly; a buffer too small for one record gives EINVAL;
 //! - poll(): EPOLLIN | EPOLLRDNORM when a period is ready, EPOLLERR | EPOLLHUP when the device
-//!   is gone;
+//!   is gone, EPOLLERR when it stalled;
+//! - stall detection: started, holding buffers the device does not complete for four periods
+//!   (at least 200 ms; a full ring because of a slow reader is not a stall), reads
+//!   end with EIO and poll reports EPOLLERR (checked by readers and poll; no timer, so a
+//!   process sleeping in poll() sees it when its own time-out ends);
 //! - fasync: one kill_fasync(SIGIO, POLL_IN) for each receive interrupt that completed at
 //!   least one period;
 //! - ioctl VDAQ_IOC_STATS;
@@ -163,6 +167,8 @@ impl Message for RxMsg {
 
 /// A control request and room for its response.
 struct CtlMsg {
+    /// Tells a late answer to an abandoned (timed-out) request from the awaited one.
+    id: u64,
     request: KVec<u8>,
     response: KVec<u8>,
 }
@@ -259,6 +265,10 @@ struct State {
     sequence: u64,
     lost_before_next: u64,
     stats: Stats,
+    /// CLOCK_MONOTONIC of the last period completion (or of the start).
+    last_completion_ns: u64,
+    /// No completion for [`State::stall_timeout_ns`] while started: the device is gone silent.
+    stalled: bool,
     /// The stream's parameters; the period messages are allocated for them.
     params: Params,
     /// What the stream offers.
@@ -280,7 +290,35 @@ struct VdaqDev {
     node: Mutex<Option<Pin<KBox<miscdev::Registration<VdaqDev>>>>>,
 }
 
+fn now_ns() -> u64 {
+    kernel::time::Ktime::ktime_get().to_ns() as u64
+}
+
+/// Shortest stall time-out, for very short periods (scheduling noise is not a stall).
+const MIN_STALL_NS: u64 = 200_000_000;
+
 impl State {
+    /// How long without a completion, while started, means the device is gone silent: four
+    /// periods, and at least 200 ms.
+    fn stall_timeout_ns(&self) -> u64 {
+        let rate = u64::from(virtio_snd::rate_hz(self.params.rate_code).unwrap_or(48_000)).max(1);
+        (4 * u64::from(self.params.period_frames) * 1_000_000_000 / rate).max(MIN_STALL_NS)
+    }
+
+    /// Marks the stream stalled if it is started and the device has been silent too long.
+    fn check_stall(&mut self) -> bool {
+        if self.running
+            && !self.stalled
+            && self.posted > 0
+            && now_ns().saturating_sub(self.last_completion_ns) > self.stall_timeout_ns()
+        {
+            self.stalled = true;
+            pr_warn!("no period completed for {} ms: the device is not responding\n",
+                self.stall_timeout_ns() / 1_000_000);
+        }
+        self.stalled
+    }
+
     fn pop_ready(&mut self) -> Option<Ready> {
         self.ready.pop()
     }
@@ -293,6 +331,11 @@ impl State {
                     Ok(()) => {
                         self.posted += 1;
                         rx.kick();
+                        // The device has work again: a stall is counted from here (a slow
+                        // reader, whose ring was full, is not a silent device).
+                        if self.posted == 1 {
+                            self.last_completion_ns = now_ns();
+                        }
                         return;
                     }
                     Err((_, msg)) => {
@@ -337,19 +380,29 @@ impl VdaqDev {
         let mut req = KVec::with_capacity(request.len(), GFP_KERNEL)?;
         req.extend_from_slice(request, GFP_KERNEL)?;
         let response = KVec::from_elem(0u8, response_len, GFP_KERNEL)?;
-        let msg = KBox::new(CtlMsg { request: req, response }, GFP_KERNEL)?;
+        let id = {
+            static NEXT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+            NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
+        };
+        let msg = KBox::new(CtlMsg { id, request: req, response }, GFP_KERNEL)?;
         {
             let mut st = self.state.lock();
             let ctl = st.control.as_mut().ok_or(ENODEV)?;
             ctl.add(msg).map_err(|(e, _)| e)?;
             ctl.kick();
         }
-        for _ in 0..CONTROL_TIMEOUT_MS {
+        // By time, not by count: msleep(1) sleeps at least a jiffy.
+        let deadline = now_ns() + u64::from(CONTROL_TIMEOUT_MS) * 1_000_000;
+        while now_ns() < deadline {
             let done = {
                 let mut st = self.state.lock();
                 st.control.as_mut().ok_or(ENODEV)?.get_buf()
             };
             if let Some((mut msg, len)) = done {
+                if msg.id != id {
+                    // The late answer of a request that timed out: drop it, keep waiting.
+                    continue;
+                }
                 let status = wire::Le32::from_prefix(&msg.response[..len as usize])
                     .map(|s| s.get())
                     .unwrap_or(0);
@@ -387,6 +440,8 @@ impl VdaqDev {
         {
             let mut st = self.state.lock();
             st.running = true;
+            st.stalled = false;
+            st.last_completion_ns = now_ns();
             st.sequence = 0;
             st.lost_before_next = 0;
             for _ in 0..st.spare.len() {
@@ -404,12 +459,18 @@ impl VdaqDev {
 
     /// STOP and RELEASE; the device returns every posted period on RELEASE.
     fn stop_stream(&self) -> Result {
-        {
+        let stalled = {
             let mut st = self.state.lock();
             st.running = false;
             while let Some(r) = st.pop_ready() {
                 st.recycle(r.msg);
             }
+            st.stalled
+        };
+        if stalled {
+            // A silent device would only time the requests out; it is reset when the driver
+            // unbinds (rmmod, removal), which also returns its buffers.
+            return Err(EIO);
         }
         let stopped = self.pcm_command(code::R_PCM_STOP);
         let released = self.pcm_command(code::R_PCM_RELEASE);
@@ -463,6 +524,7 @@ impl VdaqDev {
                     frames_lost: core::mem::take(&mut st.lost_before_next),
                 };
                 st.sequence += 1;
+                st.last_completion_ns = header.timestamp_ns;
                 st.stats.periods += 1;
                 st.stats.frames += u64::from(frames);
                 // `ready` holds every period, so this cannot fail.
@@ -553,12 +615,16 @@ impl miscdev::FileOperations for VdaqDev {
             }
         }
         let first = loop {
-            let next = {
+            let (next, timeout_ns) = {
                 let mut st = dev.state.lock();
                 if st.gone {
                     return Err(ENODEV);
                 }
-                st.pop_ready()
+                let next = st.pop_ready();
+                if next.is_none() && st.check_stall() {
+                    return Err(EIO);
+                }
+                (next, st.stall_timeout_ns())
             };
             if let Some(r) = next {
                 break r;
@@ -566,7 +632,9 @@ impl miscdev::FileOperations for VdaqDev {
             if file.is_nonblocking() {
                 return Err(EAGAIN);
             }
-            dev.readers.wait_until(None, || {
+            // Sleep at most a stall time-out: a silent device ends the read with EIO.
+            let jiffies = kernel::time::msecs_to_jiffies((timeout_ns / 1_000_000) as u32);
+            dev.readers.wait_until(Some(jiffies as kernel::ffi::c_long), || {
                 let st = dev.state.lock();
                 !st.ready.is_empty() || st.gone
             })?;
@@ -582,10 +650,12 @@ impl miscdev::FileOperations for VdaqDev {
 
     fn poll(dev: ArcBorrow<'_, Self>, _file: &miscdev::File, table: &miscdev::PollTable) -> u32 {
         table.register(&dev.readers);
-        let st = dev.state.lock();
+        let mut st = dev.state.lock();
         let mut mask = 0;
         if !st.ready.is_empty() {
             mask |= bindings::EPOLLIN | bindings::EPOLLRDNORM;
+        } else if st.check_stall() {
+            mask |= bindings::EPOLLERR;
         }
         if st.gone {
             mask |= bindings::EPOLLERR | bindings::EPOLLHUP;
@@ -790,6 +860,8 @@ impl virtio::Driver for VdaqDriver {
             gone: false,
             sequence: 0,
             lost_before_next: 0,
+            last_completion_ns: 0,
+            stalled: false,
             stats: Stats::default(),
             params: p,
             caps: Caps { max_periods, ..Caps::default() },

@@ -61,6 +61,21 @@ echo $? >"$out/rmmod1.rc"
 step "insmod again and capture 1 s"
 insmod /lib/modules/vdaq.ko && vdaq capture --seconds 1 >"$out/second.json"
 echo $? >"$out/second.rc"
+
+step "a device that goes silent: the blocked reader gets EIO"
+dd if=/dev/vdaq0 of=/dev/null bs=65536 2>"$out/stall-reader.err" &
+reader=$!
+sleep 1
+read -r t0 _ </proc/uptime
+touch /mnt/host/freeze-device
+wait "$reader"
+echo $? >"$out/stall-reader.rc"
+read -r t1 _ </proc/uptime
+awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f\n", b - a }' >"$out/stall-seconds"
+touch /mnt/host/thaw-device
+sleep 0.5
+
+step "rmmod vdaq"
 rmmod vdaq
 echo $? >"$out/rmmod2.rc"
 
