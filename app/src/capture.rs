@@ -68,6 +68,7 @@ pub struct Options {
 pub struct Summary {
     pub signal: String,
     pub signals: u64,
+    /// Queued signals whose si_fd was not the device's or whose si_band lacked POLLIN.
     pub signals_with_wrong_fd: u64,
     pub handler_runs_without_data: u64,
     pub periods: u64,
@@ -142,8 +143,10 @@ extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
     // flow only touches the state with the signal blocked.
     let Some(c) = (unsafe { &mut *CONSUMER.0.get() }) else { return };
     if c.expect_fd {
-        if let Some((fd, _band)) = sys::siginfo_fd_band(info) {
-            if fd != c.fd {
+        if let Some((fd, band)) = sys::siginfo_fd_band(info) {
+            // kill_fasync(POLL_IN) carries the band POLLIN | POLLRDNORM.
+            let want = i64::from(libc::POLLIN | libc::POLLRDNORM);
+            if fd != c.fd || band & want != want {
                 c.wrong_fd += 1;
             }
         }
