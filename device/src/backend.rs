@@ -189,7 +189,7 @@ impl VdaqBackend {
                     self.device.handle_control(&request, chain.writable_len(), now_ns())
                 }
                 None if chain.writable_len() >= size_of::<Hdr>() => {
-                    Hdr { code: Le32::new(code::S_BAD_MSG) }.as_bytes().to_vec()
+                    Hdr::new(code::S_BAD_MSG).as_bytes().to_vec()
                 }
                 None => Vec::new(),
             };
@@ -444,7 +444,7 @@ fn send_event(vring: &VringRwLock, mem: &GuestMemoryMmap, code: u32, data: u32) 
         let Some(desc) = pop(vring, mem) else { return false };
         match Chain::parse(desc, mem) {
             Ok(chain) if chain.writable_len() >= size_of::<Event>() => {
-                let ev = Event { hdr: Hdr { code: Le32::new(code) }, data: Le32::new(data) };
+                let ev = Event { hdr: Hdr::new(code), data: Le32::new(data) };
                 let ok = chain.write_at(mem, 0, ev.as_bytes()).is_ok();
                 add_used(vring, chain.head, if ok { size_of::<Event>() as u32 } else { 0 });
                 if ok {

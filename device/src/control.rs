@@ -207,17 +207,12 @@ mod tests {
     }
 
     fn pcm(op: u32, stream: u32) -> Vec<u8> {
-        PcmHdr { hdr: Hdr { code: Le32::new(op) }, stream_id: Le32::new(stream) }
-            .as_bytes()
-            .to_vec()
+        PcmHdr::new(op, stream).as_bytes().to_vec()
     }
 
     fn set_params(stream: u32) -> Vec<u8> {
         PcmSetParams {
-            hdr: PcmHdr {
-                hdr: Hdr { code: Le32::new(code::R_PCM_SET_PARAMS) },
-                stream_id: Le32::new(stream),
-            },
+            hdr: PcmHdr::new(code::R_PCM_SET_PARAMS, stream),
             buffer_bytes: Le32::new(4096),
             period_bytes: Le32::new(1024),
             features: Le32::new(0),

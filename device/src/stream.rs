@@ -449,7 +449,7 @@ impl<R> Stream<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vdaq_proto::virtio_snd::{format, rate_code, Hdr, PcmHdr};
+    use vdaq_proto::virtio_snd::{format, rate_code, PcmHdr};
     use vdaq_proto::wire::Le32;
 
     fn caps(paced: bool) -> StreamCaps {
@@ -465,10 +465,7 @@ mod tests {
 
     fn params(buffer: u32, period: u32, ch: u8, xruns: bool) -> PcmSetParams {
         PcmSetParams {
-            hdr: PcmHdr {
-                hdr: Hdr { code: Le32::new(code::R_PCM_SET_PARAMS) },
-                stream_id: Le32::new(0),
-            },
+            hdr: PcmHdr::new(code::R_PCM_SET_PARAMS, 0),
             buffer_bytes: Le32::new(buffer),
             period_bytes: Le32::new(period),
             features: Le32::new(if xruns { 1 << pcm_feature::EVT_XRUNS } else { 0 }),
