@@ -47,7 +47,7 @@ _Static_assert(offsetof(struct vdaq_params, reserved) == 20, "offset");
 
 struct vdaq_info {
 	uint32_t streams; /* capture streams of the device */
-	uint32_t stream; /* the stream of this node */
+	uint32_t stream; /* virtio-snd stream id of this node */
 	uint64_t formats; /* bit n: virtio-snd format code n */
 	uint64_t rates; /* bit n: the n-th virtio-snd rate */
 	uint32_t channels_min; /* fewest channels */
@@ -80,8 +80,11 @@ struct vdaq_stats {
 	uint64_t rx_interrupts_with_data; /* receive interrupts that completed periods */
 	uint64_t signals_sent; /* kill_fasync(SIGIO, POLL_IN) calls */
 	uint64_t periods_read; /* periods read */
+	uint64_t stalls; /* times found stalled */
+	uint64_t stall_signals; /* kill_fasync(SIGIO, POLL_ERR) calls */
+	uint64_t reserved[6]; /* 0 */
 };
-_Static_assert(sizeof(struct vdaq_stats) == 64, "size");
+_Static_assert(sizeof(struct vdaq_stats) == 128, "size");
 _Static_assert(offsetof(struct vdaq_stats, periods) == 0, "offset");
 _Static_assert(offsetof(struct vdaq_stats, frames) == 8, "offset");
 _Static_assert(offsetof(struct vdaq_stats, frames_lost) == 16, "offset");
@@ -90,11 +93,14 @@ _Static_assert(offsetof(struct vdaq_stats, rx_interrupts) == 32, "offset");
 _Static_assert(offsetof(struct vdaq_stats, rx_interrupts_with_data) == 40, "offset");
 _Static_assert(offsetof(struct vdaq_stats, signals_sent) == 48, "offset");
 _Static_assert(offsetof(struct vdaq_stats, periods_read) == 56, "offset");
+_Static_assert(offsetof(struct vdaq_stats, stalls) == 64, "offset");
+_Static_assert(offsetof(struct vdaq_stats, stall_signals) == 72, "offset");
+_Static_assert(offsetof(struct vdaq_stats, reserved) == 80, "offset");
 
 #define VDAQ_IOC_INFO 0x80505601u
 #define VDAQ_IOC_SET_PARAMS 0x40205602u
 #define VDAQ_IOC_START 0x00005603u
 #define VDAQ_IOC_STOP 0x00005604u
-#define VDAQ_IOC_STATS 0x80405610u
+#define VDAQ_IOC_STATS 0x80805610u
 
 #endif /* VDAQ_H */

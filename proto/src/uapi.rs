@@ -33,7 +33,7 @@ pub struct PeriodHeader {
     pub frames_lost: u64,
 }
 
-/// Driver statistics (`VDAQ_IOC_STATS`), since the device was bound.
+/// Driver statistics of one stream (`VDAQ_IOC_STATS`), since the device was bound.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -53,6 +53,12 @@ pub struct Stats {
     pub signals_sent: u64,
     /// Periods read by user space.
     pub periods_read: u64,
+    /// Times the stream was found stalled (started, the device silent for a stall time-out).
+    pub stalls: u64,
+    /// kill_fasync(SIGIO, POLL_ERR) calls (one per stall, when O_ASYNC is set).
+    pub stall_signals: u64,
+    /// Reserved, 0.
+    pub reserved: [u64; 6],
 }
 
 /// Stream parameters (`VDAQ_IOC_SET_PARAMS`, and in [`Info`]).
@@ -77,9 +83,9 @@ pub struct Params {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Info {
-    /// Capture streams of the device.
+    /// Capture streams of the device (each has a node of its own).
     pub streams: u32,
-    /// The stream of this node.
+    /// The virtio-snd stream id of this node.
     pub stream: u32,
     /// Offered formats: bit n set for virtio-snd format code n.
     pub formats: u64,
@@ -101,7 +107,7 @@ pub struct Info {
     pub reserved: u32,
 }
 
-pod!(PeriodHeader = 40, Stats = 64, Params = 32, Info = 80);
+pod!(PeriodHeader = 40, Stats = 128, Params = 32, Info = 80);
 
 /// ioctl type ('V') shared by every vdaq ioctl.
 pub const IOC_TYPE: u32 = b'V' as u32;
@@ -124,9 +130,11 @@ pub const VDAQ_IOC_INFO: u32 = ior(IOC_TYPE, 0x01, core::mem::size_of::<Info>())
 /// Sets [`Params`] while stopped: EINVAL for values the stream does not offer or a non-zero
 /// reserved field, EBUSY while started.
 pub const VDAQ_IOC_SET_PARAMS: u32 = ioc(IOC_WRITE, IOC_TYPE, 0x02, core::mem::size_of::<Params>());
-/// Starts the stream (a read() of a stopped stream starts it too); EBUSY when started.
+/// Starts the stream (a read() of a stopped stream starts it too); EBUSY when started. A
+/// stream that stalled is stopped first: EIO while the device stays silent.
 pub const VDAQ_IOC_START: u32 = ioc(0, IOC_TYPE, 0x03, 0);
-/// Stops the stream; periods not read are discarded. EBADFD when not started.
+/// Stops the stream; periods not read are discarded. EBADFD when not started; EIO when the
+/// stream stalled and the device still does not answer.
 pub const VDAQ_IOC_STOP: u32 = ioc(0, IOC_TYPE, 0x04, 0);
 /// Reads [`Stats`].
 pub const VDAQ_IOC_STATS: u32 = ior(IOC_TYPE, 0x10, core::mem::size_of::<Stats>());
@@ -137,8 +145,8 @@ mod tests {
 
     #[test]
     fn ioctl_numbers_match_linux_ior() {
-        // _IOR('V', 0x10, 64 bytes) as computed by <asm-generic/ioctl.h>.
-        assert_eq!(VDAQ_IOC_STATS, 0x8040_5610);
+        // _IOR('V', 0x10, 128 bytes) as computed by <asm-generic/ioctl.h>.
+        assert_eq!(VDAQ_IOC_STATS, 0x8080_5610);
         // _IOR('V', 1, 80), _IOW('V', 2, 32), _IO('V', 3), _IO('V', 4).
         assert_eq!(VDAQ_IOC_INFO, 0x8050_5601);
         assert_eq!(VDAQ_IOC_SET_PARAMS, 0x4020_5602);

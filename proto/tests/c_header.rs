@@ -13,7 +13,7 @@ use vdaq_proto::uapi::*;
 macro_rules! strukt {
     ($out:ident, $rust:ty, $c:literal, [$(($field:ident, $ctype:literal, $doc:literal)),* $(,)?]) => {{
         writeln!($out, "struct {} {{", $c).unwrap();
-        $( writeln!($out, "\t{} {}; /* {} */", $ctype, stringify!($field), $doc).unwrap(); )*
+        $( writeln!($out, "\t{}; /* {} */", decl($ctype, stringify!($field)), $doc).unwrap(); )*
         writeln!($out, "}};").unwrap();
         writeln!($out, "_Static_assert(sizeof(struct {}) == {}, \"size\");", $c, size_of::<$rust>()).unwrap();
         $( writeln!(
@@ -23,6 +23,14 @@ macro_rules! strukt {
         ).unwrap(); )*
         writeln!($out).unwrap();
     }};
+}
+
+/// A C declaration: `decl("uint32_t[3]", "x")` is `uint32_t x[3]`.
+fn decl(ctype: &str, name: &str) -> String {
+    match ctype.split_once('[') {
+        Some((base, dims)) => format!("{base} {name}[{dims}"),
+        None => format!("{ctype} {name}"),
+    }
 }
 
 fn render() -> String {
@@ -60,7 +68,7 @@ fn render() -> String {
             (format, "uint32_t", "virtio-snd format code"),
             (period_bytes, "uint32_t", "bytes per period"),
             (periods, "uint32_t", "periods in the ring"),
-            (reserved, "uint32_t", "[3], must be 0"),
+            (reserved, "uint32_t[3]", "must be 0"),
         ]
     );
     strukt!(
@@ -69,7 +77,7 @@ fn render() -> String {
         "vdaq_info",
         [
             (streams, "uint32_t", "capture streams of the device"),
-            (stream, "uint32_t", "the stream of this node"),
+            (stream, "uint32_t", "virtio-snd stream id of this node"),
             (formats, "uint64_t", "bit n: virtio-snd format code n"),
             (rates, "uint64_t", "bit n: the n-th virtio-snd rate"),
             (channels_min, "uint32_t", "fewest channels"),
@@ -94,6 +102,9 @@ fn render() -> String {
             (rx_interrupts_with_data, "uint64_t", "receive interrupts that completed periods"),
             (signals_sent, "uint64_t", "kill_fasync(SIGIO, POLL_IN) calls"),
             (periods_read, "uint64_t", "periods read"),
+            (stalls, "uint64_t", "times found stalled"),
+            (stall_signals, "uint64_t", "kill_fasync(SIGIO, POLL_ERR) calls"),
+            (reserved, "uint64_t[6]", "0"),
         ]
     );
     for (name, v) in [
@@ -106,7 +117,7 @@ fn render() -> String {
         writeln!(o, "#define {name} 0x{v:08x}u").unwrap();
     }
     o.push_str("\n#endif /* VDAQ_H */\n");
-    o.replace("uint32_t reserved; /* [3], must be 0 */", "uint32_t reserved[3]; /* must be 0 */")
+    o
 }
 
 #[test]
