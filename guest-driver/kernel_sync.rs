@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Synchronisation the 6.12 Rust kernel crate lacks: an irqsave spinlock (state shared with a
-//! hard-interrupt handler), a wait queue of our own (poll and blocking reads), and the fasync
-//! list (SIGIO to owners of files with O_ASYNC).
+//! hard-interrupt handler), a wait queue of our own (poll and blocking reads), the fasync
+//! list (SIGIO to owners of files with O_ASYNC) and a high-resolution timer.
 
 use core::marker::PhantomPinned;
 use kernel::bindings;
@@ -183,4 +183,122 @@ impl FasyncList {
 pub(crate) fn sleep_ms(ms: u32) {
     // SAFETY: msleep may be called from any process context.
     unsafe { bindings::msleep(ms) }
+}
+
+/// What a [`Timer`] does when it fires, in hard-interrupt context: returns the delay in ns
+/// until it should fire again, or `None` to stop.
+pub(crate) trait TimerCallback: Sync + Sized {
+    fn timer_fired(&self) -> Option<u64>;
+}
+
+/// A type that embeds a [`Timer`] of its own (the timer finds its owner by this offset).
+///
+/// # Safety
+/// `OFFSET` must be the byte offset of a `Timer<Self>` field in `Self`. Implement it with
+/// [`impl_has_timer`].
+pub(crate) unsafe trait HasTimer: TimerCallback {
+    const OFFSET: usize;
+}
+
+/// Declares the [`Timer`] field of a type (`impl_has_timer!(Type, field)`).
+#[macro_export]
+macro_rules! impl_has_timer {
+    ($owner:ty, $field:ident) => {
+        // The field must be a `Timer<$owner>`: this does not compile otherwise.
+        const _: () = {
+            #[allow(dead_code)]
+            fn field_is_a_timer(o: &$owner) -> &$crate::kernel_sync::Timer<$owner> {
+                &o.$field
+            }
+        };
+        // SAFETY: `offset_of!` gives the offset of that field, checked just above to be a
+        // `Timer<$owner>`.
+        unsafe impl $crate::kernel_sync::HasTimer for $owner {
+            const OFFSET: usize = core::mem::offset_of!($owner, $field);
+        }
+    };
+}
+
+/// A high-resolution timer (CLOCK_MONOTONIC) embedded in its owner `T`, which it calls back in
+/// hard-interrupt context. Dropping it cancels it and waits for a running callback, so the
+/// owner must declare it before the fields the callback uses (fields drop in order).
+#[pin_data(PinnedDrop)]
+pub(crate) struct Timer<T: HasTimer> {
+    #[pin]
+    raw: Opaque<bindings::hrtimer>,
+    #[pin]
+    _pin: PhantomPinned,
+    _owner: core::marker::PhantomData<*const T>,
+}
+
+// SAFETY: the hrtimer core serialises starting, cancelling and firing with its own lock; the
+// callback only gets `&T`, and `T: Sync`.
+unsafe impl<T: HasTimer> Send for Timer<T> {}
+// SAFETY: as above.
+unsafe impl<T: HasTimer> Sync for Timer<T> {}
+
+impl<T: HasTimer> Timer<T> {
+    /// An initialiser for a stopped timer.
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            // SAFETY: `slot` is valid for writing an hrtimer; hrtimer_init initialises it and
+            // `function` is then set before any start.
+            raw <- Opaque::ffi_init(|slot: *mut bindings::hrtimer| unsafe {
+                bindings::hrtimer_init(
+                    slot,
+                    bindings::CLOCK_MONOTONIC as _,
+                    bindings::hrtimer_mode_HRTIMER_MODE_REL,
+                );
+                (*slot).function = Some(Self::fire);
+            }),
+            _pin: PhantomPinned,
+            _owner: core::marker::PhantomData,
+        })
+    }
+
+    /// Fires in `ns` nanoseconds (re-arms a running timer).
+    pub(crate) fn start(&self, ns: u64) {
+        // SAFETY: the timer was initialised by `new` and stays pinned in its owner.
+        unsafe {
+            bindings::hrtimer_start_range_ns(
+                self.raw.get(),
+                ns as bindings::ktime_t,
+                0,
+                bindings::hrtimer_mode_HRTIMER_MODE_REL,
+            )
+        };
+    }
+
+    /// Stops the timer; waits for a running callback to finish (process context, without
+    /// holding a lock the callback takes).
+    pub(crate) fn cancel(&self) {
+        // SAFETY: the timer was initialised by `new`.
+        unsafe { bindings::hrtimer_cancel(self.raw.get()) };
+    }
+
+    unsafe extern "C" fn fire(raw: *mut bindings::hrtimer) -> bindings::hrtimer_restart {
+        // From the hrtimer back to its owner: field offset in the timer, then in the owner.
+        let timer_offset = core::mem::offset_of!(Self, raw);
+        // SAFETY: `raw` is the `raw` field of a `Timer<T>` that is the field at `T::OFFSET` of
+        // a live `T` (HasTimer's contract); the owner outlives the timer, whose drop cancels
+        // it before the owner's memory goes away.
+        let owner = unsafe { &*(raw as *const u8).sub(timer_offset + T::OFFSET).cast::<T>() };
+        match owner.timer_fired() {
+            Some(ns) => {
+                // SAFETY: `raw` is this running timer; forwarding from its callback is allowed.
+                unsafe {
+                    bindings::hrtimer_forward(raw, bindings::ktime_get(), ns as bindings::ktime_t)
+                };
+                bindings::hrtimer_restart_HRTIMER_RESTART
+            }
+            None => bindings::hrtimer_restart_HRTIMER_NORESTART,
+        }
+    }
+}
+
+#[pinned_drop]
+impl<T: HasTimer> PinnedDrop for Timer<T> {
+    fn drop(self: Pin<&mut Self>) {
+        self.cancel();
+    }
 }

@@ -4,31 +4,34 @@
 //! device.
 //!
 //! Supported:
-//! - stream 0 of each device as /dev/vdaqN (a misc device; one open file at a time, EBUSY
-//!   otherwise), started by VDAQ_IOC_START or the first read(), stopped and released by
-//!   VDAQ_IOC_STOP or the close;
+//! - every capture stream of each device as its own /dev/vdaqN (a misc device; one open file
+//!   per node, EBUSY otherwise), started by VDAQ_IOC_START or the first read(), stopped and
+//!   released by VDAQ_IOC_STOP or the close; up to 16 streams per device;
 //! - parameters (VDAQ_IOC_SET_PARAMS while stopped): rate, channels and format among those the
-//!   device offers, period bytes (whole frames, up to 1 MiB) and 2 periods up to what the
-//!   receive ring holds (three entries per period without indirect descriptors); default 48 kHz,
-//!   S16, 2 channels, 1024-frame periods, 16 periods (or as many as the ring holds);
-//! - VDAQ_IOC_INFO: what the device offers and the current parameters;
+//!   stream offers, period bytes (whole frames, up to 1 MiB) and 2 periods up to the stream's
+//!   share of the receive ring (the capture streams share it evenly; three entries per period
+//!   without indirect descriptors); default 48 kHz, S16, 2 channels, 1024-frame periods, 16
+//!   periods (or as many as the share holds);
+//! - VDAQ_IOC_INFO: what the stream offers and its current parameters;
 //! - read(): whole periods, each preceded by a `uapi::PeriodHeader` (sequence, interrupt
 //!   timestamp, frames, frames lost before it); O_NONBLOCK gives EAGAIN, blocking reads sleep
 //!   interruptibly; a buffer too small for one record gives EINVAL;
 //! - poll(): EPOLLIN | EPOLLRDNORM when a period is ready, EPOLLERR | EPOLLHUP when the device
-//!   is gone, EPOLLERR when it stalled;
-//! - stall detection: started, holding buffers the device does not complete for four periods
-//!   (at least 200 ms; a full ring because of a slow reader is not a stall), reads
-//!   end with EIO and poll reports EPOLLERR (checked by readers and poll; no timer, so a
-//!   process sleeping in poll() sees it when its own time-out ends);
+//!   is gone, EPOLLERR when the stream stalled;
+//! - stall detection by a watchdog timer: a started stream whose device holds buffers but
+//!   completes none for four periods (at least 200 ms; a full ring because of a slow reader is
+//!   not a stall) is stalled: sleeping readers wake with EIO, poll() sleepers wake with
+//!   EPOLLERR, O_ASYNC owners get one kill_fasync(SIGIO, POLL_ERR). VDAQ_IOC_STOP, the close
+//!   or a new start asks the device to stop (EIO while it stays silent, after the 1 s control
+//!   time-out); once it answers, the stream starts again as usual;
 //! - fasync: one kill_fasync(SIGIO, POLL_IN) for each receive interrupt that completed at
-//!   least one period;
-//! - ioctl VDAQ_IOC_STATS;
+//!   least one period of the stream;
+//! - VDAQ_IOC_STATS: the stream's statistics;
 //! - XRUN events (selected in SET_PARAMS) counted as frames lost before the next period.
 //!
-//! The receive callback runs in hard-interrupt context (INTx): the ring and the queues are
-//! guarded by an irqsave spinlock. Every `unsafe` FFI call lives in `virtio`, `miscdev` and
-//! `kernel_sync`; this file is safe Rust.
+//! The receive callback and the watchdog run in hard-interrupt context: the rings and the
+//! queues are guarded by an irqsave spinlock. Every `unsafe` FFI call lives in `virtio`,
+//! `miscdev` and `kernel_sync`; this file is safe Rust but for one call in `remove`.
 
 use kernel::prelude::*;
 use kernel::str::CString;
@@ -53,7 +56,7 @@ mod virtio_snd;
 #[path = "../proto/src/wire.rs"]
 mod wire;
 
-use kernel_sync::{FasyncList, SpinLockIrq, Wait, WaitQueue};
+use kernel_sync::{FasyncList, SpinLockIrq, Timer, TimerCallback, Wait, WaitQueue};
 use uapi::{PeriodHeader, Stats, PERIOD_FLAG_ERROR, PERIOD_FLAG_LOST, PERIOD_MAGIC};
 use virtio::{Buffers, Message, Virtqueue};
 use virtio_snd::{code, queue, Event, PcmInfo, PcmSetParams, PcmStatus, PcmXfer, QueryInfo};
@@ -104,7 +107,7 @@ impl Params {
     }
 }
 
-/// What the device's stream 0 offers, from PCM_INFO and the ring size.
+/// What a stream offers, from PCM_INFO and its share of the receive ring.
 #[derive(Clone, Copy, Default)]
 struct Caps {
     streams: u32,
@@ -146,8 +149,8 @@ const CONTROL_TIMEOUT_MS: u32 = 1000;
 /// completion that follows the gap, so a burst of losses needs as many buffers (a burst longer
 /// than this is undercounted; the device counts the events it had to drop).
 const EVENT_BUFFERS: usize = 64;
-/// Stream 0 is the one the driver captures from.
-const STREAM: u32 = 0;
+/// Most streams handled per device (the count comes from the device).
+const MAX_STREAMS: u32 = 16;
 
 /// A capture message: xfer header (device-readable), frames and status (device-writable).
 struct RxMsg {
@@ -246,11 +249,10 @@ struct Ready {
     header: PeriodHeader,
 }
 
-/// What the interrupt handler and the file operations share, under the irqsave lock.
-struct State {
-    control: Option<Virtqueue<CtlMsg>>,
-    events: Option<Virtqueue<EventMsg>>,
-    rx: Option<Virtqueue<RxMsg>>,
+/// One stream's state, under the device's lock.
+struct Stream {
+    /// A capture stream: it has a node (other streams are left alone).
+    capture: bool,
     /// Completed periods, oldest first (capacity: every period).
     ready: Ring<Ready>,
     /// Period messages neither posted nor ready.
@@ -258,16 +260,15 @@ struct State {
     /// Period messages the device holds.
     posted: u32,
     open: bool,
-    /// The open file has O_ASYNC set (it is on the fasync list).
+    /// The open file has O_ASYNC set (it is on the stream's fasync list).
     async_on: bool,
     running: bool,
-    gone: bool,
     sequence: u64,
     lost_before_next: u64,
     stats: Stats,
     /// CLOCK_MONOTONIC of the last period completion (or of the start).
     last_completion_ns: u64,
-    /// No completion for [`State::stall_timeout_ns`] while started: the device is gone silent.
+    /// Found silent by the watchdog while started; cleared by the next start.
     stalled: bool,
     /// The stream's parameters; the period messages are allocated for them.
     params: Params,
@@ -275,29 +276,29 @@ struct State {
     caps: Caps,
 }
 
-#[pin_data]
-struct VdaqDev {
-    #[pin]
-    state: SpinLockIrq<State>,
-    #[pin]
-    readers: WaitQueue,
-    fasync: FasyncList,
-    /// Serialises control requests and stream start/stop (process context).
-    #[pin]
-    control_lock: Mutex<()>,
-    /// The /dev node; taken out (and so unregistered) on removal.
-    #[pin]
-    node: Mutex<Option<Pin<KBox<miscdev::Registration<VdaqDev>>>>>,
-}
-
-fn now_ns() -> u64 {
-    kernel::time::Ktime::ktime_get().to_ns() as u64
-}
-
 /// Shortest stall time-out, for very short periods (scheduling noise is not a stall).
 const MIN_STALL_NS: u64 = 200_000_000;
 
-impl State {
+impl Stream {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            capture: false,
+            ready: Ring::with_capacity(0)?,
+            spare: Ring::with_capacity(0)?,
+            posted: 0,
+            open: false,
+            async_on: false,
+            running: false,
+            sequence: 0,
+            lost_before_next: 0,
+            stats: Stats::default(),
+            last_completion_ns: 0,
+            stalled: false,
+            params: Params::DEFAULT,
+            caps: Caps::default(),
+        })
+    }
+
     /// How long without a completion, while started, means the device is gone silent: four
     /// periods, and at least 200 ms.
     fn stall_timeout_ns(&self) -> u64 {
@@ -305,63 +306,82 @@ impl State {
         (4 * u64::from(self.params.period_frames) * 1_000_000_000 / rate).max(MIN_STALL_NS)
     }
 
-    /// Marks the stream stalled if it is started and the device has been silent too long.
-    fn check_stall(&mut self) -> bool {
+    /// True when the stream just became stalled: started, the device holding buffers, and
+    /// silent too long.
+    fn becomes_stalled(&mut self, now: u64) -> bool {
         if self.running
             && !self.stalled
             && self.posted > 0
-            && now_ns().saturating_sub(self.last_completion_ns) > self.stall_timeout_ns()
+            && now.saturating_sub(self.last_completion_ns) > self.stall_timeout_ns()
         {
             self.stalled = true;
-            pr_warn!("no period completed for {} ms: the device is not responding\n",
-                self.stall_timeout_ns() / 1_000_000);
+            self.stats.stalls += 1;
+            return true;
         }
-        self.stalled
+        false
+    }
+}
+
+/// What the interrupt handlers and the file operations share, under the irqsave lock.
+struct State {
+    control: Option<Virtqueue<CtlMsg>>,
+    events: Option<Virtqueue<EventMsg>>,
+    rx: Option<Virtqueue<RxMsg>>,
+    gone: bool,
+    /// Periods the receive ring holds, shared by the capture streams.
+    ring_periods: u32,
+    /// Indexed by virtio-snd stream id.
+    streams: KVec<Stream>,
+}
+
+impl State {
+    fn stream(&mut self, id: u32) -> Result<&mut Stream> {
+        self.streams.get_mut(id as usize).ok_or(EINVAL)
     }
 
-    fn pop_ready(&mut self) -> Option<Ready> {
-        self.ready.pop()
-    }
-
-    /// Gives a period message back to the device, or keeps it when the stream is stopped.
+    /// Gives a period message back to the device, or keeps it when its stream is stopped.
     fn recycle(&mut self, msg: KBox<RxMsg>) {
-        if self.running {
-            if let Some(rx) = self.rx.as_mut() {
-                match rx.add(msg) {
-                    Ok(()) => {
-                        self.posted += 1;
-                        rx.kick();
-                        // The device has work again: a stall is counted from here (a slow
-                        // reader, whose ring was full, is not a silent device).
-                        if self.posted == 1 {
-                            self.last_completion_ns = now_ns();
-                        }
-                        return;
+        let id = msg.xfer.stream_id.get() as usize;
+        let State { rx, streams, .. } = self;
+        // The stream ids of the messages are ours: this always finds the stream.
+        let Some(s) = streams.get_mut(id) else { return };
+        let msg = match rx.as_mut() {
+            Some(rx) if s.running => match rx.add(msg) {
+                Ok(()) => {
+                    s.posted += 1;
+                    rx.kick();
+                    // The device has work again: a stall is counted from here (a slow
+                    // reader, whose ring was full, is not a silent device).
+                    if s.posted == 1 {
+                        s.last_completion_ns = now_ns();
                     }
-                    Err((_, msg)) => {
-                        // Cannot happen with the ring sized for every period; keep it.
-                        let _ = self.spare.push(msg);
-                        return;
-                    }
+                    return;
                 }
-            }
-        }
-        // Every period fits in `spare`.
-        let _ = self.spare.push(msg);
+                // Cannot happen with the ring shared out by periods; keep it.
+                Err((_, msg)) => msg,
+            },
+            _ => msg,
+        };
+        // Every period of the stream fits in `spare`.
+        let _ = s.spare.push(msg);
     }
 
-    /// Takes XRUN events: each is a period lost before the next completion.
-    fn drain_events(&mut self, period_frames: u32) {
-        let Some(events) = self.events.as_mut() else { return };
+    /// Takes XRUN events: each is a period of its stream lost before the next completion.
+    fn drain_events(&mut self) {
+        let State { events, streams, .. } = self;
+        let Some(events) = events.as_mut() else { return };
         let mut reposted = false;
         while let Some((msg, len)) = events.get_buf() {
             if len as usize >= core::mem::size_of::<Event>()
                 && msg.event.hdr.code.get() == code::EVT_PCM_XRUN
-                && msg.event.data.get() == STREAM
             {
-                self.lost_before_next += u64::from(period_frames);
-                self.stats.xruns += 1;
-                self.stats.frames_lost += u64::from(period_frames);
+                // The stream id comes from the device: ignore one we do not know.
+                if let Some(s) = streams.get_mut(msg.event.data.get() as usize) {
+                    let frames = u64::from(s.params.period_frames);
+                    s.lost_before_next += frames;
+                    s.stats.xruns += 1;
+                    s.stats.frames_lost += frames;
+                }
             }
             if events.add(msg).is_ok() {
                 reposted = true;
@@ -370,6 +390,67 @@ impl State {
         if reposted {
             events.kick();
         }
+    }
+}
+
+/// One virtio device: its queues, streams and nodes.
+#[pin_data]
+struct VdaqDev {
+    /// Declared first: dropped (cancelled) before what its callback uses.
+    #[pin]
+    watchdog: Timer<VdaqDev>,
+    #[pin]
+    state: SpinLockIrq<State>,
+    /// Readers and poll() callers of every stream sleep here.
+    #[pin]
+    readers: WaitQueue,
+    /// One fasync list per stream id (outside the lock: fasync_helper may sleep).
+    fasync: KVec<FasyncList>,
+    /// Serialises control requests and stream start/stop (process context).
+    #[pin]
+    control_lock: Mutex<()>,
+    /// The /dev nodes; taken out (and so unregistered) on removal.
+    #[pin]
+    nodes: Mutex<KVec<Pin<KBox<miscdev::Registration<StreamNode>>>>>,
+}
+
+crate::impl_has_timer!(VdaqDev, watchdog);
+
+fn now_ns() -> u64 {
+    kernel::time::Ktime::ktime_get().to_ns() as u64
+}
+
+impl TimerCallback for VdaqDev {
+    /// The watchdog: finds streams gone silent and tells their users; runs again in a quarter
+    /// of the shortest stall time-out while a stream is started and not stalled.
+    fn timer_fired(&self) -> Option<u64> {
+        let now = now_ns();
+        let mut next: Option<u64> = None;
+        let mut stalled_any = false;
+        {
+            let mut st = self.state.lock();
+            for (id, s) in st.streams.iter_mut().enumerate() {
+                if s.becomes_stalled(now) {
+                    stalled_any = true;
+                    pr_warn!("stream {}: no period completed for {} ms: the device is not responding\n",
+                        id, s.stall_timeout_ns() / 1_000_000);
+                    if s.async_on {
+                        s.stats.stall_signals += 1;
+                        if let Some(list) = self.fasync.get(id) {
+                            list.kill(bindings::SIGIO, bindings::POLL_ERR);
+                        }
+                    }
+                }
+                if s.running && !s.stalled {
+                    let tick = s.stall_timeout_ns() / 4;
+                    next = Some(next.map_or(tick, |n| n.min(tick)));
+                }
+            }
+        }
+        if stalled_any {
+            self.readers.wake_all();
+        }
+        next
     }
 }
 
@@ -418,15 +499,23 @@ impl VdaqDev {
         Err(Error::from_errno(-(bindings::ETIMEDOUT as i32)))
     }
 
-    fn pcm_command(&self, op: u32) -> Result {
-        self.control(virtio_snd::PcmHdr::new(op, STREAM).as_bytes(), 4).map(|_| ())
+    fn pcm_command(&self, op: u32, stream: u32) -> Result {
+        self.control(virtio_snd::PcmHdr::new(op, stream).as_bytes(), 4).map(|_| ())
     }
 
-    /// SET_PARAMS, PREPARE, post every period, START.
-    fn start_stream(&self) -> Result {
-        let p = self.state.lock().params;
+    /// SET_PARAMS, PREPARE, post every period, START; arms the watchdog. A stalled stream is
+    /// first stopped, which fails with EIO while the device stays silent.
+    fn start_stream(&self, id: u32) -> Result {
+        let (p, stalled) = {
+            let mut st = self.state.lock();
+            let s = st.stream(id)?;
+            (s.params, s.stalled)
+        };
+        if stalled {
+            self.stop_stream(id)?;
+        }
         let set = PcmSetParams {
-            hdr: virtio_snd::PcmHdr::new(code::R_PCM_SET_PARAMS, STREAM),
+            hdr: virtio_snd::PcmHdr::new(code::R_PCM_SET_PARAMS, id),
             buffer_bytes: Le32::new(p.period_bytes() * p.periods),
             period_bytes: Le32::new(p.period_bytes()),
             features: Le32::new(1 << virtio_snd::pcm_feature::EVT_XRUNS),
@@ -436,79 +525,98 @@ impl VdaqDev {
             padding: 0,
         };
         self.control(set.as_bytes(), 4)?;
-        self.pcm_command(code::R_PCM_PREPARE)?;
-        {
+        self.pcm_command(code::R_PCM_PREPARE, id)?;
+        let tick = {
             let mut st = self.state.lock();
-            st.running = true;
-            st.stalled = false;
-            st.last_completion_ns = now_ns();
-            st.sequence = 0;
-            st.lost_before_next = 0;
-            for _ in 0..st.spare.len() {
-                if let Some(msg) = st.spare.pop() {
+            let s = st.stream(id)?;
+            s.running = true;
+            s.stalled = false;
+            s.last_completion_ns = now_ns();
+            s.sequence = 0;
+            s.lost_before_next = 0;
+            let tick = s.stall_timeout_ns() / 4;
+            // Messages the device kept through a stall are not in `spare`: post what is.
+            for _ in 0..s.spare.len() {
+                if let Some(msg) = st.stream(id)?.spare.pop() {
                     st.recycle(msg);
                 }
             }
-        }
-        if let Err(e) = self.pcm_command(code::R_PCM_START) {
-            let _ = self.stop_stream();
+            tick
+        };
+        self.watchdog.start(tick);
+        if let Err(e) = self.pcm_command(code::R_PCM_START, id) {
+            let _ = self.stop_stream(id);
             return Err(e);
         }
         Ok(())
     }
 
-    /// STOP and RELEASE; the device returns every posted period on RELEASE.
-    fn stop_stream(&self) -> Result {
+    /// STOP and RELEASE; the device returns every posted period on RELEASE. After a stall
+    /// the device is asked too (it may only have paused); a silent one gives EIO.
+    fn stop_stream(&self, id: u32) -> Result {
         let stalled = {
-            let mut st = self.state.lock();
-            st.running = false;
-            while let Some(r) = st.pop_ready() {
+            let mut guard = self.state.lock();
+            let st = &mut *guard;
+            let s = st.stream(id)?;
+            s.running = false;
+            let stalled = s.stalled;
+            while let Some(r) = st.stream(id)?.ready.pop() {
                 st.recycle(r.msg);
             }
-            st.stalled
+            stalled
         };
+        let stopped = self.pcm_command(code::R_PCM_STOP, id);
         if stalled {
-            // A silent device would only time the requests out; it is reset when the driver
-            // unbinds (rmmod, removal), which also returns its buffers.
-            return Err(EIO);
+            if matches!(stopped, Err(e) if e.to_errno() == -(bindings::ETIMEDOUT as i32)) {
+                return Err(EIO);
+            }
+            // It answers again (an error status too: a STOP that timed out earlier may have
+            // reached it late): release the stream, which may then be started anew.
+            self.state.lock().stream(id)?.stalled = false;
         }
-        let stopped = self.pcm_command(code::R_PCM_STOP);
-        let released = self.pcm_command(code::R_PCM_RELEASE);
+        let released = self.pcm_command(code::R_PCM_RELEASE, id);
         // RELEASE answered only after the device returned every period (virtio-snd rule).
         let timeout = kernel::time::msecs_to_jiffies(1000) as kernel::ffi::c_long;
         let returned = self.readers.wait_until(Some(timeout), || {
-            self.state.lock().posted == 0
+            self.state.lock().stream(id).map_or(true, |s| s.posted == 0)
         });
         if !matches!(returned, Ok(Wait::Ready)) {
-            pr_warn!("the device did not return every period on release\n");
+            pr_warn!("stream {}: the device did not return every period on release\n", id);
+        }
+        if stalled {
+            return released;
         }
         stopped.and(released)
     }
 
-    /// The receive interrupt: moves completed periods to the ready list, then wakes readers
-    /// and signals fasync owners once.
+    /// The receive interrupt: moves completed periods to their streams' ready lists, then
+    /// wakes readers and signals each stream's fasync owners once.
     fn rx_interrupt(&self) {
-        let completed = {
+        let mut wake = false;
+        {
             let mut guard = self.state.lock();
             let st = &mut *guard;
-            let p = st.params;
-            st.stats.rx_interrupts += 1;
-            st.drain_events(p.period_frames);
-            let mut completed = 0u32;
-            let mut returned = 0u32;
+            st.drain_events();
+            // Streams that completed a period in this interrupt (bit per stream id).
+            let mut completed: u32 = 0;
+            let mut seen: u32 = 0;
             while let Some((msg, len)) = st.rx.as_mut().and_then(|rx| rx.get_buf()) {
-                st.posted = st.posted.saturating_sub(1);
-                if !st.running {
+                let id = msg.xfer.stream_id.get();
+                let Ok(s) = st.stream(id) else { continue };
+                seen |= 1 << id;
+                s.posted = s.posted.saturating_sub(1);
+                wake = true;
+                if !s.running {
                     // Returned by RELEASE: stop_stream waits for these.
                     st.recycle(msg);
-                    returned += 1;
                     continue;
                 }
+                let p = s.params;
                 let status_len = core::mem::size_of::<PcmStatus>() as u32;
                 let bytes = len.saturating_sub(status_len).min(p.period_bytes());
                 let frames = bytes / p.frame_bytes;
                 let mut flags = 0;
-                if st.lost_before_next > 0 {
+                if s.lost_before_next > 0 {
                     flags |= PERIOD_FLAG_LOST;
                 }
                 if msg.status.status.get() != code::S_OK {
@@ -517,41 +625,48 @@ impl VdaqDev {
                 let header = PeriodHeader {
                     magic: PERIOD_MAGIC,
                     flags,
-                    sequence: st.sequence,
-                    timestamp_ns: kernel::time::Ktime::ktime_get().to_ns() as u64,
+                    sequence: s.sequence,
+                    timestamp_ns: now_ns(),
                     frames,
                     bytes: frames * p.frame_bytes,
-                    frames_lost: core::mem::take(&mut st.lost_before_next),
+                    frames_lost: core::mem::take(&mut s.lost_before_next),
                 };
-                st.sequence += 1;
-                st.last_completion_ns = header.timestamp_ns;
-                st.stats.periods += 1;
-                st.stats.frames += u64::from(frames);
-                // `ready` holds every period, so this cannot fail.
-                if let Err(r) = st.ready.push(Ready { msg, header }) {
+                s.sequence += 1;
+                s.last_completion_ns = header.timestamp_ns;
+                s.stats.periods += 1;
+                s.stats.frames += u64::from(frames);
+                // `ready` holds every period of the stream, so this cannot fail.
+                if let Err(r) = s.ready.push(Ready { msg, header }) {
                     st.recycle(r.msg);
                     continue;
                 }
-                completed += 1;
+                completed |= 1 << id;
             }
-            if completed > 0 {
-                st.stats.rx_interrupts_with_data += 1;
+            for (id, s) in st.streams.iter_mut().enumerate() {
+                if seen & (1 << id) != 0 || s.running {
+                    s.stats.rx_interrupts += 1;
+                }
+                if completed & (1 << id) == 0 {
+                    continue;
+                }
+                s.stats.rx_interrupts_with_data += 1;
                 // Under the lock, so that a concurrent fasync(off) cannot slip between
                 // counting and sending: the count is exactly the signals delivered.
-                if st.async_on {
-                    st.stats.signals_sent += 1;
-                    self.fasync.kill(bindings::SIGIO, bindings::POLL_IN);
+                if s.async_on {
+                    s.stats.signals_sent += 1;
+                    if let Some(list) = self.fasync.get(id) {
+                        list.kill(bindings::SIGIO, bindings::POLL_IN);
+                    }
                 }
             }
-            (completed, returned)
-        };
-        if completed.0 > 0 || completed.1 > 0 {
+        }
+        if wake {
             self.readers.wake_all();
         }
     }
 
     /// Copies one ready period to `out` (header, then frames) and recycles it.
-    fn copy_out(&self, ready: Ready, out: &mut UserSliceWriter) -> Result<usize> {
+    fn copy_out(&self, id: u32, ready: Ready, out: &mut UserSliceWriter) -> Result<usize> {
         let n = ready.header.bytes as usize;
         let result = out
             .write_slice(ready.header.as_bytes())
@@ -559,72 +674,98 @@ impl VdaqDev {
         let mut st = self.state.lock();
         st.recycle(ready.msg);
         if result.is_ok() {
-            st.stats.periods_read += 1;
+            st.stream(id)?.stats.periods_read += 1;
         }
         result.map(|()| core::mem::size_of::<PeriodHeader>() + n)
     }
+
+    /// Joins or leaves a stream's fasync list; `async_on` changes on the side where the
+    /// interrupt handler cannot signal a file that is not on the list.
+    fn set_async(&self, id: u32, fd: i32, file: &miscdev::File, on: bool) -> Result<i32> {
+        let list = self.fasync.get(id as usize).ok_or(EINVAL)?;
+        if on {
+            let ret = list.helper(fd, file, true)?;
+            self.state.lock().stream(id)?.async_on = true;
+            Ok(ret)
+        } else {
+            self.state.lock().stream(id)?.async_on = false;
+            list.helper(fd, file, false)
+        }
+    }
 }
 
-impl miscdev::FileOperations for VdaqDev {
-    fn open(dev: &Arc<Self>, _file: &miscdev::File) -> Result {
+/// What the files of one /dev/vdaqN share: the device and the node's stream.
+struct StreamNode {
+    dev: Arc<VdaqDev>,
+    id: u32,
+}
+
+impl miscdev::FileOperations for StreamNode {
+    fn open(node: &Arc<Self>, _file: &miscdev::File) -> Result {
+        let dev = &node.dev;
         let _serial = dev.control_lock.lock();
-        {
-            let mut st = dev.state.lock();
-            if st.gone {
-                return Err(ENODEV);
-            }
-            if st.open {
-                return Err(EBUSY);
-            }
-            st.open = true;
+        let mut st = dev.state.lock();
+        if st.gone {
+            return Err(ENODEV);
         }
+        let s = st.stream(node.id)?;
+        if s.open {
+            return Err(EBUSY);
+        }
+        s.open = true;
         Ok(())
     }
 
-    fn release(dev: &Arc<Self>, file: &miscdev::File) {
+    fn release(node: &Arc<Self>, file: &miscdev::File) {
+        let (dev, id) = (&node.dev, node.id);
         // The LDD3 rule: leave the async queue on release (the VFS does it too; harmless).
-        let _ = Self::set_async(dev, -1, file, false);
+        let _ = dev.set_async(id, -1, file, false);
         let _serial = dev.control_lock.lock();
         let (gone, running) = {
-            let st = dev.state.lock();
-            (st.gone, st.running)
+            let mut st = dev.state.lock();
+            let gone = st.gone;
+            (gone, st.stream(id).map_or(false, |s| s.running))
         };
         if !gone && running {
-            let _ = dev.stop_stream();
+            let _ = dev.stop_stream(id);
         }
-        dev.state.lock().open = false;
+        if let Ok(s) = dev.state.lock().stream(id) {
+            s.open = false;
+        }
     }
 
     fn read(
-        dev: ArcBorrow<'_, Self>,
+        node: ArcBorrow<'_, Self>,
         file: &miscdev::File,
         out: &mut UserSliceWriter,
     ) -> Result<usize> {
-        let record = {
-            let st = dev.state.lock();
-            core::mem::size_of::<PeriodHeader>() + st.params.period_bytes() as usize
+        let (dev, id) = (&node.dev, node.id);
+        let (record, running) = {
+            let mut st = dev.state.lock();
+            let s = st.stream(id)?;
+            (core::mem::size_of::<PeriodHeader>() + s.params.period_bytes() as usize, s.running)
         };
         if out.len() < record {
             return Err(EINVAL);
         }
-        if !dev.state.lock().running {
+        if !running {
             // A read of a stopped stream starts it.
             let _serial = dev.control_lock.lock();
-            if !dev.state.lock().running {
-                dev.start_stream()?;
+            if !dev.state.lock().stream(id)?.running {
+                dev.start_stream(id)?;
             }
         }
         let first = loop {
-            let (next, timeout_ns) = {
+            let next = {
                 let mut st = dev.state.lock();
                 if st.gone {
                     return Err(ENODEV);
                 }
-                let next = st.pop_ready();
-                if next.is_none() && st.check_stall() {
+                let s = st.stream(id)?;
+                if s.stalled {
                     return Err(EIO);
                 }
-                (next, st.stall_timeout_ns())
+                s.ready.pop()
             };
             if let Some(r) = next {
                 break r;
@@ -632,54 +773,58 @@ impl miscdev::FileOperations for VdaqDev {
             if file.is_nonblocking() {
                 return Err(EAGAIN);
             }
-            // Sleep at most a stall time-out: a silent device ends the read with EIO.
-            let jiffies = kernel::time::msecs_to_jiffies((timeout_ns / 1_000_000) as u32);
-            dev.readers.wait_until(Some(jiffies as kernel::ffi::c_long), || {
-                let st = dev.state.lock();
-                !st.ready.is_empty() || st.gone
+            // The watchdog wakes us if the device goes silent.
+            dev.readers.wait_until(None, || {
+                let mut st = dev.state.lock();
+                st.gone || st.stream(id).map_or(true, |s| !s.ready.is_empty() || s.stalled)
             })?;
         };
-        let mut total = dev.copy_out(first, out)?;
+        let mut total = dev.copy_out(id, first, out)?;
         // Whole periods only: more if they are ready and fit, without waiting.
         while out.len() >= record {
-            let Some(r) = dev.state.lock().pop_ready() else { break };
-            total += dev.copy_out(r, out)?;
+            let Some(r) = dev.state.lock().stream(id)?.ready.pop() else { break };
+            total += dev.copy_out(id, r, out)?;
         }
         Ok(total)
     }
 
-    fn poll(dev: ArcBorrow<'_, Self>, _file: &miscdev::File, table: &miscdev::PollTable) -> u32 {
+    fn poll(node: ArcBorrow<'_, Self>, _file: &miscdev::File, table: &miscdev::PollTable) -> u32 {
+        let dev = &node.dev;
         table.register(&dev.readers);
         let mut st = dev.state.lock();
         let mut mask = 0;
-        if !st.ready.is_empty() {
-            mask |= bindings::EPOLLIN | bindings::EPOLLRDNORM;
-        } else if st.check_stall() {
-            mask |= bindings::EPOLLERR;
-        }
         if st.gone {
             mask |= bindings::EPOLLERR | bindings::EPOLLHUP;
+        }
+        if let Ok(s) = st.stream(node.id) {
+            if !s.ready.is_empty() {
+                mask |= bindings::EPOLLIN | bindings::EPOLLRDNORM;
+            } else if s.stalled {
+                mask |= bindings::EPOLLERR;
+            }
         }
         mask
     }
 
-    fn ioctl(dev: ArcBorrow<'_, Self>, _file: &miscdev::File, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(node: ArcBorrow<'_, Self>, _file: &miscdev::File, cmd: u32, arg: usize) -> Result<isize> {
+        let (dev, id) = (&node.dev, node.id);
         let size = |n| UserSlice::new(arg, n);
         match cmd {
             uapi::VDAQ_IOC_INFO => {
                 let info = {
-                    let st = dev.state.lock();
+                    let mut st = dev.state.lock();
+                    let s = st.stream(id)?;
                     uapi::Info {
-                        streams: st.caps.streams,
-                        stream: STREAM,
-                        formats: st.caps.formats,
-                        rates: st.caps.rates,
-                        channels_min: u32::from(st.caps.channels_min),
-                        channels_max: u32::from(st.caps.channels_max),
-                        max_periods: st.caps.max_periods,
+                        streams: s.caps.streams,
+                        stream: id,
+                        formats: s.caps.formats,
+                        rates: s.caps.rates,
+                        channels_min: u32::from(s.caps.channels_min),
+                        channels_max: u32::from(s.caps.channels_max),
+                        max_periods: s.caps.max_periods,
                         max_period_bytes: MAX_PERIOD_BYTES,
-                        params: st.params.to_uapi(),
-                        started: u32::from(st.running),
+                        params: s.params.to_uapi(),
+                        started: u32::from(s.running),
                         reserved: 0,
                     }
                 };
@@ -691,41 +836,54 @@ impl miscdev::FileOperations for VdaqDev {
                 size(core::mem::size_of::<uapi::Params>()).reader().read_slice(raw.as_bytes_mut())?;
                 let _serial = dev.control_lock.lock();
                 let (caps, running) = {
-                    let st = dev.state.lock();
-                    (st.caps, st.running)
+                    let mut st = dev.state.lock();
+                    let s = st.stream(id)?;
+                    (s.caps, s.running)
                 };
                 if running {
                     return Err(EBUSY);
                 }
                 let p = caps.check(&raw)?;
-                let (ready, spare) = alloc_periods(&p)?;
-                let (old_ready, old_spare) = {
+                let (ready, spare) = alloc_periods(id, &p)?;
+                let old = {
                     let mut st = dev.state.lock();
-                    st.params = p;
-                    (core::mem::replace(&mut st.ready, ready), core::mem::replace(&mut st.spare, spare))
+                    let s = st.stream(id)?;
+                    if s.posted > 0 {
+                        // The device still holds messages of these parameters (it never
+                        // returned them after a stall): keep them.
+                        return Err(EBUSY);
+                    }
+                    s.params = p;
+                    (core::mem::replace(&mut s.ready, ready), core::mem::replace(&mut s.spare, spare))
                 };
                 // The old period buffers are freed outside the lock.
-                drop((old_ready, old_spare));
+                drop(old);
                 Ok(0)
             }
             uapi::VDAQ_IOC_START => {
                 let _serial = dev.control_lock.lock();
-                if dev.state.lock().running {
+                if dev.state.lock().stream(id)?.running {
                     return Err(EBUSY);
                 }
-                dev.start_stream()?;
+                dev.start_stream(id)?;
                 Ok(0)
             }
             uapi::VDAQ_IOC_STOP => {
                 let _serial = dev.control_lock.lock();
-                if !dev.state.lock().running {
+                let (running, stalled) = {
+                    let mut st = dev.state.lock();
+                    let s = st.stream(id)?;
+                    (s.running, s.stalled)
+                };
+                if !running && !stalled {
                     return Err(Error::from_errno(-(bindings::EBADFD as i32)));
                 }
-                dev.stop_stream()?;
+                // A stalled stream stays stalled until the device answers STOP.
+                dev.stop_stream(id)?;
                 Ok(0)
             }
             uapi::VDAQ_IOC_STATS => {
-                let stats = dev.state.lock().stats;
+                let stats = dev.state.lock().stream(id)?.stats;
                 let mut w = UserSlice::new(arg, core::mem::size_of::<Stats>()).writer();
                 w.write_slice(stats.as_bytes())?;
                 Ok(0)
@@ -734,33 +892,18 @@ impl miscdev::FileOperations for VdaqDev {
         }
     }
 
-    fn fasync(dev: ArcBorrow<'_, Self>, fd: i32, file: &miscdev::File, on: bool) -> Result<i32> {
-        Self::set_async(&dev, fd, file, on)
+    fn fasync(node: ArcBorrow<'_, Self>, fd: i32, file: &miscdev::File, on: bool) -> Result<i32> {
+        node.dev.set_async(node.id, fd, file, on)
     }
 }
 
-impl VdaqDev {
-    /// Joins or leaves the fasync list; `async_on` changes on the side where the interrupt
-    /// handler cannot signal a file that is not on the list.
-    fn set_async(dev: &VdaqDev, fd: i32, file: &miscdev::File, on: bool) -> Result<i32> {
-        if on {
-            let ret = dev.fasync.helper(fd, file, true)?;
-            dev.state.lock().async_on = true;
-            Ok(ret)
-        } else {
-            dev.state.lock().async_on = false;
-            dev.fasync.helper(fd, file, false)
-        }
-    }
-}
-
-/// The period messages and the ready list for `p`.
-fn alloc_periods(p: &Params) -> Result<(Ring<Ready>, Ring<KBox<RxMsg>>)> {
+/// The period messages and the ready list of stream `id` for `p`.
+fn alloc_periods(id: u32, p: &Params) -> Result<(Ring<Ready>, Ring<KBox<RxMsg>>)> {
     let ready = Ring::with_capacity(p.periods as usize)?;
     let mut spare = Ring::with_capacity(p.periods as usize)?;
     for _ in 0..p.periods {
         let msg = RxMsg {
-            xfer: PcmXfer { stream_id: Le32::new(STREAM) },
+            xfer: PcmXfer { stream_id: Le32::new(id) },
             status: PcmStatus::default(),
             data: KVec::from_elem(0u8, p.period_bytes() as usize, GFP_KERNEL)?,
         };
@@ -772,53 +915,71 @@ fn alloc_periods(p: &Params) -> Result<(Ring<Ready>, Ring<KBox<RxMsg>>)> {
 struct VdaqDriver;
 
 impl VdaqDriver {
-    /// Checks that stream 0 captures with the driver's parameters.
-    fn check_stream(dev: &VdaqDev, streams: u32) -> Result {
-        if streams == 0 {
+    /// Reads every stream's PCM_INFO; the capture streams get their capabilities, default
+    /// parameters and period messages, sharing `ring_periods` evenly.
+    fn discover_streams(dev: &VdaqDev, ring_periods: u32) -> Result<u32> {
+        let count = dev.state.lock().streams.len() as u32;
+        if count == 0 {
             pr_err!("the device has no PCM stream\n");
             return Err(ENODEV);
         }
-        let query =
-            QueryInfo::new(code::R_PCM_INFO, STREAM, 1, core::mem::size_of::<PcmInfo>() as u32);
-        let resp = dev.control(query.as_bytes(), 4 + core::mem::size_of::<PcmInfo>())?;
-        let info = PcmInfo::from_prefix(&resp[4..]).ok_or(EIO)?;
-        if info.direction != virtio_snd::direction::INPUT {
-            pr_err!("stream 0 is not a capture stream\n");
+        let info_len = core::mem::size_of::<PcmInfo>();
+        let query = QueryInfo::new(code::R_PCM_INFO, 0, count, info_len as u32);
+        let resp = dev.control(query.as_bytes(), 4 + count as usize * info_len)?;
+        let infos = resp.get(4..).ok_or(EIO)?;
+        let captures = infos
+            .chunks_exact(info_len)
+            .filter_map(PcmInfo::from_prefix)
+            .filter(|i| i.direction == virtio_snd::direction::INPUT)
+            .count() as u32;
+        if captures == 0 {
+            pr_err!("the device has no capture stream\n");
             return Err(ENODEV);
         }
-        let mut st = dev.state.lock();
-        st.caps = Caps {
-            streams,
-            formats: info.formats.get(),
-            rates: info.rates.get(),
-            channels_min: info.channels_min,
-            channels_max: info.channels_max,
-            max_periods: st.caps.max_periods,
-        };
-        // The defaults must be offered: 48 kHz S16 stereo, else the nearest the device has.
-        let mut want = st.params.to_uapi();
-        if st.caps.check(&want).is_err() {
-            let first_bit = |mask: u64| mask.trailing_zeros();
-            want.rate = virtio_snd::rate_hz(first_bit(st.caps.rates) as u8).unwrap_or(0);
-            want.format = first_bit(st.caps.formats);
-            want.channels = u32::from(st.caps.channels_min.max(1));
-            let width = format::SampleFormat::from_wire(want.format as u8).map_or(0, |f| f.width());
-            want.period_bytes = 1024 * width as u32 * want.channels;
+        let max_periods = ring_periods / captures;
+        if max_periods < 2 {
+            pr_err!("the receive ring holds fewer than two periods per capture stream\n");
+            return Err(ENOSPC);
         }
-        let p = st.caps.check(&want).map_err(|e| {
-            pr_err!("stream 0 offers no format this driver handles\n");
-            e
-        })?;
-        let same_size = p.period_bytes() == st.params.period_bytes() && p.periods == st.params.periods;
-        st.params = p;
-        drop(st);
-        if !same_size {
-            let (ready, spare) = alloc_periods(&p)?;
+        for (id, chunk) in infos.chunks_exact(info_len).enumerate() {
+            let Some(info) = PcmInfo::from_prefix(chunk) else { continue };
+            if info.direction != virtio_snd::direction::INPUT {
+                continue;
+            }
+            let caps = Caps {
+                streams: captures,
+                formats: info.formats.get(),
+                rates: info.rates.get(),
+                channels_min: info.channels_min,
+                channels_max: info.channels_max,
+                max_periods,
+            };
+            // The defaults must be offered: 48 kHz S16 stereo, else the nearest the stream has.
+            let mut want = Params::DEFAULT.to_uapi();
+            want.periods = want.periods.min(max_periods);
+            if caps.check(&want).is_err() {
+                let first_bit = |mask: u64| mask.trailing_zeros();
+                want.rate = virtio_snd::rate_hz(first_bit(caps.rates) as u8).unwrap_or(0);
+                want.format = first_bit(caps.formats);
+                want.channels = u32::from(caps.channels_min.max(1));
+                let width =
+                    format::SampleFormat::from_wire(want.format as u8).map_or(0, |f| f.width());
+                want.period_bytes = 1024 * width as u32 * want.channels;
+            }
+            let Ok(p) = caps.check(&want) else {
+                pr_warn!("stream {} offers no format this driver handles: skipped\n", id);
+                continue;
+            };
+            let (ready, spare) = alloc_periods(id as u32, &p)?;
             let mut st = dev.state.lock();
-            st.ready = ready;
-            st.spare = spare;
+            let s = st.stream(id as u32)?;
+            s.capture = true;
+            s.caps = caps;
+            s.params = p;
+            s.ready = ready;
+            s.spare = spare;
         }
-        Ok(())
+        Ok(captures)
     }
 }
 
@@ -828,7 +989,6 @@ impl virtio::Driver for VdaqDriver {
     const DEVICE_ID: u32 = virtio_snd::DEVICE_ID;
 
     fn probe(vdev: &virtio::Device) -> Result<Arc<VdaqDev>> {
-        let mut p = Params::DEFAULT;
         let names = [c_str!("control"), c_str!("event"), c_str!("tx"), c_str!("rx")];
         let raw = vdev.find_vqs::<Self>(&names, &[false, true, false, true])?;
         let mut raw = raw.into_iter();
@@ -837,42 +997,37 @@ impl virtio::Driver for VdaqDriver {
         else {
             return Err(EINVAL);
         };
+        // `streams` is the second field of the configuration space.
+        let mut count = vdev.read_config_u32(4);
+        if count > MAX_STREAMS {
+            pr_warn!("the device has {} streams: using the first {}\n", count, MAX_STREAMS);
+            count = MAX_STREAMS;
+        }
+        let mut streams = KVec::with_capacity(count as usize, GFP_KERNEL)?;
+        let mut fasync = KVec::with_capacity(count as usize, GFP_KERNEL)?;
+        for _ in 0..count {
+            streams.push(Stream::new()?, GFP_KERNEL)?;
+            fasync.push(FasyncList::new(), GFP_KERNEL)?;
+        }
         // Every period is posted at once: no more than the ring holds (xfer header, frames
         // and status take three entries unless they go in an indirect table).
         let per_period = if vdev.has_indirect_descriptors() { 1 } else { 3 };
-        p.periods = p.periods.min(rx.size() / per_period);
-        if p.periods < 2 {
-            pr_err!("the receive ring ({} entries) holds fewer than two periods\n", rx.size());
-            return Err(ENOSPC);
-        }
-        let max_periods = rx.size() / per_period;
-        let (ready, spare) = alloc_periods(&p)?;
         let state = State {
             control: Some(Virtqueue::new(control)),
             events: Some(Virtqueue::new(events)),
+            ring_periods: rx.size() / per_period,
             rx: Some(Virtqueue::new(rx)),
-            ready,
-            spare,
-            posted: 0,
-            open: false,
-            async_on: false,
-            running: false,
             gone: false,
-            sequence: 0,
-            lost_before_next: 0,
-            last_completion_ns: 0,
-            stalled: false,
-            stats: Stats::default(),
-            params: p,
-            caps: Caps { max_periods, ..Caps::default() },
+            streams,
         };
         Arc::pin_init(
             pin_init!(VdaqDev {
+                watchdog <- Timer::new(),
                 state <- new_spinlock_irq!(state, "vdaq:state"),
                 readers <- WaitQueue::new(),
-                fasync: FasyncList::new(),
+                fasync: fasync,
                 control_lock <- new_mutex!((), "vdaq:control"),
-                node <- new_mutex!(None, "vdaq:node"),
+                nodes <- new_mutex!(KVec::new(), "vdaq:nodes"),
             }),
             GFP_KERNEL,
         )
@@ -884,7 +1039,7 @@ impl virtio::Driver for VdaqDriver {
         for _ in 0..EVENT_BUFFERS {
             event_msgs.push(KBox::new(EventMsg { event: Event::default() }, GFP_KERNEL)?, GFP_KERNEL)?;
         }
-        {
+        let ring_periods = {
             let mut st = dev.state.lock();
             if let Some(events) = st.events.as_mut() {
                 for msg in event_msgs {
@@ -892,38 +1047,48 @@ impl virtio::Driver for VdaqDriver {
                 }
                 events.kick();
             }
+            st.ring_periods
+        };
+        let captures = Self::discover_streams(&dev, ring_periods)?;
+        // Bit n: stream n captures (no allocation under the spinlock).
+        let capture_mask = {
+            let st = dev.state.lock();
+            st.streams.iter().enumerate().fold(0u32, |m, (id, s)| m | (u32::from(s.capture) << id))
+        };
+        // On an error, `remove` unregisters the nodes made so far.
+        for id in (0..MAX_STREAMS).filter(|id| capture_mask & (1 << id) != 0) {
+            let minor = next_minor_index();
+            let name = CString::try_from_fmt(kernel::fmt!("vdaq{}", minor))?;
+            let node = Arc::new(StreamNode { dev: dev.into(), id }, GFP_KERNEL)?;
+            let reg = KBox::pin_init(miscdev::Registration::register(name, node), GFP_KERNEL)?;
+            dev.nodes.lock().push(reg, GFP_KERNEL)?;
+            pr_info!("virtio{}: stream {} is /dev/vdaq{}\n", vdev.index(), id, minor);
         }
-        // `streams` is the second field of the configuration space.
-        let streams = vdev.read_config_u32(4);
-        Self::check_stream(&dev, streams)?;
-        let name = CString::try_from_fmt(kernel::fmt!("vdaq{}", next_minor_index()))?;
-        let node = KBox::pin_init(miscdev::Registration::register(name, dev.into()), GFP_KERNEL)?;
-        *dev.node.lock() = Some(node);
-        pr_info!("virtio{} bound: {} stream(s), capturing stream 0\n", vdev.index(), streams);
+        pr_info!("virtio{} bound: {} capture stream(s)\n", vdev.index(), captures);
         Ok(())
     }
 
     fn callback(dev: ArcBorrow<'_, VdaqDev>, queue_index: u32) {
         match queue_index {
             q if q == u32::from(queue::RX) => dev.rx_interrupt(),
-            q if q == u32::from(queue::EVENT) => {
-                let mut st = dev.state.lock();
-                let period_frames = st.params.period_frames;
-                st.drain_events(period_frames);
-            }
+            q if q == u32::from(queue::EVENT) => dev.state.lock().drain_events(),
             _ => {}
         }
     }
 
     fn remove(vdev: &virtio::Device, dev: ArcBorrow<'_, VdaqDev>) {
-        // No new opens; open files keep the state alive and now see `gone`.
-        drop(dev.node.lock().take());
+        // No new opens; open files keep the state alive and now see `gone`. Taking the nodes
+        // out also breaks the cycle device -> node -> device.
+        drop(core::mem::replace(&mut *dev.nodes.lock(), KVec::new()));
         let queues = {
             let mut st = dev.state.lock();
             st.gone = true;
-            st.running = false;
+            for s in st.streams.iter_mut() {
+                s.running = false;
+            }
             (st.control.take(), st.events.take(), st.rx.take())
         };
+        dev.watchdog.cancel();
         dev.readers.wake_all();
         vdev.reset();
         let (control, events, rx) = queues;
@@ -935,7 +1100,7 @@ impl virtio::Driver for VdaqDriver {
         }
         if let Some(mut q) = rx {
             while let Some(msg) = q.detach_unused() {
-                let _ = dev.state.lock().spare.push(msg);
+                dev.state.lock().recycle(msg);
             }
         }
         // SAFETY: the device was reset and every `Virtqueue` was dropped just above.
