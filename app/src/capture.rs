@@ -1,6 +1,9 @@
-//! Asynchronous capture: the driver signals each completed period (kill_fasync); the signal
-//! handler drains every ready period with non-blocking reads until EAGAIN, checks the counter
-//! and measures interrupt-to-handler latency, while the main flow only reports progress.
+//! Capture: by default asynchronous, the driver signals each completed period (kill_fasync);
+//! the signal handler drains every ready period with non-blocking reads until EAGAIN, checks
+//! the counter and measures interrupt-to-handler latency, while the main flow only reports
+//! progress. `--mode poll` and `--mode read` consume the same way from poll() or blocking
+//! reads, for comparison. A read error (EIO: the device stalled; ENODEV: it is gone) ends the
+//! capture at once and is reported.
 //!
 //! Why the handler drains (not a self-pipe): plain SIGIO does not queue, so several interrupts
 //! can arrive as one signal; draining until EAGAIN in the handler guarantees no period waits
@@ -27,6 +30,28 @@ use crate::verify::{CounterChecker, CounterReport};
 /// Latency histogram buckets: bucket i counts latencies in [2^i, 2^(i+1)) microseconds.
 const LATENCY_BUCKETS: usize = 24;
 
+/// How the app learns that periods are ready.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// A signal per interrupt (O_ASYNC), drained in the handler.
+    #[default]
+    Sigio,
+    /// poll() then non-blocking reads.
+    Poll,
+    /// Blocking reads.
+    Read,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Sigio => "sigio",
+            Mode::Poll => "poll",
+            Mode::Read => "read",
+        }
+    }
+}
+
 /// What the capture is asked to do (the `capture` command's flags).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
@@ -51,7 +76,10 @@ pub struct Options {
     /// Set the periods in the ring.
     #[arg(long)]
     pub periods: Option<u32>,
-    /// Use F_SETSIG with SIGRTMIN+N instead of plain SIGIO.
+    /// How to wait for periods.
+    #[arg(long, value_enum, default_value = "sigio")]
+    pub mode: Mode,
+    /// Use F_SETSIG with SIGRTMIN+N instead of plain SIGIO (mode sigio).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..=15))]
     pub rt_signal: Option<i32>,
     /// Print a progress line each second.
@@ -66,8 +94,13 @@ pub struct Options {
 /// The outcome, as the JSON summary reports it.
 #[derive(Debug, Default)]
 pub struct Summary {
+    pub mode: Mode,
     pub signal: String,
     pub signals: u64,
+    /// Signals whose si_band carried POLLERR (the driver found the stream stalled).
+    pub error_signals: u64,
+    /// The read error that ended the capture, if one did.
+    pub error: Option<String>,
     /// Queued signals whose si_fd was not the device's or whose si_band lacked POLLIN.
     pub signals_with_wrong_fd: u64,
     pub handler_runs_without_data: u64,
@@ -106,7 +139,11 @@ struct Consumer {
     unreported_frames: u64,
     bad_records: u64,
     read_errors: u64,
+    /// The first read error.
+    error: Option<io::ErrorKind>,
+    error_errno: Option<i32>,
     wrong_fd: u64,
+    error_signals: u64,
     empty_runs: u64,
     latency: [u64; LATENCY_BUCKETS],
     latencies: Vec<u64>,
@@ -124,6 +161,8 @@ static PERIODS: AtomicU64 = AtomicU64::new(0);
 static FRAMES: AtomicU64 = AtomicU64::new(0);
 static LOST: AtomicU64 = AtomicU64::new(0);
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// A read failed: the capture ends.
+static FAILED: AtomicBool = AtomicBool::new(false);
 
 fn with_consumer<R>(signal: i32, f: impl FnOnce(&mut Option<Consumer>) -> R) -> R {
     sys::mask_signal(signal, true);
@@ -144,9 +183,12 @@ extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
     let Some(c) = (unsafe { &mut *CONSUMER.0.get() }) else { return };
     if c.expect_fd {
         if let Some((fd, band)) = sys::siginfo_fd_band(info) {
-            // kill_fasync(POLL_IN) carries the band POLLIN | POLLRDNORM.
+            // kill_fasync(POLL_IN) carries the band POLLIN | POLLRDNORM; POLL_ERR (a stall)
+            // carries POLLERR.
             let want = i64::from(libc::POLLIN | libc::POLLRDNORM);
-            if fd != c.fd || band & want != want {
+            if band & i64::from(libc::POLLERR) != 0 {
+                c.error_signals += 1;
+            } else if fd != c.fd || band & want != want {
                 c.wrong_fd += 1;
             }
         }
@@ -157,6 +199,21 @@ extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
 }
 
 impl Consumer {
+    /// One blocking read (mode read); returns the periods it brought.
+    fn read_once(&mut self, now: u64) -> u64 {
+        match sys::read(self.fd, &mut self.buf) {
+            Ok(n) => self.take_records(n, now),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => {
+                self.read_errors += 1;
+                self.error.get_or_insert(e.kind());
+                self.error_errno = self.error_errno.or(e.raw_os_error());
+                FAILED.store(true, Ordering::Release);
+                0
+            }
+        }
+    }
+
     /// Reads every ready period; returns how many.
     fn drain(&mut self, now: u64) -> u64 {
         let mut periods = 0;
@@ -165,8 +222,13 @@ impl Consumer {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
+                Err(e) => {
                     self.read_errors += 1;
+                    if self.error.is_none() {
+                        self.error = Some(e.kind());
+                        self.error_errno = e.raw_os_error();
+                    }
+                    FAILED.store(true, Ordering::Release);
                     break;
                 }
             };
@@ -245,6 +307,9 @@ fn stats_delta(after: &Stats, before: &Stats) -> Stats {
             .saturating_sub(before.rx_interrupts_with_data),
         signals_sent: after.signals_sent.saturating_sub(before.signals_sent),
         periods_read: after.periods_read.saturating_sub(before.periods_read),
+        stalls: after.stalls.saturating_sub(before.stalls),
+        stall_signals: after.stall_signals.saturating_sub(before.stall_signals),
+        reserved: [0; 6],
     }
 }
 
@@ -258,6 +323,12 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 /// Runs an asynchronous capture.
 pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
+    if opts.mode == Mode::Read && opts.slow_read_ms.is_some() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--slow-read-ms drains with non-blocking reads: use it with --mode sigio or poll",
+        ));
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -306,7 +377,10 @@ pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
             unreported_frames: 0,
             bad_records: 0,
             read_errors: 0,
+            error: None,
+            error_errno: None,
             wrong_fd: 0,
+            error_signals: 0,
             empty_runs: 0,
             latency: [0; LATENCY_BUCKETS],
             latencies: Vec::with_capacity(1 << 20),
@@ -316,25 +390,52 @@ pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
     // The driver's counters are since binding: the run's are the differences.
     let driver_before = sys::driver_stats(fd)?;
     let irq_before = irq_name.and_then(irq_count);
-    if opts.slow_read_ms.is_none() {
+    let use_signals = opts.mode == Mode::Sigio && opts.slow_read_ms.is_none();
+    if use_signals {
         ACTIVE.store(true, Ordering::Release);
         sys::set_async(fd, true, opts.rt_signal.map(|_| signal))?;
     }
-    sys::ioctl_none(fd, VDAQ_IOC_START)?;
+    if opts.mode == Mode::Read {
+        sys::set_nonblocking(fd, false)?;
+    }
+    sys::ioctl_none(fd, VDAQ_IOC_START)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot start the stream: {e}")))?;
     let start = Instant::now();
-    // Periods that were ready before O_ASYNC was set raised their signal already: drain once.
-    with_consumer(signal, |c| c.as_mut().map(|c| c.drain(sys::monotonic_ns())));
+    // Periods that were ready before O_ASYNC was set raised their signal already: drain once
+    // (not with blocking reads, which never run dry).
+    if opts.mode != Mode::Read {
+        with_consumer(signal, |c| c.as_mut().map(|c| c.drain(sys::monotonic_ns())));
+    }
 
     let mut last_print = Instant::now();
     let mut last_frames = 0;
-    while FRAMES.load(Ordering::Relaxed) < frames_wanted && start.elapsed() < timeout {
+    while FRAMES.load(Ordering::Relaxed) < frames_wanted
+        && start.elapsed() < timeout
+        && !FAILED.load(Ordering::Acquire)
+    {
+        let drain = || with_consumer(signal, |c| c.as_mut().map(|c| c.drain(sys::monotonic_ns())));
         if let Some(ms) = opts.slow_read_ms {
             std::thread::sleep(Duration::from_millis(ms));
-            with_consumer(signal, |c| c.as_mut().map(|c| c.drain(sys::monotonic_ns())));
+            drain();
             continue;
         }
-        // The "other work" of the main flow: here, sleeping; signals interrupt it.
-        std::thread::sleep(Duration::from_millis(50));
+        match opts.mode {
+            // The "other work" of the main flow: here, sleeping; signals interrupt it.
+            Mode::Sigio => std::thread::sleep(Duration::from_millis(50)),
+            Mode::Poll => {
+                // No time-out of our own beyond the run's: the driver wakes us, with POLLERR
+                // if the device stalls.
+                let left = timeout.saturating_sub(start.elapsed());
+                if sys::poll_in(fd, left)? {
+                    drain();
+                }
+            }
+            // Drains one blocking read's worth (then the non-blocking rest would be EAGAIN:
+            // the file is blocking here, so read once).
+            Mode::Read => {
+                with_consumer(signal, |c| c.as_mut().map(|c| c.read_once(sys::monotonic_ns())));
+            }
+        }
         if opts.live && last_print.elapsed() >= Duration::from_secs(1) {
             let frames = FRAMES.load(Ordering::Relaxed);
             let fps = (frames - last_frames) as f64 / last_print.elapsed().as_secs_f64();
@@ -352,7 +453,9 @@ pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
     }
     let wall = start.elapsed().as_secs_f64();
     // Leave the async queue first: from here the driver counts no signal for this file.
-    sys::set_async(fd, false, None)?;
+    if use_signals {
+        sys::set_async(fd, false, None)?;
+    }
     let driver = stats_delta(&sys::driver_stats(fd)?, &driver_before);
     // Signals already queued are delivered now (before the next instruction, if unblocked);
     // wait a moment for any in flight, then stop the handler.
@@ -375,8 +478,21 @@ pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
         if stream_ns > 0 { (frames - consumer.first_frames) as f64 / stream_seconds } else { 0.0 };
     let mut lat = consumer.latencies.clone();
     lat.sort_unstable();
+    let error = consumer.error.map(|kind| {
+        let what = match consumer.error_errno {
+            Some(libc::EIO) => "EIO: the device stopped completing periods (stalled)",
+            Some(libc::ENODEV) => "ENODEV: the device is gone",
+            _ => "read failed",
+        };
+        format!("{what} ({})", io::Error::from(kind))
+    });
     Ok(Summary {
-        signal: if opts.rt_signal.is_some() {
+        mode: opts.mode,
+        error_signals: consumer.error_signals,
+        error,
+        signal: if opts.mode != Mode::Sigio {
+            "none".into()
+        } else if opts.rt_signal.is_some() {
             format!("SIGRTMIN+{}", opts.rt_signal.unwrap_or(0))
         } else {
             "SIGIO".into()
@@ -416,7 +532,8 @@ impl Summary {
         let d = &self.driver;
         format!(
             concat!(
-                "{{\"signal\":\"{}\",\"signals\":{},\"signals_with_wrong_fd\":{},",
+                "{{\"mode\":\"{}\",\"error\":{},\"signal\":\"{}\",\"signals\":{},",
+                "\"error_signals\":{},\"signals_with_wrong_fd\":{},",
                 "\"handler_runs_without_data\":{},\"periods\":{},\"frames\":{},",
                 "\"frames_lost_reported\":{},\"loss_mismatches\":{},\"unreported_frames\":{},",
                 "\"bad_records\":{},",
@@ -426,11 +543,14 @@ impl Summary {
                 "\"latency_log2_us_histogram\":{:?},\"counter\":{},",
                 "\"driver\":{{\"periods\":{},\"frames\":{},\"frames_lost\":{},\"xruns\":{},",
                 "\"rx_interrupts\":{},\"rx_interrupts_with_data\":{},\"signals_sent\":{},",
-                "\"periods_read\":{}}},\"irq_delta\":{},",
+                "\"periods_read\":{},\"stalls\":{},\"stall_signals\":{}}},\"irq_delta\":{},",
                 "\"params\":{{\"rate\":{},\"channels\":{},\"format\":{},\"period_bytes\":{},\"periods\":{}}}}}"
             ),
+            self.mode.name(),
+            self.error.as_ref().map_or("null".into(), |e| format!("{e:?}")),
             self.signal,
             self.signals,
+            self.error_signals,
             self.signals_with_wrong_fd,
             self.handler_runs_without_data,
             self.periods,
@@ -458,6 +578,8 @@ impl Summary {
             d.rx_interrupts_with_data,
             d.signals_sent,
             d.periods_read,
+            d.stalls,
+            d.stall_signals,
             self.irq_delta.map_or("null".into(), |v| v.to_string()),
             self.params.rate,
             self.params.channels,

@@ -169,6 +169,9 @@ fn main() -> ExitCode {
                     if let Some(p) = &c.first_problem {
                         eprintln!("vdaq: first problem: {p}");
                     }
+                    if let Some(e) = &s.error {
+                        eprintln!("vdaq: {}: {e}", opts.device);
+                    }
                     if ok {
                         ExitCode::SUCCESS
                     } else {

@@ -206,6 +206,10 @@ pub fn run(device: &str) -> u32 {
     );
     let blocking = open_blocking_after_close(device, f);
     t.check("a blocking read of a stopped stream starts it and returns periods", blocking);
+    t.check(
+        "close with signals pending: they stay deliverable, none comes after, the stream stops",
+        close_with_signals_pending(device),
+    );
     println!("1..{}", t.n);
     println!("selftest: {} passed, {} failed", t.n - t.failed, t.failed);
     t.failed
@@ -227,4 +231,48 @@ fn open_blocking_after_close(device: &str, f: File) -> Result<(), String> {
     } else {
         Err(format!("{} records", recs.len()))
     }
+}
+
+/// Streams with a realtime signal blocked so that signals queue, closes the file with them
+/// pending, then takes them: each carries the closed descriptor and POLLIN; their number is
+/// the driver's count of signals sent; none arrives after the close; the stream was stopped.
+fn close_with_signals_pending(device: &str) -> Result<(), String> {
+    let signal = sys::sigrtmin(2);
+    sys::mask_signal(signal, true);
+    while sys::take_pending(signal).is_some() {}
+    let result = (|| {
+        let f = open(device, true).map_err(|e| format!("open: {e}"))?;
+        let fd = f.as_raw_fd();
+        let before = sys::driver_stats(fd).map_err(|e| e.to_string())?;
+        sys::set_async(fd, true, Some(signal)).map_err(|e| format!("O_ASYNC: {e}"))?;
+        sys::ioctl_none(fd, VDAQ_IOC_START).map_err(|e| format!("START: {e}"))?;
+        std::thread::sleep(Duration::from_millis(300));
+        drop(f);
+        let mut pending = 0u64;
+        while let Some((sig_fd, band)) = sys::take_pending(signal) {
+            pending += 1;
+            if sig_fd != fd || band & i64::from(libc::POLLIN) == 0 {
+                return Err(format!("a pending signal had fd {sig_fd} band {band:#x}"));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        if sys::take_pending(signal).is_some() {
+            return Err("a signal arrived after the close".into());
+        }
+        let f = open(device, true).map_err(|e| format!("reopen: {e}"))?;
+        // The statistics outlive the file: every signal the driver sent is one we hold.
+        let sent = sys::driver_stats(f.as_raw_fd()).map_err(|e| e.to_string())?.signals_sent
+            - before.signals_sent;
+        if sent == 0 || pending != sent {
+            return Err(format!("{pending} signals pending, the driver sent {sent}"));
+        }
+        let info: Info =
+            sys::ioctl_read(f.as_raw_fd(), VDAQ_IOC_INFO).map_err(|e| e.to_string())?;
+        if info.started != 0 {
+            return Err("the stream was still started after the close".into());
+        }
+        Ok(())
+    })();
+    sys::mask_signal(signal, false);
+    result
 }

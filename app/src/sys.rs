@@ -44,6 +44,31 @@ pub fn set_async(fd: RawFd, on: bool, signal: Option<i32>) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets or clears O_NONBLOCK on `fd`.
+pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own, with integer arguments.
+    unsafe {
+        let flags = check(libc::fcntl(fd, libc::F_GETFL))?;
+        let flags = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+        check(libc::fcntl(fd, libc::F_SETFL, flags))?;
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout` for `fd` to be readable or in error; true unless it timed out.
+/// Interrupted waits count as ready (the caller's loop checks again).
+pub fn poll_in(fd: RawFd, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd on the stack.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted { Ok(true) } else { Err(e) };
+    }
+    Ok(n > 0)
+}
+
 /// A signal handler with siginfo.
 pub type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
 
@@ -95,6 +120,24 @@ pub fn siginfo_fd_band(info: *const libc::siginfo_t) -> Option<(i32, i64)> {
         }
         let p = info.cast::<SigPoll>();
         Some(((*p).fd, (*p).band))
+    }
+}
+
+/// Takes one pending `signal` (which must be blocked) without waiting: its si_fd and si_band,
+/// or None when none is pending.
+pub fn take_pending(signal: i32) -> Option<(i32, i64)> {
+    // SAFETY: a sigset initialised by sigemptyset, a zero timeout and a siginfo buffer on the
+    // stack that sigtimedwait fills.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        if libc::sigtimedwait(&set, &mut info, &zero) != signal {
+            return None;
+        }
+        siginfo_fd_band(&info).or(Some((-1, 0)))
     }
 }
 
