@@ -12,8 +12,9 @@
 # Environment: VDAQ_ACCEL=auto|kvm|tcg (auto boots a KVM probe once and falls back to TCG),
 # VM_TIMEOUT seconds (default 300), VM_LIVE=1 prints the console and the device log as they come,
 # VM_DEVICE_WRAPPER (e.g. "strace -f") runs the device under another program, and the array
-# VM_SHARE_FILES lists files to put beside guest.sh. A guest script that creates
-# freeze-device (then thaw-device) in /mnt/host has the device stopped (SIGSTOP, then SIGCONT).
+# VM_SHARE_FILES lists files to put beside guest.sh. A guest script that creates freeze-device,
+# thaw-device or kill-device in /mnt/host has the device stopped (SIGSTOP), continued
+# (SIGCONT) or killed (SIGKILL: a backend that dies); the file is removed when that is done.
 
 VDAQ_RUN_DIR=${VDAQ_RUN_DIR:-$VDAQ_ROOT/run}
 VDAQ_DEVICE_BIN=${VDAQ_DEVICE_BIN:-$VDAQ_ROOT/target/release/vdaq-device}
@@ -139,18 +140,20 @@ vm_run() {
   fi
 
   deadline=$((SECONDS + ${VM_TIMEOUT:-300}))
-  local frozen=0
+  local marker
   while kill -0 "$qemu_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
-    # A guest script can make the device go silent and come back (stall tests): it creates
-    # freeze-device, then thaw-device, in the shared directory.
-    if [ "$frozen" = 0 ] && [ -e "$VM_DIR/share/freeze-device" ]; then
-      kill -STOP "$dev_pid" 2>/dev/null || true
-      frozen=1
-    elif [ "$frozen" = 1 ] && [ -e "$VM_DIR/share/thaw-device" ]; then
-      kill -CONT "$dev_pid" 2>/dev/null || true
-      frozen=2
-    fi
-    sleep 0.1
+    # A guest script can make the device go silent, come back or die (stall and fault tests):
+    # it creates a marker in the shared directory; the marker is removed once done.
+    for marker in freeze thaw kill; do
+      [ -e "$VM_DIR/share/$marker-device" ] || continue
+      case "$marker" in
+        freeze) kill -STOP "$dev_pid" 2>/dev/null || true ;;
+        thaw) kill -CONT "$dev_pid" 2>/dev/null || true ;;
+        kill) kill -KILL "$dev_pid" 2>/dev/null || true ;;
+      esac
+      rm -f "$VM_DIR/share/$marker-device"
+    done
+    sleep 0.05
   done
   rc=125
   if kill -0 "$qemu_pid" 2>/dev/null; then

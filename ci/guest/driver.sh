@@ -1,21 +1,53 @@
 # shellcheck shell=dash
-# Guest side of the driver test (debug kernel): vdaq.ko binds the device, the app captures
-# asynchronously with a realtime signal (F_SETSIG) and with plain SIGIO, the module is
-# unloaded and loaded again for a second capture. Results go to /mnt/host/*.json; the host
-# checks them and dmesg.
+# Guest side of the driver test (debug kernel, a device with two capture streams): vdaq.ko
+# binds the device, the user API self-test runs, the app captures with a realtime signal
+# (F_SETSIG), plain SIGIO, poll() and blocking reads, from both streams at once, and as a slow
+# reader; then teardown (rmmod while open, PCI removal under a blocked reader, rescan,
+# unbind/bind and insmod/rmmod loops) and a device that goes silent (frozen with SIGSTOP by
+# the host) under a blocked reader, a poll() sleeper and a signal owner, and comes back.
+# Results go to /mnt/host; the host checks them (ci/check_driver.py) and dmesg.
 set -u
 out=/mnt/host
-# The sound device's virtio name: its interrupt line in /proc/interrupts has that name.
-irq=""
-for d in /sys/bus/virtio/devices/*; do
-  [ "$(cat "$d/device")" = 0x0019 ] && irq=$(basename "$d")
-done
-echo "driver test: sound device is $irq"
 step() { echo "driver test: $*"; }
+
+# Sets $irq to the sound device's virtio name (its interrupt line in /proc/interrupts).
+find_device() {
+  irq=""
+  for d in /sys/bus/virtio/devices/*; do
+    [ "$(cat "$d/device")" = 0x0019 ] && irq=$(basename "$d")
+  done
+}
+
+# Asks the host to freeze, thaw or kill the device, and waits until it has.
+host_do() {
+  : >"$out/$1-device"
+  i=0
+  while [ -e "$out/$1-device" ] && [ "$i" -lt 100 ]; do
+    sleep 0.05
+    i=$((i + 1))
+  done
+}
+
+uptime_s() { read -r t _ </proc/uptime && echo "$t"; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", b - a }'; }
+
+# Prints the first /dev/vdaq node that exists.
+any_node() {
+  for n in /dev/vdaq*; do
+    [ -c "$n" ] && echo "$n" && return 0
+  done
+  echo none
+}
+
+find_device
+echo "driver test: sound device is $irq"
 
 step "insmod vdaq.ko"
 insmod /lib/modules/vdaq.ko || exit 20
-[ -c /dev/vdaq0 ] || { echo "no /dev/vdaq0"; exit 21; }
+for n in 0 1; do
+  [ -c "/dev/vdaq$n" ] && echo present >"$out/node$n" || echo missing >"$out/node$n"
+done
+vdaq info --device /dev/vdaq1 >"$out/info1.json"
 
 step "user API self-test"
 vdaq selftest >"$out/selftest.tap"
@@ -31,9 +63,34 @@ step "capture 3 s with plain SIGIO"
 vdaq capture --seconds 3 --irq-name "$irq" >"$out/sigio.json"
 echo $? >"$out/sigio.rc"
 
+step "capture 1 s with poll(), then with blocking reads"
+vdaq capture --seconds 1 --mode poll >"$out/poll.json"
+echo $? >"$out/poll.rc"
+vdaq capture --seconds 1 --mode read >"$out/read.json"
+echo $? >"$out/read.rc"
+
+step "both streams at once: /dev/vdaq0 and /dev/vdaq1, 2 s each"
+vdaq capture --device /dev/vdaq0 --seconds 2 >"$out/dual0.json" &
+first=$!
+vdaq capture --device /dev/vdaq1 --seconds 2 >"$out/dual1.json"
+echo $? >"$out/dual1.rc"
+wait "$first"
+echo $? >"$out/dual0.rc"
+
 step "a slow reader: reads every 300 ms with a 4-period ring"
 vdaq capture --seconds 2 --periods 4 --slow-read-ms 300 >"$out/slow.json"
 echo $? >"$out/slow.rc"
+
+step "rmmod while a node is open is refused; after the close it works"
+exec 3</dev/vdaq1
+rmmod vdaq 2>"$out/rmmod-open.err"
+echo $? >"$out/rmmod-open.rc"
+[ -d /sys/module/vdaq ] && echo loaded >"$out/rmmod-open.module" || echo unloaded >"$out/rmmod-open.module"
+exec 3<&-
+rmmod vdaq
+echo $? >"$out/rmmod-closed.rc"
+insmod /lib/modules/vdaq.ko
+find_device
 
 step "PCI removal through sysfs while a reader is blocked, then rescan"
 pci=$(basename "$(dirname "$(readlink -f "/sys/bus/virtio/devices/$irq")")")
@@ -46,34 +103,66 @@ echo $? >"$out/removal-reader.rc"
 [ -e /dev/vdaq0 ] && echo present >"$out/removal-node" || echo gone >"$out/removal-node"
 echo 1 >/sys/bus/pci/rescan
 sleep 1
-node=""
-for n in /dev/vdaq*; do
-  [ -c "$n" ] && node=$n && break
-done
-echo "${node:-none}" >"$out/rescan-node"
-vdaq capture --device "${node:-/dev/vdaq0}" --seconds 1 >"$out/rescan.json"
+find_device
+node=$(any_node)
+echo "$node" >"$out/rescan-node"
+vdaq capture --device "$node" --seconds 1 >"$out/rescan.json"
 echo $? >"$out/rescan.rc"
 
-step "rmmod vdaq"
-rmmod vdaq
-echo $? >"$out/rmmod1.rc"
+step "unbind and bind 5 times, reading from a new node each time"
+: >"$out/rebind.rcs"
+for i in 1 2 3 4 5; do
+  echo "$irq" >/sys/bus/virtio/drivers/vdaq/unbind
+  echo "$irq" >/sys/bus/virtio/drivers/vdaq/bind
+  dd if="$(any_node)" of=/dev/null bs=1M count=1 2>/dev/null
+  echo "$i $?" >>"$out/rebind.rcs"
+done
 
-step "insmod again and capture 1 s"
-insmod /lib/modules/vdaq.ko && vdaq capture --seconds 1 >"$out/second.json"
+step "rmmod and insmod 5 times, reading each time"
+: >"$out/reload.rcs"
+for i in 1 2 3 4 5; do
+  rmmod vdaq && insmod /lib/modules/vdaq.ko && dd if=/dev/vdaq0 of=/dev/null bs=1M count=1 2>/dev/null
+  echo "$i $?" >>"$out/reload.rcs"
+done
+vdaq capture --seconds 1 >"$out/second.json"
 echo $? >"$out/second.rc"
 
-step "a device that goes silent: the blocked reader gets EIO"
+step "the device goes silent under a blocked reader: EIO"
 dd if=/dev/vdaq0 of=/dev/null bs=65536 2>"$out/stall-reader.err" &
 reader=$!
 sleep 1
-read -r t0 _ </proc/uptime
-touch /mnt/host/freeze-device
+t0=$(uptime_s)
+host_do freeze
 wait "$reader"
 echo $? >"$out/stall-reader.rc"
-read -r t1 _ </proc/uptime
-awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f\n", b - a }' >"$out/stall-seconds"
-touch /mnt/host/thaw-device
-sleep 0.5
+elapsed "$t0" "$(uptime_s)" >"$out/stall-seconds"
+host_do thaw
+
+step "the device goes silent under a poll() sleeper: POLLERR, the app reports the stall"
+vdaq capture --mode poll --seconds 60 >"$out/stall-poll.json" 2>"$out/stall-poll.err" &
+app=$!
+sleep 1
+t0=$(uptime_s)
+host_do freeze
+wait "$app"
+echo $? >"$out/stall-poll.rc"
+elapsed "$t0" "$(uptime_s)" >"$out/stall-poll-seconds"
+host_do thaw
+
+step "the device goes silent under a signal owner: a POLL_ERR signal, the app reports it"
+vdaq capture --rt-signal 1 --seconds 60 >"$out/stall-sig.json" 2>"$out/stall-sig.err" &
+app=$!
+sleep 1
+t0=$(uptime_s)
+host_do freeze
+wait "$app"
+echo $? >"$out/stall-sig.rc"
+elapsed "$t0" "$(uptime_s)" >"$out/stall-sig-seconds"
+host_do thaw
+
+step "the device is back: capture 1 s on the same node"
+vdaq capture --seconds 1 >"$out/recovered.json"
+echo $? >"$out/recovered.rc"
 
 step "rmmod vdaq"
 rmmod vdaq
