@@ -141,12 +141,21 @@ def main_run():
         check("slow reader: the driver's count covers the headers' (whole periods)",
               d["frames_lost"] >= s["frames_lost_reported"] and d["frames_lost"] % 1024 == 0,
               f"driver {d['frames_lost']}, headers {s['frames_lost_reported']}")
+    # The device logged its statistics (SIGUSR1) just before and after the slow run: its own
+    # count of frames lost on stream 0 over the run must equal the driver's (XRUN events).
     log = share.parent / "device.log"
     device_log = log.read_text(errors="replace") if log.exists() else ""
-    m = re.findall(r"stream 0: [^;]*xruns (\d+) \((\d+) frames lost\)", device_log)
-    check("device counted whole periods lost on stream 0",
-          bool(m) and int(m[-1][1]) == int(m[-1][0]) * 1024 and int(m[-1][0]) > 0,
-          str(m[-1:] if m else "no statistics line in the device log"))
+    m = re.findall(r"statistics: stream 0: [^;]*xruns (\d+) \((\d+) frames lost\)", device_log)
+    before, after = load("slow-before.json"), load("slow-after.json")
+    if len(m) >= 2 and "frames_lost" in before and "frames_lost" in after:
+        device_lost = int(m[-1][1]) - int(m[-2][1])
+        driver_lost = after["frames_lost"] - before["frames_lost"]
+        check("slow reader: the device's own count of lost frames equals the driver's",
+              device_lost == driver_lost and device_lost > 0 and device_lost % 1024 == 0,
+              f"device {device_lost}, driver {driver_lost}")
+    else:
+        check("slow reader: the device's own count of lost frames equals the driver's", False,
+              f"device statistics lines {m}, driver {before} / {after}")
 
     check("rmmod while open: refused, the module stays", rc("rmmod-open.rc") not in (None, 0)
           and text("rmmod-open.module") == "loaded",

@@ -12,9 +12,10 @@
 # Environment: VDAQ_ACCEL=auto|kvm|tcg (auto boots a KVM probe once and falls back to TCG),
 # VM_TIMEOUT seconds (default 300), VM_LIVE=1 prints the console and the device log as they come,
 # VM_DEVICE_WRAPPER (e.g. "strace -f") runs the device under another program, and the array
-# VM_SHARE_FILES lists files to put beside guest.sh. A guest script that creates freeze-device,
-# thaw-device or kill-device in /mnt/host has the device stopped (SIGSTOP), continued
-# (SIGCONT) or killed (SIGKILL: a backend that dies); the file is removed when that is done.
+# VM_SHARE_FILES lists files to put beside guest.sh. A guest script that creates stats-device,
+# freeze-device, thaw-device or kill-device in /mnt/host has the device log its statistics
+# (SIGUSR1), stopped (SIGSTOP), continued (SIGCONT) or killed (SIGKILL: a backend that dies);
+# the file is removed when that is done.
 
 VDAQ_RUN_DIR=${VDAQ_RUN_DIR:-$VDAQ_ROOT/run}
 VDAQ_DEVICE_BIN=${VDAQ_DEVICE_BIN:-$VDAQ_ROOT/target/release/vdaq-device}
@@ -144,9 +145,10 @@ vm_run() {
   while kill -0 "$qemu_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
     # A guest script can make the device go silent, come back or die (stall and fault tests):
     # it creates a marker in the shared directory; the marker is removed once done.
-    for marker in freeze thaw kill; do
+    for marker in freeze thaw kill stats; do
       [ -e "$VM_DIR/share/$marker-device" ] || continue
       case "$marker" in
+        stats) kill -USR1 "$dev_pid" 2>/dev/null || true ;;
         freeze) kill -STOP "$dev_pid" 2>/dev/null || true ;;
         thaw) kill -CONT "$dev_pid" 2>/dev/null || true ;;
         kill) kill -KILL "$dev_pid" 2>/dev/null || true ;;

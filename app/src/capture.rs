@@ -313,6 +313,27 @@ fn stats_delta(after: &Stats, before: &Stats) -> Stats {
     }
 }
 
+/// The driver's statistics (`VDAQ_IOC_STATS`) as JSON.
+pub fn stats_json(d: &Stats) -> String {
+    format!(
+        concat!(
+            "{{\"periods\":{},\"frames\":{},\"frames_lost\":{},\"xruns\":{},",
+            "\"rx_interrupts\":{},\"rx_interrupts_with_data\":{},\"signals_sent\":{},",
+            "\"periods_read\":{},\"stalls\":{},\"stall_signals\":{}}}"
+        ),
+        d.periods,
+        d.frames,
+        d.frames_lost,
+        d.xruns,
+        d.rx_interrupts,
+        d.rx_interrupts_with_data,
+        d.signals_sent,
+        d.periods_read,
+        d.stalls,
+        d.stall_signals,
+    )
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -529,7 +550,6 @@ pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
 impl Summary {
     /// The JSON summary.
     pub fn to_json(&self) -> String {
-        let d = &self.driver;
         format!(
             concat!(
                 "{{\"mode\":\"{}\",\"error\":{},\"signal\":\"{}\",\"signals\":{},",
@@ -541,9 +561,7 @@ impl Summary {
                 "\"rate_hz\":{:.1},\"wall_seconds\":{:.3},",
                 "\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"max\":{}}},",
                 "\"latency_log2_us_histogram\":{:?},\"counter\":{},",
-                "\"driver\":{{\"periods\":{},\"frames\":{},\"frames_lost\":{},\"xruns\":{},",
-                "\"rx_interrupts\":{},\"rx_interrupts_with_data\":{},\"signals_sent\":{},",
-                "\"periods_read\":{},\"stalls\":{},\"stall_signals\":{}}},\"irq_delta\":{},",
+                "\"driver\":{},\"irq_delta\":{},",
                 "\"params\":{{\"rate\":{},\"channels\":{},\"format\":{},\"period_bytes\":{},\"periods\":{}}}}}"
             ),
             self.mode.name(),
@@ -570,16 +588,7 @@ impl Summary {
             self.latency_us[3],
             self.latency_histogram,
             self.counter.to_json(),
-            d.periods,
-            d.frames,
-            d.frames_lost,
-            d.xruns,
-            d.rx_interrupts,
-            d.rx_interrupts_with_data,
-            d.signals_sent,
-            d.periods_read,
-            d.stalls,
-            d.stall_signals,
+            stats_json(&self.driver),
             self.irq_delta.map_or("null".into(), |v| v.to_string()),
             self.params.rate,
             self.params.channels,

@@ -65,6 +65,13 @@ enum Command {
         #[arg(long, default_value = "/dev/vdaq0")]
         device: String,
     },
+    /// Print the stream's driver statistics since the device was bound (VDAQ_IOC_STATS) as
+    /// JSON.
+    Stats {
+        /// Device node.
+        #[arg(long, default_value = "/dev/vdaq0")]
+        device: String,
+    },
     /// Print what the device offers and the current parameters (VDAQ_IOC_INFO) as JSON.
     Info {
         /// Device node.
@@ -139,6 +146,22 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
+            }
+        }
+        Command::Stats { device } => {
+            let stats = std::fs::File::open(&device).and_then(|f| {
+                use std::os::fd::AsRawFd;
+                sys::driver_stats(f.as_raw_fd())
+            });
+            match stats {
+                Ok(s) => {
+                    println!("{}", capture::stats_json(&s));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vdaq: {device}: {e}");
+                    ExitCode::from(2)
+                }
             }
         }
         Command::Info { device } => match info(&device) {

@@ -78,8 +78,14 @@ wait "$first"
 echo $? >"$out/dual0.rc"
 
 step "a slow reader: reads every 300 ms with a 4-period ring"
+# The device's and the driver's loss counts, before and after.
+vdaq stats --device /dev/vdaq0 >"$out/slow-before.json"
+host_do stats
 vdaq capture --seconds 2 --periods 4 --slow-read-ms 300 >"$out/slow.json"
 echo $? >"$out/slow.rc"
+sleep 0.2
+host_do stats
+vdaq stats --device /dev/vdaq0 >"$out/slow-after.json"
 
 step "rmmod while a node is open is refused; after the close it works"
 exec 3</dev/vdaq1
