@@ -22,7 +22,7 @@ step() {
 }
 
 shell_lint() {
-  shellcheck ci/*.sh ci/suites/*.sh images/*.sh .ci/run &&
+  shellcheck ci/*.sh images/*.sh .ci/run &&
     shellcheck images/guest/init ci/guest/*.sh
 }
 
@@ -45,8 +45,8 @@ say "Building vdaq-device and the guest images (plain and debug kernels, cached)
 cargo build --quiet --release -p vdaq-device
 images/build-initramfs.sh plain >/dev/null
 images/build-initramfs.sh debug >/dev/null
-step "arecord conformance in QEMU (Linux virtio_snd)" ci/suites/arecord.sh
-step "vdaq.ko + SIGIO app on the debug kernel" ci/suites/driver.sh
+step "end-to-end scenarios in QEMU (ci/e2e.py: arecord conformance, vdaq.ko and the app, faults)" \
+  python3 ci/e2e.py
 step "no process left running" no_leftover_processes
 
 echo "vdaq tests: $passed passed, $failed failed"

@@ -12,10 +12,11 @@
 # Environment: VDAQ_ACCEL=auto|kvm|tcg (auto boots a KVM probe once and falls back to TCG),
 # VM_TIMEOUT seconds (default 300), VM_LIVE=1 prints the console and the device log as they come,
 # VM_DEVICE_WRAPPER (e.g. "strace -f") runs the device under another program, and the array
-# VM_SHARE_FILES lists files to put beside guest.sh. A guest script that creates stats-device,
-# freeze-device, thaw-device or kill-device in /mnt/host has the device log its statistics
-# (SIGUSR1), stopped (SIGSTOP), continued (SIGCONT) or killed (SIGKILL: a backend that dies);
-# the file is removed when that is done.
+# VM_SHARE_FILES lists files to put beside guest.sh, and VM_SHARE_DIR a directory whose
+# contents go there too. A guest script that creates stats-device, freeze-device, thaw-device or
+# kill-device in /mnt/host has the device log its statistics (SIGUSR1), stopped (SIGSTOP),
+# continued (SIGCONT) or killed (SIGKILL: a backend that dies); mark-device has its content
+# appended to device.log. The file is removed when that is done.
 
 VDAQ_RUN_DIR=${VDAQ_RUN_DIR:-$VDAQ_ROOT/run}
 VDAQ_DEVICE_BIN=${VDAQ_DEVICE_BIN:-$VDAQ_ROOT/target/release/vdaq-device}
@@ -106,9 +107,14 @@ vm_run() {
   for f in ${VM_SHARE_FILES[@]+"${VM_SHARE_FILES[@]}"}; do
     cp "$f" "$VM_DIR/share/"
   done
+  if [ -n "${VM_SHARE_DIR:-}" ]; then
+    cp -r "$VM_SHARE_DIR/." "$VM_DIR/share/"
+  fi
   sock="$VM_DIR/vdaq.sock"
 
-  ${VM_DEVICE_WRAPPER:-} env RUST_LOG="${RUST_LOG:-info}" "$VDAQ_DEVICE_BIN" --socket-path "$sock" --once "$@" >"$VM_DIR/device.log" 2>&1 &
+  # Appended to, so that the marks of ci/vm.sh's loop (below) land between the device's lines.
+  : >"$VM_DIR/device.log"
+  ${VM_DEVICE_WRAPPER:-} env RUST_LOG="${RUST_LOG:-info}" "$VDAQ_DEVICE_BIN" --socket-path "$sock" --once "$@" >>"$VM_DIR/device.log" 2>&1 &
   dev_pid=$!
   VM_PIDS+=("$dev_pid")
   for ((i = 0; i < 100; i++)); do
@@ -145,13 +151,15 @@ vm_run() {
   while kill -0 "$qemu_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
     # A guest script can make the device go silent, come back or die (stall and fault tests):
     # it creates a marker in the shared directory; the marker is removed once done.
-    for marker in freeze thaw kill stats; do
+    for marker in freeze thaw kill stats mark; do
       [ -e "$VM_DIR/share/$marker-device" ] || continue
       case "$marker" in
+        mark) cat "$VM_DIR/share/mark-device" >>"$VM_DIR/device.log" ;;
         stats) kill -USR1 "$dev_pid" 2>/dev/null || true ;;
         freeze) kill -STOP "$dev_pid" 2>/dev/null || true ;;
         thaw) kill -CONT "$dev_pid" 2>/dev/null || true ;;
-        kill) kill -KILL "$dev_pid" 2>/dev/null || true ;;
+        # Reaped here, so that bash does not report the job as "Killed".
+        kill) { kill -KILL "$dev_pid" && wait "$dev_pid"; } 2>/dev/null || true ;;
       esac
       rm -f "$VM_DIR/share/$marker-device"
     done

@@ -729,9 +729,13 @@ impl miscdev::FileOperations for StreamNode {
         if !gone && running {
             let _ = dev.stop_stream(id);
         }
-        if let Ok(s) = dev.state.lock().stream(id) {
+        // A statement of its own: the spinlock guard must go before `_serial` (a mutex) is
+        // unlocked, which a tail expression's temporary would outlive.
+        let mut st = dev.state.lock();
+        if let Ok(s) = st.stream(id) {
             s.open = false;
         }
+        drop(st);
     }
 
     fn read(

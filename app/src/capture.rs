@@ -24,6 +24,7 @@ use vdaq_proto::uapi::{
 };
 use vdaq_proto::wire::Pod;
 
+use crate::output::{FileType, Output};
 use crate::sys;
 use crate::verify::{CounterChecker, CounterReport};
 
@@ -58,9 +59,25 @@ pub struct Options {
     /// Device node.
     #[arg(long, default_value = "/dev/vdaq0")]
     pub device: String,
-    /// Seconds of frames to capture (at the stream's rate).
-    #[arg(long, default_value_t = 3.0)]
-    pub seconds: f64,
+    /// Seconds of frames to capture, at the stream's rate (default: 3; `monitor`: until
+    /// interrupted).
+    #[arg(long, conflicts_with = "frames")]
+    pub seconds: Option<f64>,
+    /// Frames to capture.
+    #[arg(long)]
+    pub frames: Option<u64>,
+    /// Write the frames to this file (raw, WAV or CSV: see --file-type).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+    /// Type of the output file (default: from its extension, .wav, .csv, else raw).
+    #[arg(long, value_enum)]
+    pub file_type: Option<crate::output::FileType>,
+    /// Print the summary as one line of JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not check the counter (for other signals than the counter source).
+    #[arg(long)]
+    pub no_verify: bool,
     /// Set the frame rate (Hz); unset parameters keep the driver's.
     #[arg(long)]
     pub rate: Option<u32>,
@@ -122,6 +139,24 @@ pub struct Summary {
     pub irq_delta: Option<u64>,
     pub frames_wanted: u64,
     pub params: Params,
+    pub device: String,
+    /// The counter was checked.
+    pub verified: bool,
+    /// Ended by SIGINT or SIGTERM.
+    pub interrupted: bool,
+    pub file: Option<FileSummary>,
+}
+
+/// The output file of a capture.
+#[derive(Debug)]
+pub struct FileSummary {
+    pub path: std::path::PathBuf,
+    pub kind: FileType,
+    /// Bytes of frames written (headers not counted).
+    pub bytes: u64,
+    pub frames: u64,
+    /// Frames that did not fit the spool (the main flow fell behind): lost to the file.
+    pub frames_dropped: u64,
 }
 
 /// State owned by the signal handler.
@@ -147,6 +182,28 @@ struct Consumer {
     empty_runs: u64,
     latency: [u64; LATENCY_BUCKETS],
     latencies: Vec<u64>,
+    /// Check the counter.
+    verify: bool,
+    /// Frames for the output file, taken out by the main flow.
+    spool: Option<Spool>,
+}
+
+/// Frames on their way to the output file: filled by the consumer (in the signal handler:
+/// no allocation, so a full spool drops frames, counted), emptied by the main flow.
+struct Spool {
+    buf: Vec<u8>,
+    frames_dropped: u64,
+    frame_bytes: usize,
+}
+
+impl Spool {
+    fn take(&mut self, frames: &[u8]) {
+        if self.buf.len() + frames.len() <= self.buf.capacity() {
+            self.buf.extend_from_slice(frames);
+        } else {
+            self.frames_dropped += (frames.len() / self.frame_bytes.max(1)) as u64;
+        }
+    }
 }
 
 /// The handler's state. Only the handler touches it while it is installed and the signal is
@@ -251,7 +308,11 @@ impl Consumer {
                 self.bad_records += 1;
                 break;
             }
-            let lost = self.checker.check(&self.buf[at + hdr_len..end]);
+            let frames = &self.buf[at + hdr_len..end];
+            if let Some(spool) = self.spool.as_mut() {
+                spool.take(frames);
+            }
+            let lost = if self.verify { self.checker.check(frames) } else { h.frames_lost };
             // Every gap must have been announced, in this period's header or an earlier one:
             // the driver attributes the device's XRUN events to the first period of the
             // interrupt that brought them, which can be a period or two before the gap.
@@ -286,6 +347,46 @@ impl Consumer {
     }
 }
 
+/// An open error with what to do about it.
+pub fn open_error(device: &str, e: io::Error) -> io::Error {
+    let hint = match e.raw_os_error() {
+        Some(libc::ENOENT) => {
+            ": no such node; is vdaq.ko loaded (lsmod) and the device bound (dmesg)?"
+        }
+        Some(libc::EBUSY) => ": in use (one open file per node at a time)",
+        Some(libc::EACCES) | Some(libc::EPERM) => ": permission denied (run as root?)",
+        Some(libc::ENODEV) => ": the device is gone",
+        _ => "",
+    };
+    io::Error::new(e.kind(), format!("cannot open {device}: {e}{hint}"))
+}
+
+/// The rates (Hz) and format names a stream offers.
+pub fn offered(info: &Info) -> (Vec<u32>, Vec<&'static str>) {
+    let rates = vdaq_proto::virtio_snd::RATES
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| info.rates & (1 << n) != 0)
+        .map(|(_, &r)| r)
+        .collect();
+    let formats = SampleFormat::ALL
+        .iter()
+        .filter(|f| info.formats & (1 << f.wire_code()) != 0)
+        .map(|f| f.name())
+        .collect();
+    (rates, formats)
+}
+
+/// What a stream accepts, in words.
+fn describe_offer(info: &Info) -> String {
+    let (rates, formats) = offered(info);
+    format!(
+        "the stream offers rates {rates:?} Hz, formats {formats:?}, {} to {} channels, 2 to {} \
+         periods of whole frames up to {} bytes",
+        info.channels_min, info.channels_max, info.max_periods, info.max_period_bytes
+    )
+}
+
 /// The interrupt count of the vdaq device's line (the IO-APIC line named virtioN of the
 /// sound device), from /proc/interrupts.
 fn irq_count(name: &str) -> Option<u64> {
@@ -314,24 +415,13 @@ fn stats_delta(after: &Stats, before: &Stats) -> Stats {
 }
 
 /// The driver's statistics (`VDAQ_IOC_STATS`) as JSON.
-pub fn stats_json(d: &Stats) -> String {
-    format!(
-        concat!(
-            "{{\"periods\":{},\"frames\":{},\"frames_lost\":{},\"xruns\":{},",
-            "\"rx_interrupts\":{},\"rx_interrupts_with_data\":{},\"signals_sent\":{},",
-            "\"periods_read\":{},\"stalls\":{},\"stall_signals\":{}}}"
-        ),
-        d.periods,
-        d.frames,
-        d.frames_lost,
-        d.xruns,
-        d.rx_interrupts,
-        d.rx_interrupts_with_data,
-        d.signals_sent,
-        d.periods_read,
-        d.stalls,
-        d.stall_signals,
-    )
+pub fn stats_value(d: &Stats) -> serde_json::Value {
+    serde_json::json!({
+        "periods": d.periods, "frames": d.frames, "frames_lost": d.frames_lost, "xruns": d.xruns,
+        "rx_interrupts": d.rx_interrupts, "rx_interrupts_with_data": d.rx_interrupts_with_data,
+        "signals_sent": d.signals_sent, "periods_read": d.periods_read, "stalls": d.stalls,
+        "stall_signals": d.stall_signals,
+    })
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -343,7 +433,14 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 /// Runs an asynchronous capture.
-pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
+///
+/// `until_interrupted`: without --seconds or --frames, run until SIGINT or SIGTERM (`monitor`).
+pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> io::Result<Summary> {
+    for counter in [&SIGNALS, &PERIODS, &FRAMES, &LOST] {
+        counter.store(0, Ordering::Relaxed);
+    }
+    FAILED.store(false, Ordering::Relaxed);
+    sys::catch_interrupts()?;
     if opts.mode == Mode::Read && opts.slow_read_ms.is_some() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -354,7 +451,7 @@ pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(&opts.device)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", opts.device)))?;
+        .map_err(|e| open_error(&opts.device, e))?;
     let fd = file.as_raw_fd();
     let info: Info = sys::ioctl_read(fd, VDAQ_IOC_INFO)?;
     let mut p = info.params;
@@ -371,14 +468,56 @@ pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
         p.period_bytes = opts.period_bytes.unwrap_or(1024 * width * p.channels);
         p.periods = opts.periods.unwrap_or(p.periods);
         sys::ioctl_write(fd, VDAQ_IOC_SET_PARAMS, &p).map_err(|e| {
-            io::Error::new(e.kind(), format!("the driver refused the parameters {p:?}: {e}"))
+            let format = SampleFormat::from_wire(p.format as u8).map_or("?", |f| f.name());
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "the driver refused {} Hz, {format}, {} channels, {} periods of {} bytes ({e}); {}",
+                    p.rate,
+                    p.channels,
+                    p.periods,
+                    p.period_bytes,
+                    describe_offer(&info)
+                ),
+            )
         })?;
     }
     let format = SampleFormat::from_wire(p.format as u8)
         .ok_or_else(|| io::Error::other(format!("unknown format code {}", p.format)))?;
     let channels = p.channels as usize;
-    let frames_wanted = (f64::from(p.rate) * opts.seconds).ceil() as u64;
-    let timeout = Duration::from_secs_f64(opts.seconds * 3.0 + 10.0);
+    // How long: frames, seconds, else 3 s; a monitor runs until interrupted.
+    let seconds = match (opts.frames, opts.seconds) {
+        (Some(n), _) => n as f64 / f64::from(p.rate.max(1)),
+        (None, Some(s)) => s,
+        (None, None) if until_interrupted => f64::INFINITY,
+        (None, None) => 3.0,
+    };
+    let frames_wanted = opts.frames.unwrap_or_else(|| {
+        if seconds.is_finite() {
+            (f64::from(p.rate) * seconds).ceil() as u64
+        } else {
+            u64::MAX
+        }
+    });
+    let timeout = if seconds.is_finite() {
+        Duration::from_secs_f64(seconds * 3.0 + 10.0)
+    } else {
+        Duration::MAX
+    };
+    let frame_bytes = format.width() * channels;
+    let mut output = match &opts.output {
+        Some(path) => {
+            let kind = opts.file_type.unwrap_or_else(|| FileType::from_path(path));
+            Some((path.clone(), kind, Output::create(path, kind, format, channels, p.rate)?))
+        }
+        None => None,
+    };
+    // Two spools of two seconds of frames (at least two rings, at most 64 MiB each): one fills
+    // while the main flow writes the other.
+    let ring_bytes = p.period_bytes as usize * p.periods as usize;
+    let spool_bytes =
+        (p.rate as usize * frame_bytes * 2).clamp(2 * ring_bytes, (64 << 20).max(2 * ring_bytes));
+    let mut spare_spool = output.as_ref().map(|_| Vec::with_capacity(spool_bytes));
     let signal = opts.rt_signal.map(sys::sigrtmin).unwrap_or(libc::SIGIO);
     // Room for the whole ring per read (the driver returns whole records only).
     let record = std::mem::size_of::<PeriodHeader>() + p.period_bytes as usize;
@@ -405,6 +544,12 @@ pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
             empty_runs: 0,
             latency: [0; LATENCY_BUCKETS],
             latencies: Vec::with_capacity(1 << 20),
+            verify: !opts.no_verify,
+            spool: output.as_ref().map(|_| Spool {
+                buf: Vec::with_capacity(spool_bytes),
+                frames_dropped: 0,
+                frame_bytes,
+            }),
         });
     });
     sys::install_handler(signal, on_signal)?;
@@ -430,9 +575,35 @@ pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
 
     let mut last_print = Instant::now();
     let mut last_frames = 0;
+    let mut frames_to_file = 0u64;
+    let mut file_error: Option<io::Error> = None;
+    // Writes what the consumer spooled (swapping spools with the signal blocked only briefly),
+    // up to the frames asked for.
+    let mut flush = |output: &mut Option<(std::path::PathBuf, FileType, Output)>| {
+        let (Some((_, _, out)), Some(spare)) = (output.as_mut(), spare_spool.as_mut()) else {
+            return;
+        };
+        spare.clear();
+        with_consumer(signal, |c| {
+            if let Some(spool) = c.as_mut().and_then(|c| c.spool.as_mut()) {
+                std::mem::swap(&mut spool.buf, spare);
+            }
+        });
+        let room = frames_wanted.saturating_sub(frames_to_file);
+        let take =
+            (spare.len() / frame_bytes.max(1)).min(usize::try_from(room).unwrap_or(usize::MAX));
+        if file_error.is_none() {
+            match out.write_frames(&spare[..take * frame_bytes]) {
+                Ok(()) => frames_to_file += take as u64,
+                Err(e) => file_error = Some(e),
+            }
+        }
+    };
+    let mut latency_mark = 0usize;
     while FRAMES.load(Ordering::Relaxed) < frames_wanted
         && start.elapsed() < timeout
         && !FAILED.load(Ordering::Acquire)
+        && !sys::interrupted()
     {
         let drain = || with_consumer(signal, |c| c.as_mut().map(|c| c.drain(sys::monotonic_ns())));
         if let Some(ms) = opts.slow_read_ms {
@@ -457,16 +628,32 @@ pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
                 with_consumer(signal, |c| c.as_mut().map(|c| c.read_once(sys::monotonic_ns())));
             }
         }
+        flush(&mut output);
         if opts.live && last_print.elapsed() >= Duration::from_secs(1) {
             let frames = FRAMES.load(Ordering::Relaxed);
             let fps = (frames - last_frames) as f64 / last_print.elapsed().as_secs_f64();
+            // Latency of the periods since the last line; the driver's ring: periods completed
+            // and not read yet.
+            let mut recent = with_consumer(signal, |c| {
+                c.as_ref().map_or_else(Vec::new, |c| {
+                    c.latencies.get(latency_mark..).unwrap_or(&[]).to_vec()
+                })
+            });
+            latency_mark += recent.len();
+            recent.sort_unstable();
+            let ring =
+                sys::driver_stats(fd).map_or(0, |d| d.periods.saturating_sub(d.periods_read));
             println!(
-                "vdaq: {:5.1} s  {:8.0} frames/s  {} periods  {} signals  {} frames lost",
+                "vdaq: {:6.1} s {:9.0} frames/s {:7} periods {:7} signals {:6} lost  ring {}/{}  latency p50 {} us max {} us",
                 start.elapsed().as_secs_f64(),
                 fps,
                 PERIODS.load(Ordering::Relaxed),
                 SIGNALS.load(Ordering::Relaxed),
-                LOST.load(Ordering::Relaxed)
+                LOST.load(Ordering::Relaxed),
+                ring,
+                p.periods,
+                percentile(&recent, 0.5),
+                recent.last().copied().unwrap_or(0),
             );
             last_frames = frames;
             last_print = Instant::now();
@@ -487,6 +674,38 @@ pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
         c.take()
     })
     .ok_or_else(|| io::Error::other("capture state vanished"))?;
+    // The last spooled frames, then the file is complete.
+    let spool_dropped = consumer.spool.as_ref().map_or(0, |s| s.frames_dropped);
+    let file_summary = match output.take() {
+        Some((path, kind, mut out)) => {
+            if let Some(spool) = consumer.spool.as_ref() {
+                let room = frames_wanted.saturating_sub(frames_to_file);
+                let take = (spool.buf.len() / frame_bytes.max(1))
+                    .min(usize::try_from(room).unwrap_or(usize::MAX));
+                if file_error.is_none() {
+                    match out.write_frames(&spool.buf[..take * frame_bytes]) {
+                        Ok(()) => frames_to_file += take as u64,
+                        Err(e) => file_error = Some(e),
+                    }
+                }
+            }
+            let bytes = out.finish();
+            if let Some(e) = file_error {
+                return Err(io::Error::new(e.kind(), format!("writing {}: {e}", path.display())));
+            }
+            let bytes = bytes.map_err(|e| {
+                io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
+            })?;
+            Some(FileSummary {
+                path,
+                kind,
+                bytes,
+                frames: frames_to_file,
+                frames_dropped: spool_dropped,
+            })
+        }
+        None => None,
+    };
     // Periods completed but not read when signals stopped: at most the one whose signal was
     // still on its way. More means a signal was lost without its periods being drained.
     let unread_at_stop = driver.periods.saturating_sub(driver.periods_read);
@@ -505,7 +724,11 @@ pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
             Some(libc::ENODEV) => "ENODEV: the device is gone",
             _ => "read failed",
         };
-        format!("{what} ({})", io::Error::from(kind))
+        let why = consumer.error_errno.map_or_else(
+            || io::Error::from(kind).to_string(),
+            |errno| io::Error::from_raw_os_error(errno).to_string(),
+        );
+        format!("{what}: {why}")
     });
     Ok(Summary {
         mode: opts.mode,
@@ -544,57 +767,131 @@ pub fn run(opts: &Options, irq_name: Option<&str>) -> io::Result<Summary> {
         irq_delta: irq_before.zip(irq_after).map(|(b, a)| a.saturating_sub(b)),
         frames_wanted,
         params: p,
+        device: opts.device.clone(),
+        verified: !opts.no_verify,
+        interrupted: sys::interrupted(),
+        file: file_summary,
     })
 }
 
 impl Summary {
-    /// The JSON summary.
+    /// The summary as one line of JSON.
     pub fn to_json(&self) -> String {
-        format!(
-            concat!(
-                "{{\"mode\":\"{}\",\"error\":{},\"signal\":\"{}\",\"signals\":{},",
-                "\"error_signals\":{},\"signals_with_wrong_fd\":{},",
-                "\"handler_runs_without_data\":{},\"periods\":{},\"frames\":{},",
-                "\"frames_lost_reported\":{},\"loss_mismatches\":{},\"unreported_frames\":{},",
-                "\"bad_records\":{},",
-                "\"read_errors\":{},\"unread_at_stop\":{},\"stream_seconds\":{:.4},",
-                "\"rate_hz\":{:.1},\"wall_seconds\":{:.3},",
-                "\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"max\":{}}},",
-                "\"latency_log2_us_histogram\":{:?},\"counter\":{},",
-                "\"driver\":{},\"irq_delta\":{},",
-                "\"params\":{{\"rate\":{},\"channels\":{},\"format\":{},\"period_bytes\":{},\"periods\":{}}}}}"
-            ),
-            self.mode.name(),
-            self.error.as_ref().map_or("null".into(), |e| format!("{e:?}")),
-            self.signal,
-            self.signals,
-            self.error_signals,
-            self.signals_with_wrong_fd,
-            self.handler_runs_without_data,
-            self.periods,
+        let p = &self.params;
+        let file = self.file.as_ref().map(|f| {
+            serde_json::json!({
+                "path": f.path.display().to_string(), "type": f.kind.name(), "bytes": f.bytes,
+                "frames": f.frames, "frames_dropped": f.frames_dropped,
+            })
+        });
+        serde_json::json!({
+            "device": self.device, "mode": self.mode.name(), "error": self.error,
+            "interrupted": self.interrupted,
+            "signal": self.signal, "signals": self.signals, "error_signals": self.error_signals,
+            "signals_with_wrong_fd": self.signals_with_wrong_fd,
+            "handler_runs_without_data": self.handler_runs_without_data,
+            "periods": self.periods, "frames": self.frames, "frames_wanted": self.frames_wanted,
+            "frames_lost_reported": self.frames_lost_reported,
+            "loss_mismatches": self.loss_mismatches, "unreported_frames": self.unreported_frames,
+            "bad_records": self.bad_records, "read_errors": self.read_errors,
+            "unread_at_stop": self.unread_at_stop, "stream_seconds": self.stream_seconds,
+            "rate_hz": self.rate_hz, "wall_seconds": self.wall_seconds,
+            "latency_us": {
+                "p50": self.latency_us[0], "p90": self.latency_us[1], "p99": self.latency_us[2],
+                "max": self.latency_us[3],
+            },
+            "latency_log2_us_histogram": self.latency_histogram,
+            "verified": self.verified,
+            "counter": self.counter.to_value(),
+            "driver": stats_value(&self.driver),
+            "irq_delta": self.irq_delta,
+            "params": {
+                "rate": p.rate, "channels": p.channels, "format": p.format,
+                "period_bytes": p.period_bytes, "periods": p.periods,
+            },
+            "file": file,
+        })
+        .to_string()
+    }
+
+    /// The summary for people: a few lines.
+    pub fn to_text(&self) -> String {
+        let p = &self.params;
+        let format = SampleFormat::from_wire(p.format as u8).map_or("?", |f| f.name());
+        let mut out = format!(
+            "{}: {} frames in {:.2} s ({:.1} frames/s; {} Hz {} x{}, {} periods of {} bytes)\n",
+            self.device,
             self.frames,
-            self.frames_lost_reported,
-            self.loss_mismatches,
-            self.unreported_frames,
-            self.bad_records,
-            self.read_errors,
-            self.unread_at_stop,
             self.stream_seconds,
             self.rate_hz,
-            self.wall_seconds,
-            self.latency_us[0],
-            self.latency_us[1],
-            self.latency_us[2],
-            self.latency_us[3],
-            self.latency_histogram,
-            self.counter.to_json(),
-            stats_json(&self.driver),
-            self.irq_delta.map_or("null".into(), |v| v.to_string()),
-            self.params.rate,
-            self.params.channels,
-            self.params.format,
-            self.params.period_bytes,
-            self.params.periods,
-        )
+            p.rate,
+            format,
+            p.channels,
+            p.periods,
+            p.period_bytes,
+        );
+        out += &format!(
+            "  periods {}, lost frames {} (reported by the device), read by {}{}\n",
+            self.periods,
+            self.frames_lost_reported,
+            self.mode.name(),
+            if self.mode == Mode::Sigio {
+                format!(
+                    " ({} signals {}, the driver sent {})",
+                    self.signals, self.signal, self.driver.signals_sent
+                )
+            } else {
+                String::new()
+            },
+        );
+        out += &format!(
+            "  latency (interrupt to read) p50 {} us, p90 {} us, p99 {} us, max {} us\n",
+            self.latency_us[0], self.latency_us[1], self.latency_us[2], self.latency_us[3]
+        );
+        if self.verified {
+            let c = &self.counter;
+            if self.counter_ok() {
+                out += &format!("  counter: exact ({} gaps, all announced)\n", c.gaps);
+            } else {
+                out += &format!(
+                    "  counter: {} gaps ({} frames, {} not announced), {} reorders, {} corrupt frames\n",
+                    c.gaps, c.missing_frames, self.unreported_frames, c.reorders, c.corrupt_frames
+                );
+            }
+        }
+        if let Some(f) = &self.file {
+            out += &format!(
+                "  wrote {} ({}, {} frames, {} bytes of frames{})\n",
+                f.path.display(),
+                f.kind.name(),
+                f.frames,
+                f.bytes,
+                if f.frames_dropped > 0 {
+                    format!(", {} frames DROPPED", f.frames_dropped)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if let Some(e) = &self.error {
+            out += &format!("  error: {e}\n");
+        }
+        out
+    }
+
+    fn counter_ok(&self) -> bool {
+        let c = &self.counter;
+        self.unreported_frames == 0 && c.reorders == 0 && c.corrupt_frames == 0
+    }
+
+    /// Whether the capture did what was asked: no error, every frame (or until interrupted),
+    /// nothing lost unannounced or corrupt, nothing dropped from the file.
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+            && self.bad_records == 0
+            && self.read_errors == 0
+            && (self.frames >= self.frames_wanted || self.interrupted)
+            && (!self.verified || self.counter_ok())
+            && self.file.as_ref().is_none_or(|f| f.frames_dropped == 0)
     }
 }

@@ -7,12 +7,21 @@ use clap::{Parser, Subcommand};
 use vdaq_proto::format::SampleFormat;
 
 mod analyze;
+mod bench;
 mod capture;
+mod output;
 mod selftest;
 mod sys;
 mod verify;
 
-/// Capture tool for the vdaq virtual data-acquisition card.
+/// Capture tool for the vdaq virtual data-acquisition card (/dev/vdaqN, the vdaq.ko driver).
+///
+/// Examples:
+///   vdaq info                                 what /dev/vdaq0 offers
+///   vdaq capture --seconds 10 -o run.wav      10 s to a WAV file (counter checked)
+///   vdaq capture --frames 48000 --rate 48000 --channels 8 --format s32 -o run.csv
+///   vdaq monitor                              live rates, losses and latency until Ctrl-C
+///   vdaq bench --seconds 5                    latency by SIGIO, SIGRTMIN+1, poll and read
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -45,11 +54,12 @@ enum Command {
     /// it does not calibrate it under load).
     #[command(hide = true)]
     TscKhz,
-    /// Capture asynchronously from a vdaq device: the driver raises SIGIO (or, with
-    /// --rt-signal, a queued realtime signal carrying si_fd and si_band) for each interrupt
-    /// that completed periods; the handler drains every ready period. Checks the counter
-    /// channel and prints a JSON summary; exits 1 on lost (unreported), repeated or corrupt
-    /// frames.
+    /// Capture from a vdaq device, by default asynchronously: the driver raises SIGIO (or,
+    /// with --rt-signal, a queued realtime signal carrying si_fd and si_band) for each
+    /// interrupt that completed periods, and the handler drains every ready period. Optionally
+    /// writes the frames to a file. Checks the counter channel and prints a summary (--json:
+    /// one line of JSON); exits 1 on an error, lost (unannounced), repeated or corrupt frames,
+    /// 2 when it cannot start (no device, busy, bad parameters).
     Capture {
         #[command(flatten)]
         opts: capture::Options,
@@ -57,6 +67,19 @@ enum Command {
         /// its increase.
         #[arg(long)]
         irq_name: Option<String>,
+    },
+    /// Capture until Ctrl-C (or --seconds/--frames), printing each second the frames/s,
+    /// periods, signals, lost frames, the driver's ring fill and the latency; then the summary.
+    Monitor {
+        #[command(flatten)]
+        opts: capture::Options,
+    },
+    /// Compare the ways of being told that periods are ready: a capture each by SIGIO,
+    /// SIGRTMIN+1 (F_SETSIG), poll() and blocking reads, with the same parameters; prints the
+    /// latency (interrupt timestamp to read) and its log2 histogram for each.
+    Bench {
+        #[command(flatten)]
+        opts: capture::Options,
     },
     /// Check the /dev/vdaqN user API (errors, states, poll, read rules); prints TAP and exits 1
     /// on any failure. Needs the device to itself.
@@ -149,17 +172,19 @@ fn main() -> ExitCode {
             }
         }
         Command::Stats { device } => {
-            let stats = std::fs::File::open(&device).and_then(|f| {
-                use std::os::fd::AsRawFd;
-                sys::driver_stats(f.as_raw_fd())
-            });
+            let stats = std::fs::File::open(&device)
+                .map_err(|e| capture::open_error(&device, e))
+                .and_then(|f| {
+                    use std::os::fd::AsRawFd;
+                    sys::driver_stats(f.as_raw_fd())
+                });
             match stats {
                 Ok(s) => {
-                    println!("{}", capture::stats_json(&s));
+                    println!("{}", capture::stats_value(&s));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("vdaq: {device}: {e}");
+                    eprintln!("vdaq: {e}");
                     ExitCode::from(2)
                 }
             }
@@ -170,43 +195,16 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("vdaq: {device}: {e}");
+                eprintln!("vdaq: {e}");
                 ExitCode::from(2)
             }
         },
-        Command::Capture { opts, irq_name } => {
-            if !(opts.seconds > 0.0 && opts.seconds < 1e6) {
-                eprintln!("vdaq: --seconds must be a positive number of seconds");
-                return ExitCode::from(2);
-            }
-            match capture::run(&opts, irq_name.as_deref()) {
-                Ok(s) => {
-                    println!("{}", s.to_json());
-                    let c = &s.counter;
-                    let ok = s.unreported_frames == 0
-                        && c.reorders == 0
-                        && c.corrupt_frames == 0
-                        && s.bad_records == 0
-                        && s.read_errors == 0
-                        && s.frames >= s.frames_wanted;
-                    if let Some(p) = &c.first_problem {
-                        eprintln!("vdaq: first problem: {p}");
-                    }
-                    if let Some(e) = &s.error {
-                        eprintln!("vdaq: {}: {e}", opts.device);
-                    }
-                    if ok {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
-                }
-                Err(e) => {
-                    eprintln!("vdaq: {e}");
-                    ExitCode::from(2)
-                }
-            }
+        Command::Capture { opts, irq_name } => capture_command(&opts, irq_name.as_deref(), false),
+        Command::Monitor { mut opts } => {
+            opts.live = true;
+            capture_command(&opts, None, true)
         }
+        Command::Bench { opts } => bench::run(&opts),
         Command::Verify { format, channels, frames, first, file } => {
             let bytes = match std::fs::read(&file) {
                 Ok(b) => b,
@@ -242,33 +240,64 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs a capture and prints its summary; the exit status says whether it did what was asked.
+fn capture_command(
+    opts: &capture::Options,
+    irq_name: Option<&str>,
+    until_interrupted: bool,
+) -> ExitCode {
+    if let Some(s) = opts.seconds.filter(|s| !(*s > 0.0 && *s < 1e6)) {
+        eprintln!("vdaq: --seconds must be a positive number of seconds (got {s})");
+        return ExitCode::from(2);
+    }
+    if opts.frames == Some(0) {
+        eprintln!("vdaq: --frames must be at least 1");
+        return ExitCode::from(2);
+    }
+    match capture::run(opts, irq_name, until_interrupted) {
+        Ok(s) => {
+            if opts.json {
+                println!("{}", s.to_json());
+            } else {
+                print!("{}", s.to_text());
+            }
+            if let Some(p) = &s.counter.first_problem {
+                eprintln!("vdaq: first problem: {p}");
+            }
+            if let Some(e) = &s.error {
+                eprintln!("vdaq: {}: {e}", opts.device);
+            }
+            if s.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("vdaq: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// VDAQ_IOC_INFO as JSON.
 fn info(device: &str) -> std::io::Result<String> {
     use std::os::fd::AsRawFd;
-    let file = std::fs::File::open(device)?;
+    let file = std::fs::File::open(device).map_err(|e| capture::open_error(device, e))?;
     let i: vdaq_proto::uapi::Info =
         sys::ioctl_read(file.as_raw_fd(), vdaq_proto::uapi::VDAQ_IOC_INFO)?;
-    let rates: Vec<u32> = vdaq_proto::virtio_snd::RATES
-        .iter()
-        .enumerate()
-        .filter(|(n, _)| i.rates & (1 << n) != 0)
-        .map(|(_, &r)| r)
-        .collect();
-    let formats: Vec<&str> = SampleFormat::ALL
-        .iter()
-        .filter(|f| i.formats & (1 << f.wire_code()) != 0)
-        .map(|f| f.name())
-        .collect();
+    let (rates, formats) = capture::offered(&i);
     let p = i.params;
     let format = SampleFormat::from_wire(p.format as u8).map_or("?", |f| f.name());
-    Ok(format!(
-        concat!(
-            "{{\"streams\":{},\"stream\":{},\"formats\":{:?},\"rates\":{:?},",
-            "\"channels_min\":{},\"channels_max\":{},\"max_periods\":{},\"max_period_bytes\":{},",
-            "\"params\":{{\"rate\":{},\"channels\":{},\"format\":\"{}\",\"period_bytes\":{},\"periods\":{}}},",
-            "\"started\":{}}}"
-        ),
-        i.streams, i.stream, formats, rates, i.channels_min, i.channels_max, i.max_periods,
-        i.max_period_bytes, p.rate, p.channels, format, p.period_bytes, p.periods, i.started != 0
-    ))
+    Ok(serde_json::json!({
+        "streams": i.streams, "stream": i.stream, "formats": formats, "rates": rates,
+        "channels_min": i.channels_min, "channels_max": i.channels_max,
+        "max_periods": i.max_periods, "max_period_bytes": i.max_period_bytes,
+        "params": {
+            "rate": p.rate, "channels": p.channels, "format": format,
+            "period_bytes": p.period_bytes, "periods": p.periods,
+        },
+        "started": i.started != 0,
+    })
+    .to_string())
 }

@@ -69,6 +69,34 @@ pub fn poll_in(fd: RawFd, timeout: std::time::Duration) -> io::Result<bool> {
     Ok(n > 0)
 }
 
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_sig: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Makes SIGINT and SIGTERM set [`interrupted`] (without SA_RESTART: a blocking read or poll
+/// returns EINTR) instead of killing the process, so that a capture ends with its summary and a
+/// complete file.
+pub fn catch_interrupts() -> io::Result<()> {
+    INTERRUPTED.store(false, std::sync::atomic::Ordering::Relaxed);
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: all-zero is a valid sigaction; the handler only stores to an atomic.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            check(libc::sigaction(signal, &sa, std::ptr::null_mut()))?;
+        }
+    }
+    Ok(())
+}
+
+/// True once SIGINT or SIGTERM arrived (after [`catch_interrupts`]).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A signal handler with siginfo.
 pub type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
 

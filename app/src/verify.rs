@@ -64,17 +64,17 @@ impl CounterReport {
 
     /// One-line JSON rendering.
     pub fn to_json(&self) -> String {
-        format!(
-            "{{\"frames\":{},\"first\":{},\"gaps\":{},\"missing_frames\":{},\"reorders\":{},\"corrupt_frames\":{},\"trailing_bytes\":{},\"clean\":{}}}",
-            self.frames,
-            self.first.map_or("null".to_string(), |f| f.to_string()),
-            self.gaps,
-            self.missing_frames,
-            self.reorders,
-            self.corrupt_frames,
-            self.trailing_bytes,
-            self.is_clean()
-        )
+        self.to_value().to_string()
+    }
+
+    /// The report as a JSON value.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::json!({
+            "frames": self.frames, "first": self.first, "gaps": self.gaps,
+            "missing_frames": self.missing_frames, "reorders": self.reorders,
+            "corrupt_frames": self.corrupt_frames, "trailing_bytes": self.trailing_bytes,
+            "clean": self.is_clean(),
+        })
     }
 }
 

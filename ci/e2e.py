@@ -1,0 +1,493 @@
+#!/usr/bin/env python3
+"""End-to-end scenarios in QEMU, described as data in ci/scenarios/*.toml.
+
+    ci/e2e.py                  run every scenario
+    ci/e2e.py NAME|BOOT|GLOB.. run the scenarios named (or every scenario of a boot file)
+    ci/e2e.py --list           list the scenarios
+
+Each file in ci/scenarios is one guest boot: its [boot] table gives the kernel variant, the
+device's flags (or configuration file) and a time limit; its scenarios run in order in that
+boot, each with a `run` snippet of guest shell (helpers in ci/guest/prelude.sh), an expected
+exit status (`exit`, default 0) and `checks`: Python expressions over what the snippet left
+(see Checks below). Every scenario's dmesg must also be free of detector reports.
+
+Prints one line per scenario and a summary; a failing scenario is followed by its failed
+checks, its stderr, and its part of the guest console, the device log and dmesg. Writes
+run/e2e.tap (TAP 13) and run/e2e.junit.xml. Exits 1 when a scenario failed.
+"""
+
+import argparse
+import ast
+import fnmatch
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "ci" / "scenarios"
+RUN_DIR = Path(os.environ.get("VDAQ_RUN_DIR", ROOT / "run"))
+
+# Kernel reports that fail any scenario whose dmesg has them.
+DETECTORS = re.compile(
+    r"BUG:|WARNING:|Oops|KASAN|kernel BUG|possible (recursive|circular) locking|"
+    r"inconsistent lock state|blocked for more than|soft lockup|irq lock inversion|"
+    r"sleeping function called from invalid context|UBSAN")
+DEFAULT_SCENARIO_TIMEOUT = 60
+LOG_LINES = 40
+
+
+class J(dict):
+    """A JSON object whose keys read as attributes: j.counter.clean."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no '{name}' in {json.dumps(self)[:200]}") from None
+
+
+def to_j(value):
+    return json.loads(json.dumps(value), object_hook=J) if value is not None else None
+
+
+class CheckFailed(Exception):
+    """A helper's explanation of why a check does not hold."""
+
+
+def need(ok, why):
+    if not ok:
+        raise CheckFailed(why)
+    return True
+
+
+class Scenario:
+    def __init__(self, boot, spec):
+        self.boot = boot
+        self.name = spec["name"]
+        self.summary = spec.get("summary", "")
+        self.run = spec["run"]
+        self.exit = spec.get("exit", 0)
+        self.checks = spec.get("checks", [])
+        self.timeout = spec.get("timeout", DEFAULT_SCENARIO_TIMEOUT)
+        self.results = []  # (description, ok, detail)
+        self.logs = {}
+        self.seconds = 0.0
+
+    @property
+    def ok(self):
+        return bool(self.results) and all(ok for _, ok, _ in self.results)
+
+
+class Boot:
+    def __init__(self, path):
+        self.path = path
+        self.name = path.stem
+        spec = tomllib.loads(path.read_text())
+        self.cfg = spec.get("boot", {})
+        self.scenarios = [Scenario(self, s) for s in spec.get("scenario", [])]
+        self.vm_dir = RUN_DIR / f"e2e-{self.name}"
+
+
+def load(files):
+    boots = [Boot(f) for f in files]
+    names = [s.name for b in boots for s in b.scenarios]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        sys.exit(f"e2e: scenario names used twice: {', '.join(sorted(dupes))}")
+    return boots
+
+
+def say(msg):
+    print(f"\033[1m==> {msg}\033[0m", file=sys.stderr, flush=True)
+
+
+def host_app():
+    out = subprocess.run([str(ROOT / "images/build-app.sh")], check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+# --- Checks -------------------------------------------------------------------------------
+#
+# Names a check expression can use:
+#   rc, stdout, stderr    the snippet's exit status and output (the runner writes $OUT/rc,
+#                         $OUT/stdout, $OUT/stderr and $OUT/dmesg.txt: snippets use other names)
+#   j                     the last line of stdout that is a JSON object (attribute access)
+#   f(name), t(name), num(name)   a file in $OUT as JSON, text, or a number
+#   dmesg, device_log     this scenario's part of dmesg and of the device's log
+#   clean_capture(s, seconds)     an app summary with no error, an exact counter, enough
+#                         frames and the rate within 5%
+#   stalled(s)            an app summary ended by EIO, with one stall counted by the driver
+#   tap_all_ok(text)      TAP output with a plan and every test ok
+#   device_lost(stream)   frames the device counted lost on a stream during the scenario
+#                         (from statistics lines it logged on SIGUSR1: host_do stats)
+#   arecord_ok(rate, fmt, channels, seconds), verify_counter(file, fmt, channels, frames),
+#   analyze(file, fmt, channels, rate)   arecord captures, checked by the host's vdaq app
+#   wav_info(file)        a WAV file's channels, bits, rate and frames
+
+
+WIDTH = {"u8": 1, "s16": 2, "s32": 4, "float": 4, "float64": 8}
+
+
+def check_names(sc, sc_dir, app):
+    def text(name):
+        p = sc_dir / name
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def last_json(s):
+        for line in reversed(s.strip().splitlines()):
+            try:
+                v = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(v, dict):
+                return to_j(v)
+        return None
+
+    def f(name):
+        v = last_json(text(name))
+        need(v is not None, f"{name}: no JSON object in it ({text(name)[:200]!r})")
+        return v
+
+    def num(name):
+        try:
+            return float(text(name).strip())
+        except ValueError:
+            raise CheckFailed(f"{name}: not a number: {text(name)[:100]!r}") from None
+
+    def clean_capture(s, seconds):
+        need(s is not None, "no JSON summary")
+        need(s.error is None, f"the capture ended with an error: {s.error}")
+        c = s.counter
+        need(c.clean and c.gaps == 0 and c.missing_frames == 0, f"counter not clean: {json.dumps(c)}")
+        rate = s.params.rate
+        need(s.frames >= seconds * rate, f"{s.frames} frames, fewer than {seconds} s at {rate} Hz")
+        need(abs(s.rate_hz - rate) <= 0.05 * rate,
+             f"rate {s.rate_hz:.1f} Hz over {s.stream_seconds:.3f} s, not {rate} Hz within 5%")
+        return True
+
+    def stalled(s):
+        need(s is not None, "no JSON summary")
+        need("EIO" in str(s.error), f"error {s.error!r}, expected EIO")
+        need(s.driver.stalls == 1, f"the driver counted {s.driver.stalls} stalls")
+        return True
+
+    def tap_all_ok(out):
+        lines = out.splitlines()
+        bad = [l for l in lines if l.startswith("not ok")]
+        plan = [l for l in lines if re.match(r"^1\.\.\d+$", l)]
+        oks = [l for l in lines if l.startswith("ok ")]
+        need(plan and not bad and len(oks) == int(plan[0][3:]),
+             f"plan {plan}, {len(oks)} ok; failed: {'; '.join(bad) or 'none'}")
+        return True
+
+    device_log = sc.logs.get("device", "")
+
+    def device_lost(stream):
+        m = re.findall(rf"statistics: .*?stream {stream}: [^;]*xruns \d+ \((\d+) frames lost\)", device_log)
+        need(len(m) >= 2, f"fewer than two statistics lines in the device log: {m}")
+        return int(m[-1]) - int(m[0])
+
+    def arecord_ok(rate, fmt, channels, seconds):
+        raw = sc_dir / "capture.raw"
+        size = raw.stat().st_size if raw.exists() else 0
+        want = rate * seconds * channels * WIDTH[fmt]
+        need(size == want, f"{size} bytes, expected {want}")
+        try:
+            stream_s = float(text("time").split()[0])
+        except (IndexError, ValueError):
+            raise CheckFailed(f"no stream time: {text('time')!r}") from None
+        need(abs(stream_s - seconds) <= 0.05 * seconds,
+             f"stream time {stream_s} s, expected {seconds} s within 5% (time: {text('time').strip()})")
+        return True
+
+    def wav_info(name):
+        import wave
+        with wave.open(str(sc_dir / name)) as w:
+            return {"channels": w.getnchannels(), "bits": 8 * w.getsampwidth(),
+                    "rate": w.getframerate(), "frames": w.getnframes()}
+
+    def verify_counter(name, fmt, channels, frames):
+        r = subprocess.run([app, "verify", "--format", fmt, "--channels", str(channels), "--frames",
+                            str(frames), "--first", "0", str(sc_dir / name)], capture_output=True, text=True)
+        need(r.returncode == 0, f"vdaq verify: {r.stdout.strip()} {r.stderr.strip()}")
+        return True
+
+    def analyze(name, fmt, channels, rate):
+        r = subprocess.run([app, "analyze", "--format", fmt, "--channels", str(channels), "--rate",
+                            str(rate), str(sc_dir / name)], capture_output=True, text=True)
+        need(r.returncode == 0, f"vdaq analyze: {r.stderr.strip()}")
+        return to_j(json.loads(r.stdout))
+
+    stdout = text("stdout")
+    return {
+        "rc": int(text("rc").strip() or -1) if text("rc").strip().lstrip("-").isdigit() else None,
+        "stdout": stdout, "stderr": text("stderr"), "j": last_json(stdout),
+        "f": f, "t": text, "num": num, "dmesg": text("dmesg.txt"), "device_log": device_log,
+        "clean_capture": clean_capture, "stalled": stalled, "tap_all_ok": tap_all_ok,
+        "device_lost": device_lost, "arecord_ok": arecord_ok, "verify_counter": verify_counter,
+        "wav_info": wav_info,
+        "analyze": analyze, "abs": abs, "len": len, "any": any, "all": all,
+    }
+
+
+def explain(expr, names):
+    """The values of the operands of each comparison in `expr`, for a failed check."""
+    parts = []
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError:
+        return ""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for operand in [node.left, *node.comparators]:
+                if isinstance(operand, ast.Constant):
+                    continue
+                src = ast.unparse(operand)
+                try:
+                    value = eval(compile(ast.Expression(operand), "<check>", "eval"), {}, names)
+                except Exception as e:  # noqa: BLE001 - reported, not raised
+                    value = f"<{e}>"
+                parts.append(f"{src} = {str(value)[:200]}")
+    return "; ".join(parts)
+
+
+def evaluate(sc, app):
+    sc_dir = sc.boot.vm_dir / "share" / "sc" / sc.name
+    rc_file = sc_dir / "rc"
+    if not rc_file.exists():
+        sc.results.append(("ran", False, "the scenario did not run (the guest stopped before it)"))
+        return
+    names = check_names(sc, sc_dir, app)
+    rc = names["rc"]
+    why = f"exit status {rc}, expected {sc.exit}"
+    if rc == 137:
+        why += f" (killed at its {sc.timeout} s time limit)"
+    sc.results.append((f"exit status {sc.exit}", rc == sc.exit, why))
+    for expr in sc.checks:
+        try:
+            ok = bool(eval(expr, {"__builtins__": {}}, names))
+            detail = "" if ok else explain(expr, names)
+        except CheckFailed as e:
+            ok, detail = False, str(e)
+        except Exception as e:  # noqa: BLE001 - a check that cannot be evaluated fails
+            ok, detail = False, f"{type(e).__name__}: {e}"
+        sc.results.append((expr, ok, detail))
+    reports = [l for l in names["dmesg"].splitlines() if DETECTORS.search(l)]
+    sc.results.append(("no detector report in dmesg", not reports, "; ".join(reports[:5])))
+
+
+def slice_between(text, begin, end):
+    lines = text.splitlines()
+    start = next((i for i, l in enumerate(lines) if begin in l), None)
+    if start is None:
+        return ""
+    stop = next((i for i in range(start, len(lines)) if end in lines[i]), len(lines) - 1)
+    return "\n".join(lines[start:stop + 1])
+
+
+# --- Running a boot -----------------------------------------------------------------------
+
+def guest_script(boot, scenarios):
+    lines = [
+        "# shellcheck shell=dash",
+        "# Generated by ci/e2e.py: runs the scenarios of " + boot.name + ".toml in order.",
+        ". /mnt/host/prelude.sh",
+        "find_device",
+        'echo "e2e: sound device is $VIRTIO"',
+    ]
+    if boot.cfg.get("setup"):
+        lines.append(f"{boot.cfg['setup']} || {{ echo 'e2e: set-up failed'; exit 3; }}")
+    for sc in scenarios:
+        lines.append(f"run_scenario {shlex.quote(sc.name)} {int(sc.timeout)}")
+    lines.append("exit 0")
+    return "\n".join(lines) + "\n"
+
+
+def run_boot(boot, scenarios, live):
+    stage = RUN_DIR / f"e2e-{boot.name}.stage"
+    subprocess.run(["rm", "-rf", str(stage)], check=True)
+    (stage / "sc").mkdir(parents=True)
+    (stage / "prelude.sh").write_text((ROOT / "ci/guest/prelude.sh").read_text())
+    if boot.cfg.get("before_each"):
+        (stage / "before_each.sh").write_text(boot.cfg["before_each"] + "\n")
+    for sc in scenarios:
+        (stage / "sc" / sc.name).mkdir()
+        (stage / "sc" / sc.name / "run.sh").write_text(sc.run.strip() + "\n")
+    script = RUN_DIR / f"e2e-{boot.name}.guest.sh"
+    script.write_text(guest_script(boot, scenarios))
+    device = list(boot.cfg.get("device", []))
+    if boot.cfg.get("device_config"):
+        conf = RUN_DIR / f"e2e-{boot.name}.device.toml"
+        conf.write_text(boot.cfg["device_config"])
+        device = ["--config", str(conf), *device]
+    limit = boot.cfg.get("timeout") or 120 + sum(sc.timeout for sc in scenarios)
+    env = dict(os.environ, VM_SHARE_DIR=str(stage), VM_TIMEOUT=str(limit))
+    cmd = ('source ci/lib.sh && source ci/vm.sh && trap vm_cleanup EXIT && '
+           'vm_run "$@"')
+    say(f"boot {boot.name}: {len(scenarios)} scenario(s) on the {boot.cfg.get('kernel', 'plain')} kernel")
+    proc = subprocess.Popen(["bash", "-c", cmd, "e2e", f"e2e-{boot.name}", boot.cfg.get("kernel", "plain"),
+                             str(script), *device], cwd=ROOT, env=env)
+    # Progress from the guest console while it runs.
+    console = boot.vm_dir / "console.log"
+    seen = 0
+    started, took = {}, {}
+    while proc.poll() is None:
+        time.sleep(0.5)
+        seen = report_progress(console, seen, started, took, live)
+    report_progress(console, seen, started, took, live)
+    for sc in scenarios:
+        sc.seconds = took.get(sc.name, 0.0)
+    return proc.returncode
+
+
+def report_progress(console, seen, started, took, live):
+    try:
+        lines = console.read_text(errors="replace").splitlines()
+    except OSError:
+        return seen
+    for line in lines[seen:]:
+        m = re.match(r"=== scenario (\S+): (begin|end \(exit (\d+)\))", line)
+        if m and m.group(2) == "begin":
+            started[m.group(1)] = time.monotonic()
+            print(f"    {m.group(1)} ...", file=sys.stderr, flush=True)
+        elif m:
+            took[m.group(1)] = time.monotonic() - started.get(m.group(1), time.monotonic())
+            print(f"    {m.group(1)} done in {took[m.group(1)]:.1f} s (exit {m.group(3)})",
+                  file=sys.stderr, flush=True)
+        elif live:
+            print(f"    guest: {line}", file=sys.stderr, flush=True)
+    return len(lines)
+
+
+def collect_logs(boot, sc):
+    read = lambda p: p.read_text(errors="replace") if p.exists() else ""  # noqa: E731
+    begin, end = f"=== scenario {sc.name}: begin", f"=== scenario {sc.name}: end"
+    sc.logs["console"] = slice_between(read(boot.vm_dir / "console.log"), begin, end)
+    sc.logs["device"] = slice_between(read(boot.vm_dir / "device.log"), begin, end)
+    share = boot.vm_dir / "share" / "sc" / sc.name
+    sc.logs["stderr"] = read(share / "stderr")
+    sc.logs["dmesg"] = read(share / "dmesg.txt")
+
+
+def tail(text, n=LOG_LINES):
+    return "\n".join(text.splitlines()[-n:])
+
+
+def failure_report(sc):
+    out = []
+    for desc, ok, detail in sc.results:
+        if not ok:
+            out.append(f"      failed: {desc}" + (f"\n        {detail}" if detail else ""))
+    for name in ("stderr", "console", "device", "dmesg"):
+        body = tail(sc.logs.get(name, "")).strip()
+        if body:
+            out.append(f"      ----- {name} (last {LOG_LINES} lines) -----")
+            out.extend("      " + l for l in body.splitlines())
+    return "\n".join(out)
+
+
+def write_tap(scenarios, path):
+    lines = ["TAP version 13", f"1..{len(scenarios)}"]
+    for i, sc in enumerate(scenarios, 1):
+        lines.append(f"{'ok' if sc.ok else 'not ok'} {i} - {sc.name}: {sc.summary}")
+        if not sc.ok:
+            lines.append("  ---")
+            lines.append("  message: |")
+            lines.extend("    " + l for l in failure_report(sc).splitlines())
+            lines.append("  ...")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_junit(boots, path):
+    out = ['<?xml version="1.0" encoding="UTF-8"?>', "<testsuites>"]
+    for boot, scenarios in boots:
+        failures = sum(not sc.ok for sc in scenarios)
+        out.append(f'  <testsuite name={quoteattr("e2e." + boot.name)} tests="{len(scenarios)}" failures="{failures}">')
+        for sc in scenarios:
+            out.append(f'    <testcase classname={quoteattr("e2e." + boot.name)} name={quoteattr(sc.name)} '
+                       f'time="{sc.seconds:.1f}">')
+            if not sc.ok:
+                first = next(d for d, ok, _ in sc.results if not ok)
+                out.append(f"      <failure message={quoteattr(first[:200])}>{escape(failure_report(sc))}</failure>")
+            out.append(f"      <system-out>{escape(tail(sc.logs.get('console', '')))}</system-out>")
+            out.append("    </testcase>")
+        out.append("  </testsuite>")
+    out.append("</testsuites>")
+    path.write_text("\n".join(out) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("names", nargs="*", help="scenario names, boot names or glob patterns")
+    ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    ap.add_argument("--file", action="append", type=Path, default=[],
+                    help="scenario file(s) to use instead of ci/scenarios/*.toml")
+    ap.add_argument("--live", action="store_true", help="print the guest console as it comes")
+    args = ap.parse_args()
+
+    boots = load(args.file or sorted(SCENARIOS.glob("*.toml")))
+    if args.list:
+        for b in boots:
+            for sc in b.scenarios:
+                print(f"{sc.name:24} {b.name:14} {sc.summary}")
+        return 0
+    plan = []
+    for b in boots:
+        chosen = [sc for sc in b.scenarios
+                  if not args.names or any(fnmatch.fnmatch(sc.name, n) or n == b.name for n in args.names)]
+        if chosen:
+            plan.append((b, chosen))
+    if not plan:
+        sys.exit(f"e2e: no scenario matches {' '.join(args.names)} (see --list)")
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "vdaq-device"], cwd=ROOT, check=True)
+    app = host_app()
+
+    everything = []
+    for boot, scenarios in plan:
+        t0 = time.monotonic()
+        guest_rc = run_boot(boot, scenarios, args.live)
+        for sc in scenarios:
+            collect_logs(boot, sc)
+            evaluate(sc, app)
+        if guest_rc not in (0,):
+            # The boot itself went wrong (time-out, crash): attach the console's end to the
+            # scenarios that did not finish.
+            console = (boot.vm_dir / "console.log")
+            end = console.read_text(errors="replace") if console.exists() else ""
+            for sc in scenarios:
+                if not sc.ok and not sc.logs.get("console"):
+                    sc.logs["console"] = end
+            print(f"e2e: boot {boot.name}: the guest ended with status {guest_rc} "
+                  "(124: time-out, 125: no exit status)", file=sys.stderr)
+        final = boot.vm_dir / "share" / "dmesg.txt"
+        late = [l for l in (final.read_text(errors="replace") if final.exists() else "").splitlines()
+                if DETECTORS.search(l)]
+        if late:
+            scenarios[-1].results.append(("no detector report after the last scenario", False, "; ".join(late[:5])))
+        print(f"    boot {boot.name} took {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        everything.extend(scenarios)
+
+    print()
+    for sc in everything:
+        checks = len(sc.results)
+        print(f"{'ok  ' if sc.ok else 'FAIL'} {sc.name:24} {sc.summary} ({checks} checks)")
+        if not sc.ok:
+            print(failure_report(sc))
+    write_tap(everything, RUN_DIR / "e2e.tap")
+    write_junit(plan, RUN_DIR / "e2e.junit.xml")
+    failed = sum(not sc.ok for sc in everything)
+    print(f"e2e: {len(everything) - failed} passed, {failed} failed "
+          f"(TAP: {RUN_DIR / 'e2e.tap'}, JUnit: {RUN_DIR / 'e2e.junit.xml'})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
