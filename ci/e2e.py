@@ -251,7 +251,7 @@ def explain(expr, names):
                     continue
                 src = ast.unparse(operand)
                 try:
-                    value = eval(compile(ast.Expression(operand), "<check>", "eval"), {}, names)
+                    value = eval(compile(ast.Expression(operand), "<check>", "eval"), {"__builtins__": {}, **names})
                 except Exception as e:  # noqa: BLE001 - reported, not raised
                     value = f"<{e}>"
                 parts.append(f"{src} = {str(value)[:200]}")
@@ -272,7 +272,7 @@ def evaluate(sc, app):
     sc.results.append((f"exit status {sc.exit}", rc == sc.exit, why))
     for expr in sc.checks:
         try:
-            ok = bool(eval(expr, {"__builtins__": {}}, names))
+            ok = bool(eval(expr, {"__builtins__": {}, **names}))
             detail = "" if ok else explain(expr, names)
         except CheckFailed as e:
             ok, detail = False, str(e)

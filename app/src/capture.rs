@@ -257,9 +257,10 @@ extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
 
 impl Consumer {
     /// One blocking read (mode read); returns the periods it brought.
-    fn read_once(&mut self, now: u64) -> u64 {
+    fn read_once(&mut self) -> u64 {
         match sys::read(self.fd, &mut self.buf) {
-            Ok(n) => self.take_records(n, now),
+            // The time the read returned: the reader's latency includes its sleep's wake-up.
+            Ok(n) => self.take_records(n, sys::monotonic_ns()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => {
                 self.read_errors += 1;
@@ -625,7 +626,7 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
             // Drains one blocking read's worth (then the non-blocking rest would be EAGAIN:
             // the file is blocking here, so read once).
             Mode::Read => {
-                with_consumer(signal, |c| c.as_mut().map(|c| c.read_once(sys::monotonic_ns())));
+                with_consumer(signal, |c| c.as_mut().map(|c| c.read_once()));
             }
         }
         flush(&mut output);
@@ -641,8 +642,10 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
             });
             latency_mark += recent.len();
             recent.sort_unstable();
-            let ring =
-                sys::driver_stats(fd).map_or(0, |d| d.periods.saturating_sub(d.periods_read));
+            let ring = sys::driver_stats(fd).map_or(0, |d| {
+                let d = stats_delta(&d, &driver_before);
+                d.periods.saturating_sub(d.periods_read)
+            });
             println!(
                 "vdaq: {:6.1} s {:9.0} frames/s {:7} periods {:7} signals {:6} lost  ring {}/{}  latency p50 {} us max {} us",
                 start.elapsed().as_secs_f64(),

@@ -65,6 +65,9 @@ run_scenario() {
   rc=$?
   echo "$rc" >"$OUT/rc"
   dmesg -c >"$OUT/dmesg.txt"
+  # The device's statistics at the end of the scenario, in its part of the device log.
+  host_do stats
+  sleep 0.1
   mark_device_log "=== scenario $1: end"
   echo "=== scenario $1: end (exit $rc)"
 }
