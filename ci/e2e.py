@@ -5,11 +5,13 @@
     ci/e2e.py NAME|BOOT|GLOB.. run the scenarios named (or every scenario of a boot file)
     ci/e2e.py --list           list the scenarios
 
-Each file in ci/scenarios is one guest boot: its [boot] table gives the kernel variant, the
-device's flags (or configuration file) and a time limit; its scenarios run in order in that
-boot, each with a `run` snippet of guest shell (helpers in ci/guest/prelude.sh), an expected
+Each file in ci/scenarios is one guest boot: its [boot] table gives the kernel variant
+(`kernel`), the device's flags (`device`) or configuration file (`device_config`), a time limit
+(`timeout`), guest commands to run once (`setup`) and before each scenario (`before_each`), and
+files to put in the guest's /mnt/host (`share`); its scenarios run in order in that boot, each with a `run` snippet of guest shell (helpers in ci/guest/prelude.sh), an expected
 exit status (`exit`, default 0) and `checks`: Python expressions over what the snippet left
-(see Checks below). Every scenario's dmesg must also be free of detector reports.
+(see Checks below). Every scenario's dmesg must also be free of detector reports. A [[matrix]]
+table makes a scenario per combination of its `axes` (see `expand`).
 
 Prints one line per scenario and a summary; a failing scenario is followed by its failed
 checks, its stderr, and its part of the guest console, the device log and dmesg. Writes
@@ -19,6 +21,7 @@ run/e2e.tap (TAP 13) and run/e2e.junit.xml. Exits 1 when a scenario failed.
 import argparse
 import ast
 import fnmatch
+import itertools
 import json
 import os
 import re
@@ -86,17 +89,45 @@ class Scenario:
 
 
 class Boot:
-    def __init__(self, path):
+    def __init__(self, path, full):
         self.path = path
         self.name = path.stem
         spec = tomllib.loads(path.read_text())
         self.cfg = spec.get("boot", {})
         self.scenarios = [Scenario(self, s) for s in spec.get("scenario", [])]
+        for m in spec.get("matrix", []):
+            self.scenarios += [Scenario(self, s) for s in expand(m, full)]
         self.vm_dir = RUN_DIR / f"e2e-{self.name}"
 
 
-def load(files):
-    boots = [Boot(f) for f in files]
+def expand(matrix, full):
+    """The scenarios of a [[matrix]] table: its `axes` (name -> values) combined, substituted
+    for {name} in name, summary, run and checks. `ci` says which combinations run without
+    --full: "all", or "cover" (each value of each axis at least once, cycling through the axes
+    together) plus the `ci_extra` combinations."""
+    axes = matrix["axes"]
+    names = list(axes)
+    every = [dict(zip(names, values)) for values in itertools.product(*(axes[n] for n in names))]
+    if full or matrix.get("ci", "all") == "all":
+        chosen = every
+    else:
+        longest = max(len(v) for v in axes.values())
+        chosen = [{n: axes[n][i % len(axes[n])] for n in names} for i in range(longest)]
+        chosen += [c for c in matrix.get("ci_extra", []) if c not in chosen]
+    out = []
+    for combo in chosen:
+        def fill(text):
+            return text.format(**combo)
+        out.append({
+            "name": fill(matrix["name"]), "summary": fill(matrix.get("summary", "")),
+            "run": fill(matrix["run"]), "checks": [fill(c) for c in matrix.get("checks", [])],
+            "exit": matrix.get("exit", 0), "timeout": matrix.get("timeout", DEFAULT_SCENARIO_TIMEOUT),
+        })
+    return out
+
+
+def load(files, full=False):
+    boots = [Boot(f, full) for f in files]
     names = [s.name for b in boots for s in b.scenarios]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -133,6 +164,8 @@ def host_app():
 
 
 WIDTH = {"u8": 1, "s16": 2, "s32": 4, "float": 4, "float64": 8}
+# ALSA's names of the formats, for arecord scenarios.
+ALSA = {"U8": "u8", "S16_LE": "s16", "S32_LE": "s32", "FLOAT_LE": "float", "FLOAT64_LE": "float64"}
 
 
 def check_names(sc, sc_dir, app):
@@ -195,6 +228,7 @@ def check_names(sc, sc_dir, app):
         return int(m[-1]) - int(m[0])
 
     def arecord_ok(rate, fmt, channels, seconds):
+        fmt = ALSA.get(fmt, fmt)
         raw = sc_dir / "capture.raw"
         size = raw.stat().st_size if raw.exists() else 0
         want = rate * seconds * channels * WIDTH[fmt]
@@ -214,12 +248,14 @@ def check_names(sc, sc_dir, app):
                     "rate": w.getframerate(), "frames": w.getnframes()}
 
     def verify_counter(name, fmt, channels, frames):
+        fmt = ALSA.get(fmt, fmt)
         r = subprocess.run([app, "verify", "--format", fmt, "--channels", str(channels), "--frames",
                             str(frames), "--first", "0", str(sc_dir / name)], capture_output=True, text=True)
         need(r.returncode == 0, f"vdaq verify: {r.stdout.strip()} {r.stderr.strip()}")
         return True
 
     def analyze(name, fmt, channels, rate):
+        fmt = ALSA.get(fmt, fmt)
         r = subprocess.run([app, "analyze", "--format", fmt, "--channels", str(channels), "--rate",
                             str(rate), str(sc_dir / name)], capture_output=True, text=True)
         need(r.returncode == 0, f"vdaq analyze: {r.stderr.strip()}")
@@ -317,6 +353,12 @@ def run_boot(boot, scenarios, live):
     (stage / "prelude.sh").write_text((ROOT / "ci/guest/prelude.sh").read_text())
     if boot.cfg.get("before_each"):
         (stage / "before_each.sh").write_text(boot.cfg["before_each"] + "\n")
+    # Files the guest needs (e.g. a driver of one's own), relative to the scenario file.
+    for item in boot.cfg.get("share", []):
+        src = (boot.path.parent / item).resolve()
+        if not src.exists():
+            sys.exit(f"e2e: {boot.path}: share: no {src}")
+        subprocess.run(["cp", "-r", str(src), str(stage / src.name)], check=True)
     for sc in scenarios:
         (stage / "sc" / sc.name).mkdir()
         (stage / "sc" / sc.name / "run.sh").write_text(sc.run.strip() + "\n")
@@ -405,6 +447,24 @@ def write_tap(scenarios, path):
     path.write_text("\n".join(lines) + "\n")
 
 
+def write_report(scenarios, path, command):
+    """A markdown table of the results, with the command and the machine."""
+    failed = sum(not sc.ok for sc in scenarios)
+    lines = [
+        f"Command: `{command}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, on "
+        f"`{os.uname().nodename}` ({os.cpu_count()} CPUs, {os.uname().release}).",
+        "",
+        f"{len(scenarios) - failed} passed, {failed} failed.",
+        "",
+        "| scenario | result | what | seconds |",
+        "| --- | --- | --- | --- |",
+    ]
+    for sc in scenarios:
+        why = "" if sc.ok else ": " + next((d for d, ok, _ in sc.results if not ok), "")[:80]
+        lines.append(f"| {sc.name} | {'ok' if sc.ok else 'FAIL' + why} | {sc.summary} | {sc.seconds:.1f} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
 def write_junit(boots, path):
     out = ['<?xml version="1.0" encoding="UTF-8"?>', "<testsuites>"]
     for boot, scenarios in boots:
@@ -430,9 +490,12 @@ def main():
     ap.add_argument("--file", action="append", type=Path, default=[],
                     help="scenario file(s) to use instead of ci/scenarios/*.toml")
     ap.add_argument("--live", action="store_true", help="print the guest console as it comes")
+    ap.add_argument("--full", action="store_true",
+                    help="every combination of the [[matrix]] tables (default: their CI subset)")
+    ap.add_argument("--report", type=Path, help="also write the results as a markdown table")
     args = ap.parse_args()
 
-    boots = load(args.file or sorted(SCENARIOS.glob("*.toml")))
+    boots = load(args.file or sorted(SCENARIOS.glob("*.toml")), args.full)
     if args.list:
         for b in boots:
             for sc in b.scenarios:
@@ -482,6 +545,8 @@ def main():
         if not sc.ok:
             print(failure_report(sc))
     write_tap(everything, RUN_DIR / "e2e.tap")
+    if args.report:
+        write_report(everything, args.report, " ".join(["ci/e2e.py", *sys.argv[1:]]))
     write_junit(plan, RUN_DIR / "e2e.junit.xml")
     failed = sum(not sc.ok for sc in everything)
     print(f"e2e: {len(everything) - failed} passed, {failed} failed "

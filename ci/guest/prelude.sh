@@ -99,12 +99,22 @@ arecord_wait_running() {
   uptime_s
 }
 
-# arecord_case PCM RATE ALSA_FORMAT CHANNELS SECONDS [ARECORD_ARG...]: captures to
-# $OUT/capture.raw; writes $OUT/time ("STREAM_SECONDS WALL_SECONDS": from RUNNING, and from
-# arecord's start, to its exit); returns arecord's exit status.
+# arecord_case PCM RATE ALSA_FORMAT CHANNELS SECONDS [default|small|ARECORD_ARG...]: captures
+# to $OUT/capture.raw; writes $OUT/time ("STREAM_SECONDS WALL_SECONDS": from RUNNING, and from
+# arecord's start, to its exit); returns arecord's exit status. "small" asks for 5 ms periods
+# (at least 32 frames) and a 4-period buffer; "default" leaves arecord's own settings.
 arecord_case() {
   pcm=$1 rate=$2 format=$3 channels=$4 seconds=$5
   shift 5
+  case "${1:-default}" in
+    default) [ $# -gt 0 ] && shift ;;
+    small)
+      shift
+      period=$((rate / 200))
+      [ "$period" -ge 32 ] || period=32
+      set -- --period-size="$period" --buffer-size="$((period * 4))" "$@"
+      ;;
+  esac
   arecord_wait_running "$pcm" >/tmp/running &
   poller=$!
   t0=$(uptime_s)
