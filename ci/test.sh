@@ -40,6 +40,7 @@ ci/setup.sh
 step "rustfmt" cargo fmt --all --check
 step "clippy -D warnings" cargo clippy --quiet --workspace --all-targets -- -D warnings
 step "shellcheck" shell_lint
+step "actionlint (.github/workflows)" "$ACTIONLINT" -color=false
 step "unit tests (cargo test)" cargo test --quiet --workspace
 say "Building vdaq-device and the guest images (plain and debug kernels, cached)"
 cargo build --quiet --release -p vdaq-device
