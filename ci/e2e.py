@@ -348,7 +348,8 @@ def guest_script(boot, scenarios):
 
 def run_boot(boot, scenarios, live):
     stage = RUN_DIR / f"e2e-{boot.name}.stage"
-    subprocess.run(["rm", "-rf", str(stage)], check=True)
+    # The last run's logs go first: progress is read from the new console log only.
+    subprocess.run(["rm", "-rf", str(stage), str(boot.vm_dir)], check=True)
     (stage / "sc").mkdir(parents=True)
     (stage / "prelude.sh").write_text((ROOT / "ci/guest/prelude.sh").read_text())
     if boot.cfg.get("before_each"):
@@ -460,7 +461,8 @@ def write_report(scenarios, path, command):
         "| --- | --- | --- | --- |",
     ]
     for sc in scenarios:
-        why = "" if sc.ok else ": " + next((d for d, ok, _ in sc.results if not ok), "")[:80]
+        failed = next(((d, detail) for d, ok, detail in sc.results if not ok), ("", ""))
+        why = "" if sc.ok else f": {failed[0]}: {failed[1]}"[:160].replace("|", "/")
         lines.append(f"| {sc.name} | {'ok' if sc.ok else 'FAIL' + why} | {sc.summary} | {sc.seconds:.1f} |")
     path.write_text("\n".join(lines) + "\n")
 

@@ -134,6 +134,9 @@ pub struct Summary {
     pub wall_seconds: f64,
     pub latency_us: [u64; 4],
     pub latency_histogram: Vec<u64>,
+    /// Period timing: |interval - nominal| log2 histogram (us) and the largest.
+    pub jitter_histogram: Vec<u64>,
+    pub jitter_max_us: u64,
     pub counter: CounterReport,
     pub driver: Stats,
     pub irq_delta: Option<u64>,
@@ -166,6 +169,15 @@ struct Consumer {
     checker: CounterChecker,
     expect_fd: bool,
     first_ts: Option<u64>,
+    /// Frames asked for: draining stops there (a free-running device never lets a read see
+    /// EAGAIN).
+    frames_wanted: u64,
+    /// Nominal time between periods (ns), for the jitter histogram.
+    period_ns: u64,
+    /// |interval between consecutive period timestamps - nominal period|: log2 histogram in
+    /// microseconds (bucket 0: under 2 us), and the largest.
+    jitter: [u64; LATENCY_BUCKETS],
+    jitter_max_us: u64,
     first_frames: u64,
     last_ts: u64,
     frames_lost_reported: u64,
@@ -275,7 +287,7 @@ impl Consumer {
     /// Reads every ready period; returns how many.
     fn drain(&mut self, now: u64) -> u64 {
         let mut periods = 0;
-        loop {
+        while FRAMES.load(Ordering::Relaxed) < self.frames_wanted {
             let n = match sys::read(self.fd, &mut self.buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -330,6 +342,13 @@ impl Consumer {
             if self.first_ts.is_none() {
                 self.first_ts = Some(h.timestamp_ns);
                 self.first_frames = u64::from(h.frames);
+            }
+            if self.first_ts.is_some() && self.last_ts > 0 && h.frames_lost == 0 {
+                let interval = h.timestamp_ns.saturating_sub(self.last_ts);
+                let us = interval.abs_diff(self.period_ns) / 1000;
+                let bucket = (64 - us.max(1).leading_zeros() as usize - 1).min(LATENCY_BUCKETS - 1);
+                self.jitter[bucket] += 1;
+                self.jitter_max_us = self.jitter_max_us.max(us);
             }
             self.last_ts = h.timestamp_ns;
             let us = now.saturating_sub(h.timestamp_ns) / 1000;
@@ -530,6 +549,11 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
             checker: CounterChecker::new(format, channels),
             expect_fd: opts.rt_signal.is_some(),
             first_ts: None,
+            frames_wanted,
+            period_ns: u64::from(p.period_bytes / (frame_bytes.max(1) as u32)) * 1_000_000_000
+                / u64::from(p.rate.max(1)),
+            jitter: [0; LATENCY_BUCKETS],
+            jitter_max_us: 0,
             first_frames: 0,
             last_ts: 0,
             frames_lost_reported: 0,
@@ -565,9 +589,10 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
     if opts.mode == Mode::Read {
         sys::set_nonblocking(fd, false)?;
     }
+    // From before START: with signals on, the handler may run as the ioctl returns.
+    let start = Instant::now();
     sys::ioctl_none(fd, VDAQ_IOC_START)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot start the stream: {e}")))?;
-    let start = Instant::now();
     // Periods that were ready before O_ASYNC was set raised their signal already: drain once
     // (not with blocking reads, which never run dry).
     if opts.mode != Mode::Read {
@@ -765,6 +790,8 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
             lat.last().copied().unwrap_or(0),
         ],
         latency_histogram: consumer.latency.to_vec(),
+        jitter_histogram: consumer.jitter.to_vec(),
+        jitter_max_us: consumer.jitter_max_us,
         counter: consumer.checker.finish(0),
         driver,
         irq_delta: irq_before.zip(irq_after).map(|(b, a)| a.saturating_sub(b)),
@@ -804,6 +831,12 @@ impl Summary {
                 "max": self.latency_us[3],
             },
             "latency_log2_us_histogram": self.latency_histogram,
+            "period_jitter": {
+                "nominal_us": u64::from(p.period_bytes) * 1_000_000
+                    / (u64::from(p.rate.max(1)) * self.frame_bytes().max(1)),
+                "max_us": self.jitter_max_us,
+                "log2_us_histogram": self.jitter_histogram,
+            },
             "verified": self.verified,
             "counter": self.counter.to_value(),
             "driver": stats_value(&self.driver),
@@ -880,6 +913,11 @@ impl Summary {
             out += &format!("  error: {e}\n");
         }
         out
+    }
+
+    fn frame_bytes(&self) -> u64 {
+        let width = SampleFormat::from_wire(self.params.format as u8).map_or(1, |f| f.width());
+        (width * self.params.channels as usize) as u64
     }
 
     fn counter_ok(&self) -> bool {

@@ -54,6 +54,9 @@ enum Command {
     /// it does not calibrate it under load).
     #[command(hide = true)]
     TscKhz,
+    /// Measure this machine's memory copy bandwidth (64 MiB buffers, about a second) and print
+    /// it as JSON: the limit of any read() path, for the benchmarks.
+    CopyBandwidth,
     /// Capture from a vdaq device, by default asynchronously: the driver raises SIGIO (or,
     /// with --rt-signal, a queued realtime signal carrying si_fd and si_band) for each
     /// interrupt that completed periods, and the handler drains every ready period. Optionally
@@ -154,6 +157,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::CopyBandwidth => {
+            let (bytes_per_s, seconds) = copy_bandwidth();
+            println!(
+                "{}",
+                serde_json::json!({"copy_bytes_per_s": bytes_per_s, "seconds": seconds})
+            );
+            ExitCode::SUCCESS
+        }
         Command::TscKhz => match sys::tsc_khz() {
             Some(khz) => {
                 println!("{khz}");
@@ -238,6 +249,22 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Copies 64 MiB buffers for about a second; returns bytes per second and the time taken.
+fn copy_bandwidth() -> (f64, f64) {
+    const SIZE: usize = 64 << 20;
+    let src: Vec<u8> = (0..SIZE).map(|i| i as u8).collect();
+    let mut dst = vec![0u8; SIZE];
+    let start = std::time::Instant::now();
+    let mut bytes = 0u64;
+    while start.elapsed() < std::time::Duration::from_secs(1) {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&dst);
+        bytes += SIZE as u64;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    (bytes as f64 / seconds, seconds)
 }
 
 /// Runs a capture and prints its summary; the exit status says whether it did what was asked.

@@ -18,21 +18,21 @@ find_device() {
 # Asks the host to act on the device (freeze: SIGSTOP, thaw: SIGCONT, kill: SIGKILL, stats:
 # SIGUSR1) and waits until it has (ci/vm.sh removes the marker).
 host_do() {
-  # Created by a rename: the host removes the marker as soon as it sees it, which a plain
-  # create could notice half-way.
-  echo "$1" >"$HOST/$1.tmp" && mv "$HOST/$1.tmp" "$HOST/$1-device"
-  i=0
-  while [ -e "$HOST/$1-device" ] && [ "$i" -lt 100 ]; do
-    sleep 0.05
-    i=$((i + 1))
-  done
+  to_host "$1-device" "$1"
 }
 
 # Writes a line into the device's log (to find a scenario's part of it).
 mark_device_log() {
-  echo "$*" >"$HOST/mark.tmp" && mv "$HOST/mark.tmp" "$HOST/mark-device"
+  to_host mark-device "$*"
+}
+
+# to_host MARKER TEXT: leaves MARKER (holding TEXT) for ci/vm.sh and waits, 5 s at most, until
+# the host has acted on it and removed it. Created by a rename: the host removes the marker as
+# soon as it sees it, which a plain create could notice half-way.
+to_host() {
+  echo "$2" >"$HOST/$1.tmp" && mv "$HOST/$1.tmp" "$HOST/$1"
   i=0
-  while [ -e "$HOST/mark-device" ] && [ "$i" -lt 100 ]; do
+  while [ -e "$HOST/$1" ] && [ "$i" -lt 250 ]; do
     sleep 0.02
     i=$((i + 1))
   done
