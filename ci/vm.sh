@@ -129,6 +129,7 @@ vm_run() {
   fi
 
   note "booting $variant kernel under $accel ($name)"
+  echo "$accel" >"$VM_DIR/accel"
   : >"$VM_DIR/console.log"
   qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -smp 1 -m 512M -nodefaults -display none \
     -no-reboot \

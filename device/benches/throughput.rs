@@ -16,7 +16,11 @@ use vdaq_device::source::{ChannelSignal, StreamSignal, Units, Waveform};
 use vdaq_device::stream::StreamCaps;
 use vdaq_proto::virtio_snd::code;
 
-const RUN: Duration = Duration::from_millis(700);
+/// How long each measurement runs (VDAQ_BENCH_RUN_MS, default 700 ms).
+fn run_time() -> Duration {
+    let ms = std::env::var("VDAQ_BENCH_RUN_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(700);
+    Duration::from_millis(ms)
+}
 const IN_FLIGHT: usize = 8;
 
 fn device_bytes_per_s(period: u32) -> f64 {
@@ -33,7 +37,7 @@ fn device_bytes_per_s_with(period: u32, signal: StreamSignal) -> f64 {
     assert_eq!(h.pcm(code::R_PCM_START, 0), code::S_OK);
     let start = Instant::now();
     let mut bytes = 0u64;
-    while start.elapsed() < RUN {
+    while start.elapsed() < run_time() {
         for u in h.wait_rx(1, Duration::from_millis(100)) {
             bytes += u64::from(u.len - 8);
             // Heads are reused in order by the harness's free list: find the buffer by head.
@@ -55,7 +59,7 @@ fn host_write_bytes_per_s(period: usize) -> f64 {
     let start = Instant::now();
     let mut bytes = 0u64;
     let mut i = 0;
-    while start.elapsed() < RUN {
+    while start.elapsed() < run_time() {
         for _ in 0..64 {
             let at = (i % slots) * period;
             dst[at..at + period].copy_from_slice(black_box(&src));
@@ -67,7 +71,10 @@ fn host_write_bytes_per_s(period: usize) -> f64 {
     bytes as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Prints the tables; with VDAQ_BENCH_JSON=FILE, also writes them as JSON (ci/bench.py's P5).
 fn main() {
+    let mut periods = Vec::new();
+    let mut sources_json = Vec::new();
     println!("vdaq device throughput (free-run, counter source, {IN_FLIGHT} buffers in flight)");
     println!("{:>10} {:>14} {:>16} {:>8}", "period", "device MB/s", "host write MB/s", "ratio");
     for kib in [4u32, 16, 64, 256] {
@@ -75,6 +82,10 @@ fn main() {
         let dev = device_bytes_per_s(period);
         let host = host_write_bytes_per_s(period as usize);
         println!("{:>7} KiB {:>14.1} {:>16.1} {:>8.3}", kib, dev / 1e6, host / 1e6, dev / host);
+        periods.push(serde_json::json!({
+            "period_bytes": period, "device_bytes_per_s": dev, "host_write_bytes_per_s": host,
+            "ratio": dev / host,
+        }));
     }
     println!();
     println!("per source (64 KiB periods, stereo S16)");
@@ -97,5 +108,13 @@ fn main() {
         let signal = StreamSignal { channels: vec![ch], units: Units::Codes };
         let dev = device_bytes_per_s_with(64 * 1024, signal);
         println!("{name:>10} {:>14.1} {:>16.2}", dev / 1e6, dev / 4.0 / 1e6);
+        sources_json.push(serde_json::json!({"source": name, "device_bytes_per_s": dev}));
+    }
+    if let Ok(path) = std::env::var("VDAQ_BENCH_JSON") {
+        let value = serde_json::json!({
+            "stream": "48 kHz stereo S16, free-run", "buffers_in_flight": IN_FLIGHT,
+            "run_ms": run_time().as_millis() as u64, "periods": periods, "sources": sources_json,
+        });
+        std::fs::write(&path, value.to_string()).expect("write the JSON results");
     }
 }

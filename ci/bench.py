@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""vdaq benchmarks: measure, then write results JSON, SVG plots and a markdown report.
+
+    ci/bench.py [--out DIR]      the full run (about 10 minutes under TCG here)
+    ci/bench.py --smoke          a short run that checks the outputs are produced and well formed
+
+Measured in one run (ratios matter more than absolute numbers on a noisy machine):
+  P1  the guest's memory copy bandwidth, and free-run throughput through vdaq.ko and the app by
+      blocking reads and by SIGIO for periods of 4 to 256 KiB, with the ratio to that limit;
+  P3  interrupt timestamp to SIGIO handler latency in the guest: histogram and percentiles;
+  P4  paced 384 kHz x 8 channels x S32, then 32 channels: xruns and a period-jitter histogram;
+  P5  the device alone through the host harness (counter source; other sources separately)
+      against the host's write-stream bandwidth.
+Not measured yet (see "not_measured" in the results): P2 (interrupt rate beside
+vhost-device-rng) and P6 (arecord through vdaq beside vhost-device-sound).
+
+Benchmarks report; they do not pass or fail on numbers. The command fails only when a
+measurement produced no result. Results schema: docs/BENCHMARKS.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import e2e  # noqa: E402  (the scenario runner: boots, guest scripts, logs)
+
+ROOT = e2e.ROOT
+SCHEMA = "vdaq-bench/1"
+
+FULL = {"latency_seconds": 10, "paced_seconds": 60, "frames": 16 << 20, "device_run_ms": 700}
+SMOKE = {"latency_seconds": 1, "paced_seconds": 2, "frames": 1 << 18, "device_run_ms": 100}
+
+
+def say(msg):
+    e2e.say(msg)
+
+
+def machine(accel=None):
+    def first(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[0]
+        except (OSError, subprocess.CalledProcessError, IndexError):
+            return None
+    cpu = None
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                   if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "host": platform.node(), "kernel": platform.release(), "cpu": cpu, "cpus": os.cpu_count(),
+        "qemu": first(["qemu-system-x86_64", "--version"]), "rustc": first(["rustc", "--version"]),
+        "accelerator": accel,
+    }
+
+
+def device_alone(durations, out_dir):
+    """P5: cargo bench (device through the host harness against host write bandwidth)."""
+    say("P5: the device alone through the host harness (cargo bench)")
+    path = out_dir / "p5.json"
+    env = dict(os.environ, VDAQ_BENCH_JSON=str(path), VDAQ_BENCH_RUN_MS=str(durations["device_run_ms"]))
+    subprocess.run(["cargo", "bench", "--quiet", "-p", "vdaq-device", "--bench", "throughput"],
+                   cwd=ROOT, env=env, check=True)
+    return json.loads(path.read_text())
+
+
+def run_guest(file, durations):
+    """Boots once for the scenarios of `file` (values filled in) and returns {name: JSON}."""
+    boot = e2e.Boot(ROOT / "ci" / "bench" / file, full=True)
+    for sc in boot.scenarios:
+        sc.run = sc.run.format(**durations)
+    rc = e2e.run_boot(boot, boot.scenarios, live=False)
+    results = {}
+    for sc in boot.scenarios:
+        out = boot.vm_dir / "share" / "sc" / sc.name / "stdout"
+        text = out.read_text(errors="replace") if out.exists() else ""
+        value = None
+        for line in reversed(text.strip().splitlines()):
+            try:
+                value = json.loads(line)
+                break
+            except ValueError:
+                continue
+        results[sc.name] = value
+        print(f"    {sc.name}: {'ok' if value is not None else 'NO RESULT'}", file=sys.stderr)
+    if rc != 0:
+        print(f"bench: the {file} guest ended with status {rc}", file=sys.stderr)
+    return results, boot
+
+
+def frame_bytes(summary):
+    p = summary["params"]
+    width = {4: 1, 5: 2, 17: 4, 19: 4, 20: 8}.get(p["format"], 0)  # virtio-snd format codes
+    return width * p["channels"]
+
+
+def summarise(paced, freerun, p5, durations, command, mode, accel):
+    copy = (paced.get("p1-copy-bandwidth") or {}).get("copy_bytes_per_s")
+    free = []
+    for name, s in sorted(freerun.items()):
+        m = re.match(r"p1-(\w+)-(\d+)k", name)
+        if not (m and s):
+            continue
+        bps = s["frames"] * frame_bytes(s) / s["wall_seconds"] if s["wall_seconds"] else None
+        free.append({
+            "path": m.group(1), "period_bytes": int(m.group(2)) * 1024, "bytes_per_s": bps,
+            "frames": s["frames"], "wall_seconds": s["wall_seconds"],
+            "ratio_to_copy": (bps / copy) if (bps and copy) else None,
+            "interrupts": s["driver"]["rx_interrupts_with_data"], "error": s["error"],
+        })
+    free.sort(key=lambda r: (r["path"], r["period_bytes"]))
+    lat = paced.get("p3-sigio-latency")
+    p3 = None if not lat else {
+        "rate": lat["params"]["rate"], "period_bytes": lat["params"]["period_bytes"],
+        "periods": lat["periods"], "latency_us": lat["latency_us"],
+        "log2_us_histogram": lat["latency_log2_us_histogram"],
+    }
+    p4 = []
+    for name in ("p4-384k-8ch", "p4-384k-32ch"):
+        s = paced.get(name)
+        if not s:
+            continue
+        p4.append({
+            "rate": s["params"]["rate"], "channels": s["params"]["channels"], "format": "s32",
+            "seconds": durations["paced_seconds"], "frames": s["frames"], "rate_hz": s["rate_hz"],
+            "xruns": s["driver"]["xruns"], "frames_lost": s["driver"]["frames_lost"],
+            "period_jitter": s["period_jitter"], "latency_us": s["latency_us"], "error": s["error"],
+        })
+    return {
+        "schema": SCHEMA, "mode": mode, "command": command,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(accel),
+        "p1": {"guest_copy_bytes_per_s": copy, "free_run": free},
+        "p3": p3, "p4": p4, "p5": p5,
+        "not_measured": {
+            "p2": "rx interrupts/s beside vhost-device-rng: the guest kernel has no virtio_rng yet",
+            "p6": "arecord through vdaq beside vhost-device-sound: not set up yet",
+        },
+    }
+
+
+def check(results):
+    """The outputs a smoke run must produce; returns the problems."""
+    problems = []
+    p1 = results["p1"]
+    if not isinstance(p1["guest_copy_bytes_per_s"], (int, float)):
+        problems.append("P1: no guest copy bandwidth")
+    if len(p1["free_run"]) != 8 or any(not r["bytes_per_s"] for r in p1["free_run"]):
+        problems.append(f"P1: {len(p1['free_run'])} free-run results of 8, or one without a rate")
+    if not results["p3"] or sum(results["p3"]["log2_us_histogram"]) == 0:
+        problems.append("P3: no latency histogram")
+    if len(results["p4"]) != 2 or any(sum(r["period_jitter"]["log2_us_histogram"]) == 0 for r in results["p4"]):
+        problems.append("P4: missing runs or jitter histograms")
+    if not results["p5"] or not results["p5"].get("periods"):
+        problems.append("P5: no device-alone results")
+    return problems
+
+
+def report(results, plots, path):
+    m = results["machine"]
+    mb = lambda v: f"{v / 1e6:.1f}" if v else "-"  # noqa: E731
+    lines = [
+        "# vdaq benchmark report", "",
+        f"Command: `{results['command']}` ({results['mode']}), {results['date']}.", "",
+        f"Machine: {m['cpu']} ({m['cpus']} CPUs), host kernel {m['kernel']}; {m['qemu']}; "
+        f"guest accelerator {m['accelerator']}; {m['rustc']}.", "",
+        "## P1: free-run throughput against the guest's copy bandwidth", "",
+        f"Guest memory copy: {mb(results['p1']['guest_copy_bytes_per_s'])} MB/s.", "",
+        "| path | period | MB/s | ratio to copy | interrupts |", "| --- | --- | --- | --- | --- |",
+    ]
+    for r in results["p1"]["free_run"]:
+        ratio = f"{r['ratio_to_copy']:.4f}" if r["ratio_to_copy"] else "-"
+        lines.append(f"| {r['path']} | {r['period_bytes'] // 1024} KiB | {mb(r['bytes_per_s'])} | {ratio} | {r['interrupts']} |")
+    p3 = results["p3"]
+    if p3:
+        l = p3["latency_us"]
+        lines += ["", "## P3: interrupt to SIGIO handler", "",
+                  f"{p3['periods']} periods of {p3['period_bytes']} bytes at {p3['rate']} Hz: "
+                  f"p50 {l['p50']} us, p90 {l['p90']} us, p99 {l['p99']} us, max {l['max']} us."]
+    lines += ["", "## P4: paced 384 kHz S32", "",
+              "| channels | seconds | frames/s | xruns | frames lost | jitter max us | latency p99 us |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results["p4"]:
+        lines.append(f"| {r['channels']} | {r['seconds']} | {r['rate_hz']:.0f} | {r['xruns']} | {r['frames_lost']} "
+                     f"| {r['period_jitter']['max_us']} | {r['latency_us']['p99']} |")
+    p5 = results["p5"]
+    if p5:
+        lines += ["", "## P5: the device alone (host harness) against host write bandwidth", "",
+                  "| period | device MB/s | host write MB/s | ratio |", "| --- | --- | --- | --- |"]
+        for r in p5["periods"]:
+            lines.append(f"| {r['period_bytes'] // 1024} KiB | {mb(r['device_bytes_per_s'])} | "
+                         f"{mb(r['host_write_bytes_per_s'])} | {r['ratio']:.3f} |")
+        lines += ["", "| source (64 KiB periods) | device MB/s |", "| --- | --- |"]
+        for r in p5["sources"]:
+            lines.append(f"| {r['source']} | {mb(r['device_bytes_per_s'])} |")
+    lines += ["", "## Not measured yet", ""]
+    lines += [f"- {k.upper()}: {v}" for k, v in results["not_measured"].items()]
+    lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="short runs; check the outputs")
+    ap.add_argument("--out", type=Path, default=None, help="output directory (default run/bench)")
+    args = ap.parse_args()
+    durations = SMOKE if args.smoke else FULL
+    mode = "smoke" if args.smoke else "full"
+    out = args.out or (e2e.RUN_DIR / ("bench-smoke" if args.smoke else "bench"))
+    out.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["ci/bench.py", *sys.argv[1:]])
+    t0 = time.monotonic()
+
+    subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "vdaq-device"], cwd=ROOT, check=True)
+    p5 = device_alone(durations, out)
+    say("P1, P3, P4 in the guest (paced device)")
+    paced, boot = run_guest("paced.toml", durations)
+    accel_file = boot.vm_dir / "accel"
+    accel = accel_file.read_text().strip() if accel_file.exists() else None
+    say("P1: free-run throughput in the guest")
+    freerun, _ = run_guest("freerun.toml", durations)
+
+    results = summarise(paced, freerun, p5, durations, command, mode, accel)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    say("Plots (plotters)")
+    subprocess.run(["cargo", "run", "--quiet", "--release", "-p", "vdaq-bench-plot", "--",
+                    str(out / "results.json"), str(out)], cwd=ROOT, check=True)
+    plots = sorted(out.glob("*.svg"))
+    report(results, plots, out / "report.md")
+    print(f"bench: results {out / 'results.json'}, report {out / 'report.md'}, "
+          f"{len(plots)} plots, in {time.monotonic() - t0:.0f} s")
+    problems = check(results)
+    for p in plots:
+        try:
+            root = xml.etree.ElementTree.parse(p).getroot()
+            if not root.tag.endswith("svg"):
+                problems.append(f"{p.name}: the document is not an SVG ({root.tag})")
+        except xml.etree.ElementTree.ParseError as e:
+            problems.append(f"{p.name}: not well-formed XML: {e}")
+    if len(plots) < 4:
+        problems.append(f"{len(plots)} plots, expected 4")
+    for p in problems:
+        print(f"bench: missing: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
