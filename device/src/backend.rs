@@ -223,12 +223,26 @@ impl VdaqBackend {
         mem: &GuestMemoryMmap,
     ) -> io::Result<()> {
         let vring = &vrings[usize::from(queue::RX)];
+        let events = &vrings[usize::from(queue::EVENT)];
         let mut used = false;
-        for stream in self.device.streams_mut() {
+        let mut events_used = false;
+        for (id, stream) in self.device.streams_mut().iter_mut().enumerate() {
+            // Losses no completion announced before the release: announced now.
+            for _ in 0..stream.take_unannounced_xruns() {
+                if send_event(events, mem, code::EVT_PCM_XRUN, id as u32) {
+                    self.stats.xrun_events_sent += 1;
+                    events_used = true;
+                } else {
+                    self.stats.xrun_events_dropped += 1;
+                }
+            }
             for chain in stream.take_flushed() {
                 complete_rx(vring, mem, &chain, &[], status(code::S_OK, 0));
                 used = true;
             }
+        }
+        if events_used {
+            notify(events, self.event_idx)?;
         }
         if used {
             self.stats.rx_interrupts += u64::from(notify(vring, self.event_idx)?);

@@ -156,6 +156,9 @@ pub struct Stream<R> {
     /// Bytes pushed into and taken out of the FIFO since PREPARE.
     pushed_bytes: u64,
     taken_bytes: u64,
+    /// Periods lost but not yet announced when the stream was released (no period followed
+    /// them): announced then, so that the driver's count is the device's.
+    unannounced_at_release: u64,
     stats: StreamStats,
 }
 
@@ -174,6 +177,7 @@ impl<R> Stream<R> {
             flushed: Vec::new(),
             lost_before_next_push: 0,
             gaps: VecDeque::new(),
+            unannounced_at_release: 0,
             pushed_bytes: 0,
             taken_bytes: 0,
             stats: StreamStats::default(),
@@ -302,9 +306,20 @@ impl<R> Stream<R> {
         }
         self.flush_posted();
         self.fifo.clear();
+        if self.params.is_some_and(|p| p.xrun_events) {
+            let pending = self.lost_before_next_push + self.gaps.iter().map(|g| g.1).sum::<u64>();
+            self.unannounced_at_release += pending;
+            self.stats.xrun_events += pending;
+        }
         self.reset_gaps();
         self.state = PcmState::Released;
         Ok(())
+    }
+
+    /// XRUN events owed since the last call: periods lost just before a RELEASE, which no
+    /// completion followed to carry their announcement.
+    pub fn take_unannounced_xruns(&mut self) -> u64 {
+        std::mem::take(&mut self.unannounced_at_release)
     }
 
     fn reset_gaps(&mut self) {
@@ -625,6 +640,22 @@ mod tests {
         assert_eq!(done[4].1[0], 480, "after the gap");
         assert!(done.iter().all(|d| d.2.xruns_before == 0));
         assert_eq!(s.stats().xrun_events, 0);
+    }
+
+    #[test]
+    fn losses_not_yet_announced_at_release_are_owed_as_events() {
+        let mut s = running(true);
+        // No buffer posted: every period the clock produces past the FIFO's room is lost.
+        assert_eq!(s.start(0), Ok(()));
+        s.produce(100_000_000);
+        let lost = s.stats().xruns;
+        assert!(lost > 0);
+        assert_eq!(s.stats().xrun_events, 0, "nothing completed after the gap yet");
+        assert_eq!(s.stop(), Ok(()));
+        assert_eq!(s.release(), Ok(()));
+        assert_eq!(s.take_unannounced_xruns(), lost);
+        assert_eq!(s.take_unannounced_xruns(), 0);
+        assert_eq!(s.stats().xrun_events, s.stats().xruns, "every loss announced");
     }
 
     #[test]

@@ -272,6 +272,30 @@ fn a_full_fifo_loses_whole_periods_counted_exactly_and_reported_before_the_perio
 }
 
 #[test]
+fn losses_with_no_period_after_them_are_announced_on_release() {
+    let mut h = prepared(true);
+    let evs: Vec<u64> = (0..16).map(|_| h.post_event()).collect();
+    assert_eq!(h.pcm(code::R_PCM_START, 0), code::S_OK);
+    // The FIFO (4 periods) fills, then periods are lost; no buffer ever takes the period after
+    // the gap, so only the release can announce the loss.
+    std::thread::sleep(Duration::from_millis(95));
+    assert_eq!(h.pcm(code::R_PCM_STOP, 0), code::S_OK);
+    assert_eq!(h.pcm(code::R_PCM_RELEASE, 0), code::S_OK);
+    std::thread::sleep(Duration::from_millis(50));
+    let st = h.stats();
+    let lost = st.streams[0].xruns;
+    assert!(lost >= 2, "periods were lost: {st:?}");
+    let seen = h.queues[1].take_used(&h.mem);
+    assert_eq!(seen.len() as u64, lost, "one XRUN event per period lost: {st:?}");
+    for gpa in evs.iter().take(seen.len()) {
+        let e = Event::from_prefix(&h.mem.read(*gpa, 8)).expect("event");
+        assert_eq!((e.hdr.code.get(), e.data.get()), (code::EVT_PCM_XRUN, 0));
+    }
+    assert_eq!(st.xrun_events_sent, lost);
+    h.finish().expect("clean disconnect");
+}
+
+#[test]
 fn xrun_events_only_when_selected() {
     let (h, _, events, _) = overrun(false, 2, 8);
     assert!(h.stats().streams[0].xruns >= 2);
