@@ -7,8 +7,8 @@
 
 Each file in ci/scenarios is one guest boot: its [boot] table gives the kernel variant
 (`kernel`), the device's flags (`device`) or configuration file (`device_config`), a time limit
-(`timeout`), guest commands to run once (`setup`) and before each scenario (`before_each`), and
-files to put in the guest's /mnt/host (`share`); its scenarios run in order in that boot, each with a `run` snippet of guest shell (helpers in ci/guest/prelude.sh), an expected
+(`timeout`), guest commands to run once (`setup`) and before each scenario (`before_each`),
+files to put in the guest's /mnt/host (`share`) and whether to add vhost-device-rng (`rng`); its scenarios run in order in that boot, each with a `run` snippet of guest shell (helpers in ci/guest/prelude.sh), an expected
 exit status (`exit`, default 0) and `checks`: Python expressions over what the snippet left
 (see Checks below). Every scenario's dmesg must also be free of detector reports. A [[matrix]]
 table makes a scenario per combination of its `axes` (see `expand`).
@@ -371,7 +371,8 @@ def run_boot(boot, scenarios, live):
         conf.write_text(boot.cfg["device_config"])
         device = ["--config", str(conf), *device]
     limit = boot.cfg.get("timeout") or 120 + sum(sc.timeout for sc in scenarios)
-    env = dict(os.environ, VM_SHARE_DIR=str(stage), VM_TIMEOUT=str(limit))
+    env = dict(os.environ, VM_SHARE_DIR=str(stage), VM_TIMEOUT=str(limit),
+               VM_RNG="1" if boot.cfg.get("rng") else "0")
     cmd = ('source ci/lib.sh && source ci/vm.sh && trap vm_cleanup EXIT && '
            'vm_run "$@"')
     say(f"boot {boot.name}: {len(scenarios)} scenario(s) on the {boot.cfg.get('kernel', 'plain')} kernel")

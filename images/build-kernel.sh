@@ -3,8 +3,9 @@
 #
 #   images/build-kernel.sh [plain|debug]
 #
-# plain: tinyconfig + kernel/base.config (demo, benchmarks).
-# debug: plain + kernel/debug.config (KASAN, lockdep, ...: driver tests).
+# plain: tinyconfig + kernel/base.config + kernel/bench.config (demo, benchmarks).
+# debug: tinyconfig + kernel/base.config + kernel/debug.config (KASAN, lockdep, ...: driver
+# tests).
 # Patches in kernel/patches/ apply to the source in name order. The result is cached under
 # $VDAQ_CACHE/kernel, keyed by every input (source package version, fragments, patches, this
 # script, toolchain versions); with nothing changed this prints the cached path at once.
@@ -15,7 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../ci/lib.sh"
 
 variant=${1:-plain}
 case "$variant" in
-  plain) fragments=("$VDAQ_ROOT/images/kernel/base.config") ;;
+  plain) fragments=("$VDAQ_ROOT/images/kernel/base.config" "$VDAQ_ROOT/images/kernel/bench.config") ;;
   debug) fragments=("$VDAQ_ROOT/images/kernel/base.config" "$VDAQ_ROOT/images/kernel/debug.config") ;;
   *) die "unknown kernel variant '$variant' (plain or debug)" ;;
 esac
