@@ -7,12 +7,14 @@
 Measured in one run (ratios matter more than absolute numbers on a noisy machine):
   P1  the guest's memory copy bandwidth, and free-run throughput through vdaq.ko and the app by
       blocking reads and by SIGIO for periods of 4 to 256 KiB, with the ratio to that limit;
+  P2  receive interrupts per second with 256-byte periods (free-run), beside the request rate of
+      rust-vmm's vhost-device-rng through the guest's virtio_rng in the same boot;
   P3  interrupt timestamp to SIGIO handler latency in the guest: histogram and percentiles;
   P4  paced 384 kHz x 8 channels x S32, then 32 channels: xruns and a period-jitter histogram;
   P5  the device alone through the host harness (counter source; other sources separately)
       against the host's write-stream bandwidth.
-Not measured yet (see "not_measured" in the results): P2 (interrupt rate beside
-vhost-device-rng) and P6 (arecord through vdaq beside vhost-device-sound).
+Not measured yet (see "not_measured" in the results): P6 (arecord through vdaq beside
+vhost-device-sound).
 
 Benchmarks report; they do not pass or fail on numbers. The command fails only when a
 measurement produced no result. Results schema: docs/BENCHMARKS.md.
@@ -35,8 +37,10 @@ import e2e  # noqa: E402  (the scenario runner: boots, guest scripts, logs)
 ROOT = e2e.ROOT
 SCHEMA = "vdaq-bench/1"
 
-FULL = {"latency_seconds": 10, "paced_seconds": 60, "frames": 16 << 20, "device_run_ms": 700}
-SMOKE = {"latency_seconds": 1, "paced_seconds": 2, "frames": 1 << 18, "device_run_ms": 100}
+FULL = {"latency_seconds": 10, "paced_seconds": 60, "frames": 16 << 20, "device_run_ms": 700,
+        "irq_frames": 1 << 22, "rng_reads": 20000}
+SMOKE = {"latency_seconds": 1, "paced_seconds": 2, "frames": 1 << 18, "device_run_ms": 100,
+         "irq_frames": 1 << 15, "rng_reads": 500}
 
 
 def say(msg):
@@ -117,6 +121,18 @@ def summarise(paced, freerun, p5, durations, command, mode, accel):
             "interrupts": s["driver"]["rx_interrupts_with_data"], "error": s["error"],
         })
     free.sort(key=lambda r: (r["path"], r["period_bytes"]))
+    irq, rng = freerun.get("p2-vdaq-interrupts"), freerun.get("p2-rng-requests")
+    p2 = {
+        "vdaq": None if not irq else {
+            "period_bytes": irq["params"]["period_bytes"], "periods": irq["periods"],
+            "interrupts": irq["driver"]["rx_interrupts_with_data"], "seconds": irq["wall_seconds"],
+            "interrupts_per_s": irq["driver"]["rx_interrupts_with_data"] / irq["wall_seconds"]
+            if irq["wall_seconds"] else None,
+            "periods_per_s": irq["periods"] / irq["wall_seconds"] if irq["wall_seconds"] else None,
+        },
+        "rng": None if not rng else dict(rng, requests_per_s=rng["interrupts"] / rng["seconds"]
+                                         if rng["seconds"] else None),
+    }
     lat = paced.get("p3-sigio-latency")
     p3 = None if not lat else {
         "rate": lat["params"]["rate"], "period_bytes": lat["params"]["period_bytes"],
@@ -138,9 +154,8 @@ def summarise(paced, freerun, p5, durations, command, mode, accel):
         "schema": SCHEMA, "mode": mode, "command": command,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(accel),
         "p1": {"guest_copy_bytes_per_s": copy, "free_run": free},
-        "p3": p3, "p4": p4, "p5": p5,
+        "p2": p2, "p3": p3, "p4": p4, "p5": p5,
         "not_measured": {
-            "p2": "rx interrupts/s beside vhost-device-rng: the guest kernel has no virtio_rng yet",
             "p6": "arecord through vdaq beside vhost-device-sound: not set up yet",
         },
     }
@@ -154,6 +169,9 @@ def check(results):
         problems.append("P1: no guest copy bandwidth")
     if len(p1["free_run"]) != 8 or any(not r["bytes_per_s"] for r in p1["free_run"]):
         problems.append(f"P1: {len(p1['free_run'])} free-run results of 8, or one without a rate")
+    p2 = results["p2"]
+    if not (p2["vdaq"] and p2["vdaq"]["interrupts_per_s"]) or not (p2["rng"] and p2["rng"]["requests_per_s"]):
+        problems.append(f"P2: missing a rate: {p2}")
     if not results["p3"] or sum(results["p3"]["log2_us_histogram"]) == 0:
         problems.append("P3: no latency histogram")
     if len(results["p4"]) != 2 or any(sum(r["period_jitter"]["log2_us_histogram"]) == 0 for r in results["p4"]):
@@ -178,6 +196,17 @@ def report(results, plots, path):
     for r in results["p1"]["free_run"]:
         ratio = f"{r['ratio_to_copy']:.4f}" if r["ratio_to_copy"] else "-"
         lines.append(f"| {r['path']} | {r['period_bytes'] // 1024} KiB | {mb(r['bytes_per_s'])} | {ratio} | {r['interrupts']} |")
+    p2 = results["p2"]
+    lines += ["", "## P2: interrupts per second", "",
+              "| device | what | per second |", "| --- | --- | --- |"]
+    if p2["vdaq"]:
+        v = p2["vdaq"]
+        lines.append(f"| vdaq (free-run, {v['period_bytes']}-byte periods) | receive interrupts that completed periods "
+                     f"| {v['interrupts_per_s']:.0f} ({v['periods_per_s']:.0f} periods) |")
+    if p2["rng"]:
+        r = p2["rng"]
+        lines.append(f"| vhost-device-rng ({r['device']}, 64-byte reads of /dev/hwrng) | requests (interrupts) "
+                     f"| {r['requests_per_s']:.0f} ({r['bytes'] / r['seconds'] / 1e3:.1f} kB/s) |")
     p3 = results["p3"]
     if p3:
         l = p3["latency_us"]

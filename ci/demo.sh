@@ -3,7 +3,7 @@
 # the initramfs, starts vdaq-device, boots a QEMU guest with it, and captures from the guest
 # with the vdaq app (one signal per interrupt) while both sides print what happens live (the
 # device: frames/s, FIFO level, interrupts; the guest: frames/s, periods, signals, losses,
-# then a JSON summary with latency percentiles). Usage: ci/demo.sh [SECONDS]
+# then a summary with latency percentiles and the counter check). Usage: ci/demo.sh [SECONDS]
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -1,7 +1,7 @@
 # shellcheck shell=dash
 # Guest side of the demo: vdaq.ko drives the device and the vdaq app captures asynchronously
 # (a realtime signal per interrupt, F_SETSIG), printing frames/s, periods, signals and losses
-# each second, then its JSON summary; the device's log shows its side (frames/s, FIFO level,
+# each second, then its summary; the device's log shows its side (frames/s, FIFO level,
 # interrupts) at the same time.
 set -u
 seconds=$(cat /mnt/host/demo-seconds 2>/dev/null || echo 10)
