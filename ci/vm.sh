@@ -192,9 +192,9 @@ vm_run() {
     rc=124
   fi
   stop_pid "$qemu_pid" 5
-  stop_pid "$dev_pid" 5
   [ -n "$tail_pid" ] && stop_pid "$tail_pid" 1
-  VM_PIDS=()
+  # The device and any other backend started for this boot.
+  vm_cleanup
   if [ "$rc" -ne 124 ] && [ -f "$VM_DIR/share/exit-status" ]; then
     rc=$(cat "$VM_DIR/share/exit-status")
   fi
