@@ -84,26 +84,12 @@ def run_guest(file, durations):
     rc = e2e.run_boot(boot, boot.scenarios, live=False)
     results = {}
     for sc in boot.scenarios:
-        out = boot.vm_dir / "share" / "sc" / sc.name / "stdout"
-        text = out.read_text(errors="replace") if out.exists() else ""
-        value = None
-        for line in reversed(text.strip().splitlines()):
-            try:
-                value = json.loads(line)
-                break
-            except ValueError:
-                continue
+        value = e2e.last_json(e2e.read_text(boot.vm_dir / "share" / "sc" / sc.name / "stdout"))
         results[sc.name] = value
         print(f"    {sc.name}: {'ok' if value is not None else 'NO RESULT'}", file=sys.stderr)
     if rc != 0:
         print(f"bench: the {file} guest ended with status {rc}", file=sys.stderr)
     return results, boot
-
-
-def frame_bytes(summary):
-    p = summary["params"]
-    width = {4: 1, 5: 2, 17: 4, 19: 4, 20: 8}.get(p["format"], 0)  # virtio-snd format codes
-    return width * p["channels"]
 
 
 def summarise(paced, freerun, p5, durations, command, mode, accel):
@@ -113,7 +99,7 @@ def summarise(paced, freerun, p5, durations, command, mode, accel):
         m = re.match(r"p1-(\w+)-(\d+)k", name)
         if not (m and s):
             continue
-        bps = s["frames"] * frame_bytes(s) / s["wall_seconds"] if s["wall_seconds"] else None
+        bps = s["frames"] * s["params"]["frame_bytes"] / s["wall_seconds"] if s["wall_seconds"] else None
         free.append({
             "path": m.group(1), "period_bytes": int(m.group(2)) * 1024, "bytes_per_s": bps,
             "frames": s["frames"], "wall_seconds": s["wall_seconds"],

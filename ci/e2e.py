@@ -60,6 +60,18 @@ def to_j(value):
     return json.loads(json.dumps(value), object_hook=J) if value is not None else None
 
 
+def last_json(text):
+    """The last line of `text` that is a JSON object (attribute access), or None."""
+    for line in reversed(text.strip().splitlines()):
+        try:
+            v = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(v, dict):
+            return to_j(v)
+    return None
+
+
 class CheckFailed(Exception):
     """A helper's explanation of why a check does not hold."""
 
@@ -170,18 +182,7 @@ ALSA = {"U8": "u8", "S16_LE": "s16", "S32_LE": "s32", "FLOAT_LE": "float", "FLOA
 
 def check_names(sc, sc_dir, app):
     def text(name):
-        p = sc_dir / name
-        return p.read_text(errors="replace") if p.exists() else ""
-
-    def last_json(s):
-        for line in reversed(s.strip().splitlines()):
-            try:
-                v = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(v, dict):
-                return to_j(v)
-        return None
+        return read_text(sc_dir / name)
 
     def f(name):
         v = last_json(text(name))
@@ -262,8 +263,12 @@ def check_names(sc, sc_dir, app):
         return to_j(json.loads(r.stdout))
 
     stdout = text("stdout")
+    try:
+        rc = int(text("rc"))
+    except ValueError:
+        rc = None
     return {
-        "rc": int(text("rc").strip() or -1) if text("rc").strip().lstrip("-").isdigit() else None,
+        "rc": rc,
         "stdout": stdout, "stderr": text("stderr"), "j": last_json(stdout),
         "f": f, "t": text, "num": num, "dmesg": text("dmesg.txt"), "device_log": device_log,
         "clean_capture": clean_capture, "stalled": stalled, "tap_all_ok": tap_all_ok,
@@ -410,14 +415,18 @@ def report_progress(console, seen, started, took, live):
     return len(lines)
 
 
-def collect_logs(boot, sc):
-    read = lambda p: p.read_text(errors="replace") if p.exists() else ""  # noqa: E731
+def read_text(path):
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def collect_logs(boot, sc, console, device):
+    """The scenario's parts of the boot's `console` and `device` logs, its stderr and dmesg."""
     begin, end = f"=== scenario {sc.name}: begin", f"=== scenario {sc.name}: end"
-    sc.logs["console"] = slice_between(read(boot.vm_dir / "console.log"), begin, end)
-    sc.logs["device"] = slice_between(read(boot.vm_dir / "device.log"), begin, end)
+    sc.logs["console"] = slice_between(console, begin, end)
+    sc.logs["device"] = slice_between(device, begin, end)
     share = boot.vm_dir / "share" / "sc" / sc.name
-    sc.logs["stderr"] = read(share / "stderr")
-    sc.logs["dmesg"] = read(share / "dmesg.txt")
+    sc.logs["stderr"] = read_text(share / "stderr")
+    sc.logs["dmesg"] = read_text(share / "dmesg.txt")
 
 
 def tail(text, n=LOG_LINES):
@@ -520,21 +529,20 @@ def main():
     for boot, scenarios in plan:
         t0 = time.monotonic()
         guest_rc = run_boot(boot, scenarios, args.live)
+        console = read_text(boot.vm_dir / "console.log")
+        device = read_text(boot.vm_dir / "device.log")
         for sc in scenarios:
-            collect_logs(boot, sc)
+            collect_logs(boot, sc, console, device)
             evaluate(sc, app)
         if guest_rc not in (0,):
             # The boot itself went wrong (time-out, crash): attach the console's end to the
             # scenarios that did not finish.
-            console = (boot.vm_dir / "console.log")
-            end = console.read_text(errors="replace") if console.exists() else ""
             for sc in scenarios:
                 if not sc.ok and not sc.logs.get("console"):
-                    sc.logs["console"] = end
+                    sc.logs["console"] = console
             print(f"e2e: boot {boot.name}: the guest ended with status {guest_rc} "
                   "(124: time-out, 125: no exit status)", file=sys.stderr)
-        final = boot.vm_dir / "share" / "dmesg.txt"
-        late = [l for l in (final.read_text(errors="replace") if final.exists() else "").splitlines()
+        late = [l for l in read_text(boot.vm_dir / "share" / "dmesg.txt").splitlines()
                 if DETECTORS.search(l)]
         if late:
             scenarios[-1].results.append(("no detector report after the last scenario", False, "; ".join(late[:5])))

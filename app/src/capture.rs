@@ -162,6 +162,52 @@ pub struct FileSummary {
     pub frames_dropped: u64,
 }
 
+/// The output file as the main flow writes it.
+struct FileSink {
+    out: Output,
+    path: std::path::PathBuf,
+    kind: FileType,
+    /// Frames written so far.
+    frames: u64,
+    frame_bytes: usize,
+    /// The first write error: later writes are skipped, `finish` reports it.
+    error: Option<io::Error>,
+}
+
+impl FileSink {
+    /// Writes the whole frames of `buf`, up to `frames_wanted` in all.
+    fn write(&mut self, buf: &[u8], frames_wanted: u64) {
+        if self.error.is_some() {
+            return;
+        }
+        let room = usize::try_from(frames_wanted.saturating_sub(self.frames)).unwrap_or(usize::MAX);
+        let take = (buf.len() / self.frame_bytes.max(1)).min(room);
+        match self.out.write_frames(&buf[..take * self.frame_bytes]) {
+            Ok(()) => self.frames += take as u64,
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    /// Completes the file.
+    fn finish(self, frames_dropped: u64) -> io::Result<FileSummary> {
+        let written = self.out.finish();
+        let what = |e: io::Error| {
+            io::Error::new(e.kind(), format!("writing {}: {e}", self.path.display()))
+        };
+        if let Some(e) = self.error {
+            return Err(what(e));
+        }
+        let bytes = written.map_err(what)?;
+        Ok(FileSummary {
+            path: self.path.clone(),
+            kind: self.kind,
+            bytes,
+            frames: self.frames,
+            frames_dropped,
+        })
+    }
+}
+
 /// State owned by the signal handler.
 struct Consumer {
     fd: RawFd,
@@ -528,7 +574,8 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
     let mut output = match &opts.output {
         Some(path) => {
             let kind = opts.file_type.unwrap_or_else(|| FileType::from_path(path));
-            Some((path.clone(), kind, Output::create(path, kind, format, channels, p.rate)?))
+            let out = Output::create(path, kind, format, channels, p.rate)?;
+            Some(FileSink { out, path: path.clone(), kind, frames: 0, frame_bytes, error: None })
         }
         None => None,
     };
@@ -601,12 +648,9 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
 
     let mut last_print = Instant::now();
     let mut last_frames = 0;
-    let mut frames_to_file = 0u64;
-    let mut file_error: Option<io::Error> = None;
-    // Writes what the consumer spooled (swapping spools with the signal blocked only briefly),
-    // up to the frames asked for.
-    let mut flush = |output: &mut Option<(std::path::PathBuf, FileType, Output)>| {
-        let (Some((_, _, out)), Some(spare)) = (output.as_mut(), spare_spool.as_mut()) else {
+    // Writes what the consumer spooled (swapping spools with the signal blocked only briefly).
+    let mut flush = |output: &mut Option<FileSink>| {
+        let (Some(sink), Some(spare)) = (output.as_mut(), spare_spool.as_mut()) else {
             return;
         };
         spare.clear();
@@ -615,15 +659,7 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
                 std::mem::swap(&mut spool.buf, spare);
             }
         });
-        let room = frames_wanted.saturating_sub(frames_to_file);
-        let take =
-            (spare.len() / frame_bytes.max(1)).min(usize::try_from(room).unwrap_or(usize::MAX));
-        if file_error.is_none() {
-            match out.write_frames(&spare[..take * frame_bytes]) {
-                Ok(()) => frames_to_file += take as u64,
-                Err(e) => file_error = Some(e),
-            }
-        }
+        sink.write(spare, frames_wanted);
     };
     let mut latency_mark = 0usize;
     while FRAMES.load(Ordering::Relaxed) < frames_wanted
@@ -705,32 +741,11 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
     // The last spooled frames, then the file is complete.
     let spool_dropped = consumer.spool.as_ref().map_or(0, |s| s.frames_dropped);
     let file_summary = match output.take() {
-        Some((path, kind, mut out)) => {
+        Some(mut sink) => {
             if let Some(spool) = consumer.spool.as_ref() {
-                let room = frames_wanted.saturating_sub(frames_to_file);
-                let take = (spool.buf.len() / frame_bytes.max(1))
-                    .min(usize::try_from(room).unwrap_or(usize::MAX));
-                if file_error.is_none() {
-                    match out.write_frames(&spool.buf[..take * frame_bytes]) {
-                        Ok(()) => frames_to_file += take as u64,
-                        Err(e) => file_error = Some(e),
-                    }
-                }
+                sink.write(&spool.buf, frames_wanted);
             }
-            let bytes = out.finish();
-            if let Some(e) = file_error {
-                return Err(io::Error::new(e.kind(), format!("writing {}: {e}", path.display())));
-            }
-            let bytes = bytes.map_err(|e| {
-                io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
-            })?;
-            Some(FileSummary {
-                path,
-                kind,
-                bytes,
-                frames: frames_to_file,
-                frames_dropped: spool_dropped,
-            })
+            Some(sink.finish(spool_dropped)?)
         }
         None => None,
     };
@@ -844,6 +859,7 @@ impl Summary {
             "params": {
                 "rate": p.rate, "channels": p.channels, "format": p.format,
                 "period_bytes": p.period_bytes, "periods": p.periods,
+                "frame_bytes": self.frame_bytes(),
             },
             "file": file,
         })

@@ -81,13 +81,7 @@ extern "C" fn on_interrupt(_sig: libc::c_int) {
 pub fn catch_interrupts() -> io::Result<()> {
     INTERRUPTED.store(false, std::sync::atomic::Ordering::Relaxed);
     for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: all-zero is a valid sigaction; the handler only stores to an atomic.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            check(libc::sigaction(signal, &sa, std::ptr::null_mut()))?;
-        }
+        set_action(signal, on_interrupt as extern "C" fn(libc::c_int) as usize, 0)?;
     }
     Ok(())
 }
@@ -102,12 +96,18 @@ pub type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c
 
 /// Installs `handler` for `signal` (SA_SIGINFO | SA_RESTART).
 pub fn install_handler(signal: i32, handler: Handler) -> io::Result<()> {
-    // SAFETY: all-zero is a valid sigaction; the handler is an extern "C" fn of the right
-    // signature that lives for the whole program.
+    set_action(signal, handler as usize, libc::SA_SIGINFO | libc::SA_RESTART)
+}
+
+/// sigaction(`signal`) with `handler` (the address of an extern "C" fn whose signature matches
+/// `flags`: with SA_SIGINFO a [`Handler`], else `fn(c_int)`) and an empty mask.
+fn set_action(signal: i32, handler: usize, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: all-zero is a valid sigaction; the callers pass extern "C" fns of the signature
+    // `flags` asks for, which live for the whole program.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = handler as usize;
-        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        sa.sa_sigaction = handler;
+        sa.sa_flags = flags;
         libc::sigemptyset(&mut sa.sa_mask);
         check(libc::sigaction(signal, &sa, std::ptr::null_mut()))?;
     }
