@@ -12,9 +12,10 @@ Measured in one run (ratios matter more than absolute numbers on a noisy machine
   P3  interrupt timestamp to SIGIO handler latency in the guest: histogram and percentiles;
   P4  paced 384 kHz x 8 channels x S32, then 32 channels: xruns and a period-jitter histogram;
   P5  the device alone through the host harness (counter source; other sources separately)
-      against the host's write-stream bandwidth.
-Not measured yet (see "not_measured" in the results): P6 (arecord through vdaq beside
-vhost-device-sound).
+      against the host's write-stream bandwidth;
+  P6  arecord through Linux's virtio_snd, 10 captures each: vdaq against rust-vmm's
+      vhost-device-sound (ALSA backend) reading the counter from a paced FIFO and, in the full
+      run, from a plain file: bytes/s, stream time against real time, content, failed runs.
 
 Benchmarks report; they do not pass or fail on numbers. The command fails only when a
 measurement produced no result. Results schema: docs/BENCHMARKS.md.
@@ -38,9 +39,15 @@ ROOT = e2e.ROOT
 SCHEMA = "vdaq-bench/1"
 
 FULL = {"latency_seconds": 10, "paced_seconds": 60, "frames": 16 << 20, "device_run_ms": 700,
-        "irq_frames": 1 << 22, "rng_reads": 20000}
+        "irq_frames": 1 << 22, "rng_reads": 20000, "p6_seconds": 5, "p6_runs": 10,
+        "p6_peer_sources": ["fifo", "file"]}
 SMOKE = {"latency_seconds": 1, "paced_seconds": 2, "frames": 1 << 18, "device_run_ms": 100,
-         "irq_frames": 1 << 15, "rng_reads": 500}
+         "irq_frames": 1 << 15, "rng_reads": 500, "p6_seconds": 1, "p6_runs": 2,
+         "p6_peer_sources": ["fifo"]}
+# P6's capture settings: what both vdaq and vhost-device-sound 0.3.0 offer (its rates stop at
+# 48 kHz; its formats are U8, S16, S24 and S32).
+P6 = {"rate": 48000, "channels": 2, "format": "s16", "alsa_format": "S16_LE", "sample_bytes": 2,
+      "period_frames": 4800}
 
 
 def say(msg):
@@ -92,7 +99,61 @@ def run_guest(file, durations):
     return results, boot
 
 
-def summarise(paced, freerun, p5, durations, command, mode, accel):
+def arecord_runs(label, durations, peer_source=None):
+    """P6: arecord captures through one device (vdaq, or the peer reading `peer_source`),
+    each checked on the host; returns the device's summary and runs."""
+    boot = e2e.Boot(ROOT / "ci" / "bench" / "p6.toml", full=True)
+    boot.scenarios = boot.scenarios[:durations["p6_runs"]]
+    for sc in boot.scenarios:
+        sc.run = sc.run.format(**durations, **P6)
+    if peer_source:
+        boot.name = f"p6-peer-{peer_source}"
+        boot.vm_dir = e2e.RUN_DIR / f"e2e-{boot.name}"
+        boot.cfg["device_cmd"] = "ci/peer/vhost-device-sound.sh"
+        boot.cfg["device"] = [peer_source, *(str(P6[k]) for k in ("rate", "channels", "format", "period_frames"))]
+    rc = e2e.run_boot(boot, boot.scenarios, live=False)
+    if rc != 0:
+        print(f"bench: the P6 guest ({label}) ended with status {rc}", file=sys.stderr)
+    app = e2e.host_app()
+    frame_bytes = P6["channels"] * P6["sample_bytes"]
+    seconds = durations["p6_seconds"]
+    runs = []
+    for sc in boot.scenarios:
+        d = boot.vm_dir / "share" / "sc" / sc.name
+        rc_text = e2e.read_text(d / "rc").strip()
+        times = [float(v) for v in e2e.read_text(d / "time").split()]
+        capture = d / "capture.raw"
+        size = capture.stat().st_size if capture.exists() else 0
+        content = None
+        if size:
+            r = subprocess.run([app, "verify", "--format", P6["format"], "--channels", str(P6["channels"]),
+                                str(capture)], capture_output=True, text=True)
+            content = e2e.last_json(r.stdout)
+        stream_s = times[0] if times else None
+        run = {
+            "exit_status": int(rc_text) if rc_text.lstrip("-").isdigit() else None,
+            "bytes": size, "stream_seconds": stream_s, "wall_seconds": times[1] if len(times) > 1 else None,
+            "bytes_per_s": size / stream_s if (size and stream_s) else None,
+            "elapsed_over_real": stream_s / seconds if stream_s else None,
+            "content_clean": bool(content and content["clean"]),
+            "error": e2e.read_text(d / "stderr").strip()[-200:] or None,
+        }
+        run["ok"] = (run["exit_status"] == 0 and size == seconds * P6["rate"] * frame_bytes
+                     and run["content_clean"])
+        runs.append(run)
+    ok = [r for r in runs if r["ok"]]
+    median = lambda v: sorted(v)[len(v) // 2] if v else None  # noqa: E731
+    print(f"    {label}: {len(ok)} of {len(runs)} runs ok", file=sys.stderr)
+    return {
+        "device": label, "runs": len(runs), "failed": len(runs) - len(ok),
+        "content_clean": sum(r["content_clean"] for r in runs),
+        "bytes_per_s_median": median([r["bytes_per_s"] for r in ok]),
+        "elapsed_over_real_median": median([r["elapsed_over_real"] for r in ok]),
+        "run_results": runs,
+    }
+
+
+def summarise(paced, freerun, p5, p6, durations, command, mode, accel):
     copy = (paced.get("p1-copy-bandwidth") or {}).get("copy_bytes_per_s")
     free = []
     for name, s in sorted(freerun.items()):
@@ -141,9 +202,8 @@ def summarise(paced, freerun, p5, durations, command, mode, accel):
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(accel),
         "p1": {"guest_copy_bytes_per_s": copy, "free_run": free},
         "p2": p2, "p3": p3, "p4": p4, "p5": p5,
-        "not_measured": {
-            "p6": "arecord through vdaq beside vhost-device-sound: not set up yet",
-        },
+        "p6": {**{k: P6[k] for k in ("rate", "channels", "format", "period_frames")},
+               "buffer_periods": 4, "seconds": durations["p6_seconds"], "devices": p6},
     }
 
 
@@ -164,6 +224,9 @@ def check(results):
         problems.append("P4: missing runs or jitter histograms")
     if not results["p5"] or not results["p5"].get("periods"):
         problems.append("P5: no device-alone results")
+    p6 = results["p6"]["devices"]
+    if len(p6) < 2 or any(d["runs"] == 0 or any(r["exit_status"] is None for r in d["run_results"]) for d in p6):
+        problems.append("P6: a device without runs, or a run that did not finish")
     return problems
 
 
@@ -215,8 +278,17 @@ def report(results, plots, path):
         lines += ["", "| source (64 KiB periods) | device MB/s |", "| --- | --- |"]
         for r in p5["sources"]:
             lines.append(f"| {r['source']} | {mb(r['device_bytes_per_s'])} |")
-    lines += ["", "## Not measured yet", ""]
-    lines += [f"- {k.upper()}: {v}" for k, v in results["not_measured"].items()]
+    p6 = results["p6"]
+    lines += ["", "## P6: arecord through virtio_snd, vdaq and vhost-device-sound", "",
+              f"{len(p6['devices'][0]['run_results']) if p6['devices'] else 0} captures of {p6['seconds']} s each, "
+              f"{p6['rate']} Hz, {p6['channels']} channels, {p6['format']}, {p6['period_frames']}-frame periods, "
+              f"{p6['buffer_periods']}-period buffer; content checked on the host (counter, unbroken).", "",
+              "| device | failed runs | content clean | kB/s (median of ok runs) | stream time / real time |",
+              "| --- | --- | --- | --- | --- |"]
+    for d in p6["devices"]:
+        kbs = f"{d['bytes_per_s_median'] / 1e3:.1f}" if d["bytes_per_s_median"] else "-"
+        ratio = f"{d['elapsed_over_real_median']:.3f}" if d["elapsed_over_real_median"] else "-"
+        lines.append(f"| {d['device']} | {d['failed']} of {d['runs']} | {d['content_clean']} | {kbs} | {ratio} |")
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     path.write_text("\n".join(lines) + "\n")
 
@@ -241,8 +313,12 @@ def main():
     accel = accel_file.read_text().strip() if accel_file.exists() else None
     say("P1: free-run throughput in the guest")
     freerun, _ = run_guest("freerun.toml", durations)
+    say("P6: arecord through virtio_snd: vdaq, then vhost-device-sound")
+    p6 = [arecord_runs("vdaq", durations)]
+    for source in durations["p6_peer_sources"]:
+        p6.append(arecord_runs(f"vhost-device-sound ({source})", durations, peer_source=source))
 
-    results = summarise(paced, freerun, p5, durations, command, mode, accel)
+    results = summarise(paced, freerun, p5, p6, durations, command, mode, accel)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     say("Plots (plotters)")
     subprocess.run(["cargo", "run", "--quiet", "--release", "-p", "vdaq-bench-plot", "--",

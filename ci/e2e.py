@@ -8,10 +8,13 @@
 Each file in ci/scenarios is one guest boot: its [boot] table gives the kernel variant
 (`kernel`), the device's flags (`device`) or configuration file (`device_config`), a time limit
 (`timeout`), guest commands to run once (`setup`) and before each scenario (`before_each`),
-files to put in the guest's /mnt/host (`share`) and whether to add vhost-device-rng (`rng`); its scenarios run in order in that boot, each with a `run` snippet of guest shell (helpers in ci/guest/prelude.sh), an expected
-exit status (`exit`, default 0) and `checks`: Python expressions over what the snippet left
-(see Checks below). Every scenario's dmesg must also be free of detector reports. A [[matrix]]
-table makes a scenario per combination of its `axes` (see `expand`).
+files to put in the guest's /mnt/host (`share`), whether to add vhost-device-rng (`rng`), and
+another backend to run instead of vdaq-device (`device_cmd`, relative to the repository, given
+the socket and `device`); its scenarios run in order in that boot, each with a `run` snippet
+of guest shell (helpers in ci/guest/prelude.sh), an expected exit status (`exit`, default 0)
+and `checks`: Python expressions over what the snippet left (see Checks below). Every
+scenario's dmesg must also be free of detector reports. A [[matrix]] table makes a scenario
+per combination of its `axes` (see `expand`).
 
 Prints one line per scenario and a summary; a failing scenario is followed by its failed
 checks, its stderr, and its part of the guest console, the device log and dmesg. Writes
@@ -378,6 +381,9 @@ def run_boot(boot, scenarios, live):
     limit = boot.cfg.get("timeout") or 120 + sum(sc.timeout for sc in scenarios)
     env = dict(os.environ, VM_SHARE_DIR=str(stage), VM_TIMEOUT=str(limit),
                VM_RNG="1" if boot.cfg.get("rng") else "0")
+    if boot.cfg.get("device_cmd"):
+        # Another backend instead of vdaq-device (the benchmarks' peer), given `device`.
+        env["VM_DEVICE_CMD"] = str(ROOT / boot.cfg["device_cmd"])
     cmd = ('source ci/lib.sh && source ci/vm.sh && trap vm_cleanup EXIT && '
            'vm_run "$@"')
     say(f"boot {boot.name}: {len(scenarios)} scenario(s) on the {boot.cfg.get('kernel', 'plain')} kernel")

@@ -12,7 +12,10 @@ KERNEL_RUSTDOC=/usr/bin/rustdoc
 BINDGEN_ROOT="$VDAQ_CACHE/tools/bindgen"
 BINDGEN="$BINDGEN_ROOT/bin/bindgen"
 ACTIONLINT="$VDAQ_CACHE/tools/actionlint/bin/actionlint"
-export VDAQ_ROOT VDAQ_CACHE ACTIONLINT
+# The benchmarks' rust-vmm peers, installed by ci/setup.sh.
+RNG_BIN="$VDAQ_CACHE/tools/vhost-device-rng/bin/vhost-device-rng"
+SOUND_BIN="$VDAQ_CACHE/tools/vhost-device-sound/bin/vhost-device-sound"
+export VDAQ_ROOT VDAQ_CACHE ACTIONLINT RNG_BIN SOUND_BIN
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 note() { printf '    %s\n' "$*" >&2; }

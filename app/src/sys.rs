@@ -1,6 +1,6 @@
 //! The system calls the app needs that std does not offer: fcntl for asynchronous I/O
 //! (F_SETOWN, O_ASYNC, F_SETSIG), sigaction with SA_SIGINFO, signal masks, the device's ioctl,
-//! and CLOCK_MONOTONIC. Every `unsafe` of the app is here.
+//! CLOCK_MONOTONIC, and pipe sizes for `vdaq feed`. Every `unsafe` of the app is here.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -211,6 +211,32 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     } else {
         Ok(n as usize)
     }
+}
+
+/// Has the kernel send this process SIGTERM when its parent ends (a helper process that must
+/// not outlive the one it serves).
+pub fn end_with_parent() -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number; the unused arguments are zero.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) })?;
+    Ok(())
+}
+
+/// Asks for a pipe buffer of at least `bytes` (the kernel rounds up to a power of two pages)
+/// and returns the size it set.
+pub fn set_pipe_size(fd: RawFd, bytes: usize) -> io::Result<usize> {
+    let want = libc::c_int::try_from(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pipe size too large"))?;
+    // SAFETY: fcntl on a descriptor we own, with an integer argument.
+    let got = check(unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, want) })?;
+    Ok(got as usize)
+}
+
+/// Bytes waiting in the pipe `fd` (either end) to be read.
+pub fn pipe_queued(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int, to `n`.
+    check(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) })?;
+    Ok(n as usize)
 }
 
 /// The TSC frequency in kHz, measured against CLOCK_MONOTONIC.
