@@ -8,9 +8,10 @@
 Each file in ci/scenarios is one guest boot: its [boot] table gives the kernel variant
 (`kernel`), the device's flags (`device`) or configuration file (`device_config`), a time limit
 (`timeout`), guest commands to run once (`setup`) and before each scenario (`before_each`),
-files to put in the guest's /mnt/host (`share`), whether to add vhost-device-rng (`rng`), and
-another backend to run instead of vdaq-device (`device_cmd`, relative to the repository, given
-the socket and `device`); its scenarios run in order in that boot, each with a `run` snippet
+files to put in the guest's /mnt/host (`share`), whether to add vhost-device-rng (`rng`), the
+user to run the device as (`device_user`, when the suite runs as root), and another backend to
+run instead of vdaq-device (`device_cmd`, relative to the repository, given the socket and
+`device`); its scenarios run in order in that boot, each with a `run` snippet
 of guest shell (helpers in ci/guest/prelude.sh), an expected exit status (`exit`, default 0)
 and `checks`: Python expressions over what the snippet left (see Checks below). Every
 scenario's dmesg must also be free of detector reports. A [[matrix]] table makes a scenario
@@ -118,13 +119,15 @@ class Boot:
 def expand(matrix, full):
     """The scenarios of a [[matrix]] table: its `axes` (name -> values) combined, substituted
     for {name} in name, summary, run and checks. `ci` says which combinations run without
-    --full: "all", or "cover" (each value of each axis at least once, cycling through the axes
-    together) plus the `ci_extra` combinations."""
+    --full: "all", "cover" (each value of each axis at least once, cycling through the axes
+    together) plus the `ci_extra` combinations, or "extra" (only the `ci_extra` ones)."""
     axes = matrix["axes"]
     names = list(axes)
     every = [dict(zip(names, values)) for values in itertools.product(*(axes[n] for n in names))]
     if full or matrix.get("ci", "all") == "all":
         chosen = every
+    elif matrix["ci"] == "extra":
+        chosen = matrix.get("ci_extra", [])
     else:
         longest = max(len(v) for v in axes.values())
         chosen = [{n: axes[n][i % len(axes[n])] for n in names} for i in range(longest)]
@@ -173,6 +176,8 @@ def host_app():
 #   tap_all_ok(text)      TAP output with a plan and every test ok
 #   device_lost(stream)   frames the device counted lost on a stream during the scenario
 #                         (from statistics lines it logged on SIGUSR1: host_do stats)
+#   faults(stream)        what the device's injected faults did on a stream (dropped, errors,
+#                         withheld, delayed, stalls), from its statistics line at the end
 #   arecord_ok(rate, fmt, channels, seconds), verify_counter(file, fmt, channels, frames),
 #   analyze(file, fmt, channels, rate)   arecord captures, checked by the host's vdaq app
 #   wav_info(file)        a WAV file's channels, bits, rate and frames
@@ -214,6 +219,13 @@ def check_names(sc, sc_dir, app):
         need("EIO" in str(s.error), f"error {s.error!r}, expected EIO")
         need(s.driver.stalls == 1, f"the driver counted {s.driver.stalls} stalls")
         return True
+
+    def faults(stream):
+        """The device's fault counts for `stream` at the scenario's end (its statistics line)."""
+        found = re.findall(rf"stream {stream} faults: (\d+) dropped, (\d+) errors, (\d+) withheld, "
+                           r"(\d+) delayed, (\d+) stalls", device_log)
+        need(found, f"no fault counts for stream {stream} in the device log")
+        return to_j(dict(zip(("dropped", "errors", "withheld", "delayed", "stalls"), map(int, found[-1]))))
 
     def tap_all_ok(out):
         lines = out.splitlines()
@@ -276,6 +288,7 @@ def check_names(sc, sc_dir, app):
         "f": f, "t": text, "num": num, "dmesg": text("dmesg.txt"), "device_log": device_log,
         "clean_capture": clean_capture, "stalled": stalled, "tap_all_ok": tap_all_ok,
         "device_lost": device_lost, "arecord_ok": arecord_ok, "verify_counter": verify_counter,
+        "faults": faults,
         "wav_info": wav_info,
         "analyze": analyze, "abs": abs, "len": len, "any": any, "all": all,
     }
@@ -381,6 +394,8 @@ def run_boot(boot, scenarios, live):
     limit = boot.cfg.get("timeout") or 120 + sum(sc.timeout for sc in scenarios)
     env = dict(os.environ, VM_SHARE_DIR=str(stage), VM_TIMEOUT=str(limit),
                VM_RNG="1" if boot.cfg.get("rng") else "0")
+    if boot.cfg.get("device_user"):
+        env["VM_DEVICE_USER"] = boot.cfg["device_user"]
     if boot.cfg.get("device_cmd"):
         # Another backend instead of vdaq-device (the benchmarks' peer), given `device`.
         env["VM_DEVICE_CMD"] = str(ROOT / boot.cfg["device_cmd"])

@@ -14,7 +14,8 @@
 #
 # Environment: VDAQ_ACCEL=auto|kvm|tcg (auto boots a KVM probe once and falls back to TCG),
 # VM_TIMEOUT seconds (default 300), VM_LIVE=1 prints the console and the device log as they come,
-# VM_DEVICE_WRAPPER (e.g. "strace -f") runs the device under another program, VM_DEVICE_CMD
+# VM_DEVICE_WRAPPER (e.g. "strace -f") runs the device under another program, VM_DEVICE_USER
+# (when run as root) as that unprivileged user, VM_DEVICE_CMD
 # replaces it with another sound backend (run as `$VM_DEVICE_CMD SOCKET DEVICE_ARG...`: the
 # benchmarks' peer), the array VM_SHARE_FILES lists files to put beside guest.sh, and
 # VM_SHARE_DIR a directory whose contents go there too. A guest script that creates
@@ -25,6 +26,7 @@
 VDAQ_RUN_DIR=${VDAQ_RUN_DIR:-$VDAQ_ROOT/run}
 VDAQ_DEVICE_BIN=${VDAQ_DEVICE_BIN:-$VDAQ_ROOT/target/release/vdaq-device}
 VM_PIDS=()
+VM_TEMP_DIRS=()
 
 # Stops every process this library started; for the caller's EXIT trap.
 vm_cleanup() {
@@ -33,6 +35,11 @@ vm_cleanup() {
     stop_pid "$pid" 5
   done
   VM_PIDS=()
+  local dir
+  for dir in ${VM_TEMP_DIRS[@]+"${VM_TEMP_DIRS[@]}"}; do
+    rm -rf "$dir"
+  done
+  VM_TEMP_DIRS=()
 }
 
 vm_build_device() {
@@ -115,13 +122,29 @@ vm_run() {
     cp -r "$VM_SHARE_DIR/." "$VM_DIR/share/"
   fi
   sock="$VM_DIR/vdaq.sock"
+  local run_as=()
+  if [ -n "${VM_DEVICE_USER:-}" ] && [ "$(id -u)" -eq 0 ]; then
+    # The device as an unprivileged user: its socket and a copy of the binary in a directory
+    # of its own that the user can reach (the repository may be under a private home).
+    local own
+    own=$(mktemp -d /tmp/vdaq-device.XXXXXX)
+    cp "$VDAQ_DEVICE_BIN" "$own/vdaq-device"
+    chown -R "$VM_DEVICE_USER" "$own"
+    chmod 0755 "$own"
+    sock="$own/vdaq.sock"
+    VM_TEMP_DIRS+=("$own")
+    run_as=(setpriv --reuid="$VM_DEVICE_USER" --regid="$(id -g "$VM_DEVICE_USER")" --clear-groups)
+  fi
 
   # Appended to, so that the marks of ci/vm.sh's loop (below) land between the device's lines.
   : >"$VM_DIR/device.log"
   if [ -n "${VM_DEVICE_CMD:-}" ]; then
     "$VM_DEVICE_CMD" "$sock" "$@" >>"$VM_DIR/device.log" 2>&1 &
   else
-    ${VM_DEVICE_WRAPPER:-} env RUST_LOG="${RUST_LOG:-info}" "$VDAQ_DEVICE_BIN" --socket-path "$sock" --once "$@" >>"$VM_DIR/device.log" 2>&1 &
+    local bin=$VDAQ_DEVICE_BIN
+    [ "${#run_as[@]}" -eq 0 ] || bin="$(dirname "$sock")/vdaq-device"
+    ${VM_DEVICE_WRAPPER:-} ${run_as[@]+"${run_as[@]}"} env RUST_LOG="${RUST_LOG:-info}" \
+      "$bin" --socket-path "$sock" --once "$@" >>"$VM_DIR/device.log" 2>&1 &
   fi
   dev_pid=$!
   VM_PIDS+=("$dev_pid")
@@ -135,6 +158,8 @@ vm_run() {
     stop_pid "$dev_pid"
     die "${VM_DEVICE_CMD:-vdaq-device} did not create its socket"
   fi
+  # Who the device runs as (the owner of its /proc entry), for the guest: /mnt/host/device-user.
+  stat -c %U "/proc/$dev_pid" >"$VM_DIR/share/device-user" 2>/dev/null || true
 
   local extra=()
   if [ "${VM_RNG:-0}" = 1 ]; then

@@ -613,14 +613,21 @@ impl VdaqDev {
                 }
                 let p = s.params;
                 let status_len = core::mem::size_of::<PcmStatus>() as u32;
-                let bytes = len.saturating_sub(status_len).min(p.period_bytes());
-                let frames = bytes / p.frame_bytes;
+                let mut bytes = len.saturating_sub(status_len).min(p.period_bytes());
                 let mut flags = 0;
+                if msg.status.status.get() != code::S_OK {
+                    // The device failed this period: whatever it wrote is not data, and the
+                    // period's frames are lost.
+                    flags |= PERIOD_FLAG_ERROR;
+                    bytes = 0;
+                    let lost = u64::from(p.period_bytes() / p.frame_bytes);
+                    s.lost_before_next += lost;
+                    s.stats.frames_lost += lost;
+                    s.stats.error_periods += 1;
+                }
+                let frames = bytes / p.frame_bytes;
                 if s.lost_before_next > 0 {
                     flags |= PERIOD_FLAG_LOST;
-                }
-                if msg.status.status.get() != code::S_OK {
-                    flags |= PERIOD_FLAG_ERROR;
                 }
                 let header = PeriodHeader {
                     magic: PERIOD_MAGIC,

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use vdaq_proto::format::SampleFormat;
 use vdaq_proto::uapi::{
-    Info, Params, PeriodHeader, Stats, PERIOD_MAGIC, VDAQ_IOC_INFO, VDAQ_IOC_SET_PARAMS,
-    VDAQ_IOC_START,
+    Info, Params, PeriodHeader, Stats, PERIOD_FLAG_ERROR, PERIOD_MAGIC, VDAQ_IOC_INFO,
+    VDAQ_IOC_SET_PARAMS, VDAQ_IOC_START,
 };
 use vdaq_proto::wire::Pod;
 
@@ -61,7 +61,7 @@ pub struct Options {
     pub device: String,
     /// Seconds of frames to capture, at the stream's rate (default: 3; `monitor`: until
     /// interrupted).
-    #[arg(long, conflicts_with = "frames")]
+    #[arg(long, conflicts_with = "frames", value_parser = crate::parse_seconds)]
     pub seconds: Option<f64>,
     /// Frames to capture.
     #[arg(long)]
@@ -124,6 +124,8 @@ pub struct Summary {
     pub periods: u64,
     pub frames: u64,
     pub frames_lost_reported: u64,
+    /// Periods the device completed with an error status (their frames are lost, announced).
+    pub error_periods: u64,
     pub loss_mismatches: u64,
     pub unreported_frames: u64,
     pub bad_records: u64,
@@ -227,6 +229,7 @@ struct Consumer {
     first_frames: u64,
     last_ts: u64,
     frames_lost_reported: u64,
+    error_periods: u64,
     loss_mismatches: u64,
     announced: u64,
     unreported_frames: u64,
@@ -385,6 +388,7 @@ impl Consumer {
                 self.unreported_frames += lost - covered;
             }
             self.frames_lost_reported += h.frames_lost;
+            self.error_periods += u64::from(h.flags & PERIOD_FLAG_ERROR != 0);
             if self.first_ts.is_none() {
                 self.first_ts = Some(h.timestamp_ns);
                 self.first_frames = u64::from(h.frames);
@@ -476,7 +480,8 @@ fn stats_delta(after: &Stats, before: &Stats) -> Stats {
         periods_read: after.periods_read.saturating_sub(before.periods_read),
         stalls: after.stalls.saturating_sub(before.stalls),
         stall_signals: after.stall_signals.saturating_sub(before.stall_signals),
-        reserved: [0; 6],
+        error_periods: after.error_periods.saturating_sub(before.error_periods),
+        reserved: [0; 5],
     }
 }
 
@@ -486,7 +491,7 @@ pub fn stats_value(d: &Stats) -> serde_json::Value {
         "periods": d.periods, "frames": d.frames, "frames_lost": d.frames_lost, "xruns": d.xruns,
         "rx_interrupts": d.rx_interrupts, "rx_interrupts_with_data": d.rx_interrupts_with_data,
         "signals_sent": d.signals_sent, "periods_read": d.periods_read, "stalls": d.stalls,
-        "stall_signals": d.stall_signals,
+        "stall_signals": d.stall_signals, "error_periods": d.error_periods,
     })
 }
 
@@ -604,6 +609,7 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
             first_frames: 0,
             last_ts: 0,
             frames_lost_reported: 0,
+            error_periods: 0,
             loss_mismatches: 0,
             announced: 0,
             unreported_frames: 0,
@@ -790,6 +796,7 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
         periods: PERIODS.load(Ordering::Relaxed),
         frames,
         frames_lost_reported: consumer.frames_lost_reported,
+        error_periods: consumer.error_periods,
         loss_mismatches: consumer.loss_mismatches,
         unreported_frames: consumer.unreported_frames,
         bad_records: consumer.bad_records,
@@ -837,6 +844,7 @@ impl Summary {
             "handler_runs_without_data": self.handler_runs_without_data,
             "periods": self.periods, "frames": self.frames, "frames_wanted": self.frames_wanted,
             "frames_lost_reported": self.frames_lost_reported,
+            "error_periods": self.error_periods,
             "loss_mismatches": self.loss_mismatches, "unreported_frames": self.unreported_frames,
             "bad_records": self.bad_records, "read_errors": self.read_errors,
             "unread_at_stop": self.unread_at_stop, "stream_seconds": self.stream_seconds,
@@ -883,9 +891,14 @@ impl Summary {
             p.period_bytes,
         );
         out += &format!(
-            "  periods {}, lost frames {} (reported by the device), read by {}{}\n",
+            "  periods {}, lost frames {} (reported by the device{}), read by {}{}\n",
             self.periods,
             self.frames_lost_reported,
+            if self.error_periods > 0 {
+                format!("; {} periods failed with an error status", self.error_periods)
+            } else {
+                String::new()
+            },
             self.mode.name(),
             if self.mode == Mode::Sigio {
                 format!(

@@ -12,6 +12,7 @@ mod capture;
 mod feed;
 mod output;
 mod selftest;
+mod stress;
 mod sys;
 mod verify;
 
@@ -55,6 +56,17 @@ enum Command {
     /// it does not calibrate it under load).
     #[command(hide = true)]
     TscKhz,
+    /// Use one started stream from several threads at once for --seconds: blocking reads
+    /// (counter checked), O_ASYNC on and off, STATS and INFO ioctls, poll(), and second opens
+    /// (EBUSY each). Prints JSON; exits 1 on an unexpected error or an unannounced loss.
+    Stress {
+        /// Device node.
+        #[arg(long, default_value = "/dev/vdaq0")]
+        device: String,
+        /// How long.
+        #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
+        seconds: f64,
+    },
     /// Write the counter signal for a backend that reads samples from a file (the benchmarks'
     /// peer, vhost-device-sound through ALSA's file plugin): --frames of it into a regular
     /// file, or, into a FIFO, one period per period time until the parent process ends.
@@ -148,6 +160,14 @@ enum Command {
     },
 }
 
+/// A duration flag: seconds, more than 0 and below a million.
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 1e6 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of seconds (below a million)")),
+    }
+}
+
 fn parse_format(s: &str) -> Result<SampleFormat, String> {
     SampleFormat::from_name(s)
         .ok_or_else(|| format!("unknown format '{s}' (u8, s16, s32, float, float64)"))
@@ -181,6 +201,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Stress { device, seconds } => ExitCode::from(stress::run(&device, seconds)),
         Command::Feed { format, channels, rate, period_frames, frames, path } => {
             let signal = feed::Signal { format, channels: usize::from(channels), rate };
             let result = match frames {
@@ -311,10 +332,6 @@ fn capture_command(
     irq_name: Option<&str>,
     until_interrupted: bool,
 ) -> ExitCode {
-    if let Some(s) = opts.seconds.filter(|s| !(*s > 0.0 && *s < 1e6)) {
-        eprintln!("vdaq: --seconds must be a positive number of seconds (got {s})");
-        return ExitCode::from(2);
-    }
     if opts.frames == Some(0) {
         eprintln!("vdaq: --frames must be at least 1");
         return ExitCode::from(2);

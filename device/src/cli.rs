@@ -90,6 +90,30 @@ pub struct Cli {
     /// Log a statistics line every this many seconds (0: never).
     #[arg(long, value_name = "SECONDS")]
     pub stats_interval: Option<f64>,
+    /// Fault injection, every stream: lose every Nth period produced (a forced overrun).
+    #[arg(long, value_name = "N", help_heading = "Fault injection")]
+    pub fault_drop_every: Option<i64>,
+    /// Complete every Nth buffer with VIRTIO_SND_S_IO_ERR and no frames.
+    #[arg(long, value_name = "N", help_heading = "Fault injection")]
+    pub fault_error_every: Option<i64>,
+    /// Complete every Nth buffer without notifying the driver.
+    #[arg(long, value_name = "N", help_heading = "Fault injection")]
+    pub fault_withhold_every: Option<i64>,
+    /// Hold each period this long before completing it.
+    #[arg(long, value_name = "MS", help_heading = "Fault injection")]
+    pub fault_delay_ms: Option<f64>,
+    /// Plus a random delay below this (from --fault-seed).
+    #[arg(long, value_name = "MS", help_heading = "Fault injection")]
+    pub fault_jitter_ms: Option<f64>,
+    /// Seed of --fault-jitter-ms (default 0).
+    #[arg(long, value_name = "SEED", help_heading = "Fault injection")]
+    pub fault_seed: Option<u64>,
+    /// Complete nothing for --fault-stall-ms from this long after each START (default 0).
+    #[arg(long, value_name = "MS", help_heading = "Fault injection")]
+    pub fault_stall_at_ms: Option<f64>,
+    /// Length of the stall.
+    #[arg(long, value_name = "MS", help_heading = "Fault injection")]
+    pub fault_stall_ms: Option<f64>,
     /// Serve one connection, then exit (default: serve connections until stopped).
     #[arg(long)]
     pub once: bool,
@@ -143,6 +167,15 @@ impl Cli {
             s.channels_max = self.channels_max.or(s.channels_max);
             s.units = self.units.clone().or(s.units.take());
             s.full_scale = self.full_scale.or(s.full_scale);
+            let f = s.faults.get_or_insert_with(Default::default);
+            f.drop_every = self.fault_drop_every.or(f.drop_every);
+            f.error_every = self.fault_error_every.or(f.error_every);
+            f.withhold_every = self.fault_withhold_every.or(f.withhold_every);
+            f.delay_ms = self.fault_delay_ms.or(f.delay_ms);
+            f.jitter_ms = self.fault_jitter_ms.or(f.jitter_ms);
+            f.seed = self.fault_seed.or(f.seed);
+            f.stall_at_ms = self.fault_stall_at_ms.or(f.stall_at_ms);
+            f.stall_ms = self.fault_stall_ms.or(f.stall_ms);
             if let Some(source) = &self.signal {
                 s.channels = vec![ChannelConfig {
                     source: source.clone(),

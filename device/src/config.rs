@@ -9,6 +9,7 @@ use serde::Deserialize;
 use vdaq_proto::format::SampleFormat;
 use vdaq_proto::virtio_snd::RATES;
 
+use crate::faults::FaultsConfig;
 use crate::recording::{self, FileFormat};
 use crate::source::{ChannelSignal, StreamSignal, Units, Waveform};
 use crate::stream::StreamCaps;
@@ -47,6 +48,8 @@ pub struct StreamConfig {
     /// Per-channel signals (`[[stream.channel]]`); later channels repeat the last.
     #[serde(default, rename = "channel")]
     pub channels: Vec<ChannelConfig>,
+    /// Faults to inject (`[stream.faults]`, see the `faults` module).
+    pub faults: Option<FaultsConfig>,
 }
 
 /// One `[[stream.channel]]`.
@@ -180,7 +183,16 @@ impl StreamConfig {
         } else {
             StreamSignal { channels, units }
         };
-        Ok(StreamCaps { formats, rates, channels_min: cmin, channels_max: cmax, signal, paced })
+        let faults = self.faults.clone().unwrap_or_default().to_plan(&format!("{at}.faults"))?;
+        Ok(StreamCaps {
+            formats,
+            rates,
+            channels_min: cmin,
+            channels_max: cmax,
+            signal,
+            paced,
+            faults,
+        })
     }
 }
 

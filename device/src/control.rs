@@ -195,6 +195,7 @@ mod tests {
             channels_max,
             signal: StreamSignal::default(),
             paced: true,
+            faults: Default::default(),
         }
     }
 

@@ -12,6 +12,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
 use crate::backend::{DeviceStats, VdaqBackend};
+use crate::faults::FaultStats;
 use crate::stream::StreamCaps;
 
 /// One line of statistics; frames/s over `secs` since `prev`.
@@ -30,6 +31,13 @@ pub fn stats_line(stats: &DeviceStats, prev: &DeviceStats, secs: f64) -> String 
             s.xruns,
             s.frames_lost
         ));
+        let f = s.faults;
+        if f != FaultStats::default() {
+            parts.push(format!(
+                "stream {i} faults: {} dropped, {} errors, {} withheld, {} delayed, {} stalls",
+                f.dropped, f.errors, f.withheld, f.delayed, f.stalls
+            ));
+        }
     }
     format!(
         "{}; rx interrupts {}; control requests {} ({} refused); bad chains {}",

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod faults;
 pub mod fifo;
 pub mod recording;
 pub mod source;

@@ -4,8 +4,10 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::Parser;
-use log::{error, info};
+use log::{error, info, warn};
 use nix::sys::signal::{SigSet, Signal};
+use nix::sys::stat::{umask, Mode};
+use nix::unistd::geteuid;
 use vdaq_device::backend::DeviceStats;
 use vdaq_device::cli::Cli;
 use vdaq_device::daemon::{serve_connection_with_stats, stats_line};
@@ -38,7 +40,13 @@ fn handle_signals(
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Whoever connects to the socket hands the device guest memory and gets its frames: the
+    // socket (created with this mask) is for this user only.
+    umask(Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
+    if geteuid().is_root() {
+        warn!("running as root: vdaq-device needs no privileges; an unprivileged user will do");
+    }
     let settings = match cli.settings() {
         Ok(s) => s,
         Err(e) => {

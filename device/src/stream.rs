@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use vdaq_proto::virtio_snd::{code, pcm_feature, rate_hz, PcmSetParams};
 
 use crate::clock::SampleClock;
+use crate::faults::{FaultPlan, FaultStats, Faults};
 use crate::fifo::Fifo;
 use crate::source::{Generator, StreamSignal};
 use vdaq_proto::format::SampleFormat;
@@ -32,6 +33,8 @@ pub struct StreamCaps {
     pub signal: StreamSignal,
     /// Paced by the sample clock (true) or free-running as fast as buffers come (false).
     pub paced: bool,
+    /// Faults to inject.
+    pub faults: FaultPlan,
 }
 
 /// The spec's PCM command lifecycle (VIRTIO 1.2, 5.14.6.6.1).
@@ -99,6 +102,8 @@ pub struct StreamStats {
     pub xrun_events: u64,
     /// Buffers rejected with an error status.
     pub bad_buffers: u64,
+    /// What the injected faults did.
+    pub faults: FaultStats,
 }
 
 impl std::ops::AddAssign for StreamStats {
@@ -111,6 +116,7 @@ impl std::ops::AddAssign for StreamStats {
         self.frames_lost += o.frames_lost;
         self.xrun_events += o.xrun_events;
         self.bad_buffers += o.bad_buffers;
+        self.faults += o.faults;
     }
 }
 
@@ -132,6 +138,8 @@ pub struct Completion {
     /// (0 unless the driver selected XRUN events). The FIFO delays them with the data, so the
     /// driver attributes each loss to the period that follows the gap.
     pub xruns_before: u64,
+    /// Whether the driver is notified of this completion (false: a withheld notification).
+    pub notify: bool,
 }
 
 /// One capture stream.
@@ -159,6 +167,13 @@ pub struct Stream<R> {
     /// Periods lost but not yet announced when the stream was released (no period followed
     /// them): announced then, so that the driver's count is the device's.
     unannounced_at_release: u64,
+    faults: Faults,
+    /// Periods in the FIFO that may not complete yet (injected delays): (release time, bytes),
+    /// oldest first.
+    held: VecDeque<(u64, usize)>,
+    held_bytes: usize,
+    /// The end of the injected stall under way.
+    stalled_until: Option<u64>,
     stats: StreamStats,
 }
 
@@ -166,7 +181,6 @@ impl<R> Stream<R> {
     /// A stream in the initial state.
     pub fn new(caps: StreamCaps) -> Self {
         Self {
-            caps,
             state: PcmState::Initial,
             params: None,
             fifo: Fifo::default(),
@@ -180,7 +194,12 @@ impl<R> Stream<R> {
             unannounced_at_release: 0,
             pushed_bytes: 0,
             taken_bytes: 0,
+            faults: Faults::new(caps.faults),
+            held: VecDeque::new(),
+            held_bytes: 0,
+            stalled_until: None,
             stats: StreamStats::default(),
+            caps,
         }
     }
 
@@ -201,7 +220,7 @@ impl<R> Stream<R> {
 
     /// Running totals.
     pub fn stats(&self) -> StreamStats {
-        self.stats
+        StreamStats { faults: self.faults.stats(), ..self.stats }
     }
 
     /// FIFO fill level in bytes.
@@ -284,6 +303,7 @@ impl<R> Stream<R> {
             return Err(code::S_BAD_MSG);
         }
         self.clock.start(now_ns);
+        self.faults.start(now_ns);
         self.state = PcmState::Running;
         Ok(())
     }
@@ -327,6 +347,9 @@ impl<R> Stream<R> {
         self.gaps.clear();
         self.pushed_bytes = 0;
         self.taken_bytes = 0;
+        self.held.clear();
+        self.held_bytes = 0;
+        self.stalled_until = None;
     }
 
     fn flush_posted(&mut self) {
@@ -363,10 +386,15 @@ impl<R> Stream<R> {
     /// When the sample clock next produces a period, or `None` when it does not run (stopped,
     /// or free-running).
     pub fn next_deadline_ns(&self) -> Option<u64> {
-        if self.caps.paced {
-            self.clock.next_deadline_ns()
-        } else {
-            None
+        let clock = if self.caps.paced { self.clock.next_deadline_ns() } else { None };
+        if self.state != PcmState::Running {
+            return clock;
+        }
+        // Injected faults: the end of a stall, the next held period's release.
+        let fault = self.stalled_until.or_else(|| self.held.front().map(|h| h.0));
+        match (clock, fault) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -387,11 +415,28 @@ impl<R> Stream<R> {
             (self.fifo.free() / period) as u64
         };
         for _ in 0..due {
-            self.produce_period(period, p.period_frames());
+            self.produce_period(period, p.period_frames(), now_ns);
+        }
+        self.release_held(now_ns);
+    }
+
+    /// Lets the held periods whose time has come complete, unless a stall is under way.
+    fn release_held(&mut self, now_ns: u64) {
+        self.stalled_until = self.faults.stalled_until(now_ns);
+        if self.stalled_until.is_some() {
+            return;
+        }
+        while let Some(&(_, bytes)) = self.held.front().filter(|h| h.0 <= now_ns) {
+            self.held.pop_front();
+            self.held_bytes -= bytes;
         }
     }
 
-    fn produce_period(&mut self, period: usize, period_frames: u64) {
+    fn produce_period(&mut self, period: usize, period_frames: u64, now_ns: u64) {
+        if self.faults.drop_period() {
+            self.lose_period(period_frames);
+            return;
+        }
         let first = self.next_frame;
         let frame_bytes = self.generator.as_ref().map_or(1, Generator::frame_bytes);
         let generator = &mut self.generator;
@@ -400,17 +445,30 @@ impl<R> Stream<R> {
                 g.render(first + (offset / frame_bytes) as u64, piece);
             }
         });
-        if pushed {
-            if self.lost_before_next_push > 0 {
-                let lost = std::mem::take(&mut self.lost_before_next_push);
-                self.gaps.push_back((self.pushed_bytes, lost));
-            }
-            self.pushed_bytes += period as u64;
-        } else {
-            self.stats.xruns += 1;
-            self.stats.frames_lost += period_frames;
-            self.lost_before_next_push += 1;
+        if !pushed {
+            self.lose_period(period_frames);
+            return;
         }
+        if self.lost_before_next_push > 0 {
+            let lost = std::mem::take(&mut self.lost_before_next_push);
+            self.gaps.push_back((self.pushed_bytes, lost));
+        }
+        self.pushed_bytes += period as u64;
+        let release = self.faults.release_at(now_ns);
+        if release > now_ns || !self.held.is_empty() {
+            self.held.push_back((release, period));
+            self.held_bytes += period;
+        }
+        self.stats.periods_produced += 1;
+        self.next_frame += period_frames;
+    }
+
+    /// A period lost whole (FIFO full, or dropped on purpose): counted, and announced before
+    /// the next period that makes it into the FIFO.
+    fn lose_period(&mut self, period_frames: u64) {
+        self.stats.xruns += 1;
+        self.stats.frames_lost += period_frames;
+        self.lost_before_next_push += 1;
         self.stats.periods_produced += 1;
         self.next_frame += period_frames;
     }
@@ -429,7 +487,8 @@ impl<R> Stream<R> {
     /// True when the oldest posted buffer can be completed now.
     pub fn has_ready(&self) -> bool {
         self.state == PcmState::Running
-            && self.posted.front().is_some_and(|b| b.payload <= self.fifo.len())
+            && self.stalled_until.is_none()
+            && self.posted.front().is_some_and(|b| b.payload <= self.fifo.len() - self.held_bytes)
     }
 
     /// Completes posted buffers, oldest first, while the FIFO holds enough frames for them.
@@ -445,15 +504,22 @@ impl<R> Stream<R> {
             let xruns_before = if self.params.is_some_and(|p| p.xrun_events) { lost } else { 0 };
             self.stats.xrun_events += xruns_before;
             let Some((a, b)) = self.fifo.peek(n) else { break };
-            let c = Completion { status: code::S_OK, latency_bytes, xruns_before };
-            let go_on = deliver(buffer.request, a, b, c);
+            let notify = self.faults.notify();
+            let frames = self.params.map_or(0, |p| (n / p.frame_bytes()) as u64);
+            let go_on = if self.faults.error_completion() {
+                // An injected error: the frames are lost, the buffer comes back without them.
+                self.stats.frames_lost += frames;
+                let c = Completion { status: code::S_IO_ERR, latency_bytes, xruns_before, notify };
+                deliver(buffer.request, &[], &[], c)
+            } else {
+                self.stats.buffers_completed += 1;
+                self.stats.bytes_delivered += n as u64;
+                self.stats.frames_delivered += frames;
+                let c = Completion { status: code::S_OK, latency_bytes, xruns_before, notify };
+                deliver(buffer.request, a, b, c)
+            };
             self.fifo.consume(n);
             self.taken_bytes += n as u64;
-            self.stats.buffers_completed += 1;
-            self.stats.bytes_delivered += n as u64;
-            if let Some(p) = self.params {
-                self.stats.frames_delivered += (n / p.frame_bytes()) as u64;
-            }
             if !go_on {
                 break;
             }
@@ -475,6 +541,7 @@ mod tests {
             channels_max: 2,
             signal: StreamSignal::default(),
             paced,
+            faults: FaultPlan::default(),
         }
     }
 
@@ -587,7 +654,10 @@ mod tests {
         assert_eq!(done[1].0, 1);
         assert_eq!(done[0].1, (0..80).collect::<Vec<u16>>());
         assert_eq!(done[1].1, (80..160).collect::<Vec<u16>>());
-        assert_eq!(done[1].2, Completion { status: code::S_OK, latency_bytes: 0, xruns_before: 0 });
+        assert_eq!(
+            done[1].2,
+            Completion { status: code::S_OK, latency_bytes: 0, xruns_before: 0, notify: true }
+        );
     }
 
     #[test]
@@ -622,6 +692,105 @@ mod tests {
         assert_eq!(next[0].2.xruns_before, 2, "announced with the period after the gap");
         assert_eq!(s.stats().xrun_events, 2);
         assert_eq!(done[3].1[79], 319);
+    }
+
+    /// As [`running`] (with XRUN events), with the faults of a `[stream.faults]` table.
+    fn with_faults(table: &str) -> Stream<u32> {
+        let cfg: crate::faults::FaultsConfig = toml::from_str(table).expect("faults table");
+        let mut caps = caps(true);
+        caps.faults = cfg.to_plan("faults").expect("valid faults");
+        let mut s = Stream::new(caps);
+        assert_eq!(s.set_params(&params(640, 160, 1, true)), Ok(()));
+        assert_eq!(s.prepare(), Ok(()));
+        s
+    }
+
+    #[test]
+    fn dropped_periods_are_lost_counted_and_announced_like_overruns() {
+        let mut s = with_faults("drop_every = 3");
+        assert_eq!(s.start(0), Ok(()));
+        for id in 0..4 {
+            assert!(s.post(id, 160).is_ok());
+        }
+        s.produce(60_000_000);
+        let done = drain(&mut s);
+        let firsts: Vec<u16> = done.iter().map(|d| d.1[0]).collect();
+        assert_eq!(firsts, [0, 80, 240, 320], "periods 2 and 5 were dropped");
+        assert_eq!(done[2].2.xruns_before, 1, "announced before the period after the gap");
+        let st = s.stats();
+        assert_eq!((st.xruns, st.frames_lost, st.faults.dropped), (2, 160, 2));
+    }
+
+    #[test]
+    fn error_completions_carry_no_frames_and_count_them_lost() {
+        let mut s = with_faults("error_every = 2");
+        assert_eq!(s.start(0), Ok(()));
+        for id in 0..4 {
+            assert!(s.post(id, 160).is_ok());
+        }
+        s.produce(40_000_000);
+        let done = drain(&mut s);
+        let statuses: Vec<u32> = done.iter().map(|d| d.2.status).collect();
+        assert_eq!(statuses, [code::S_OK, code::S_IO_ERR, code::S_OK, code::S_IO_ERR]);
+        assert!(done[1].1.is_empty(), "an error completion carries no frames");
+        assert_eq!(done[2].1[0], 160, "the next buffer goes on after the lost period");
+        let st = s.stats();
+        assert_eq!((st.buffers_completed, st.frames_lost, st.faults.errors), (2, 160, 2));
+    }
+
+    #[test]
+    fn withheld_completions_still_complete_in_order() {
+        let mut s = with_faults("withhold_every = 2");
+        assert_eq!(s.start(0), Ok(()));
+        for id in 0..4 {
+            assert!(s.post(id, 160).is_ok());
+        }
+        s.produce(40_000_000);
+        let done = drain(&mut s);
+        let notify: Vec<bool> = done.iter().map(|d| d.2.notify).collect();
+        assert_eq!(notify, [true, false, true, false]);
+        assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(s.stats().faults.withheld, 2);
+    }
+
+    #[test]
+    fn delayed_periods_complete_at_their_release_time_and_say_when() {
+        let mut s = with_faults("delay_ms = 25");
+        assert_eq!(s.start(0), Ok(()));
+        for id in 0..4 {
+            assert!(s.post(id, 160).is_ok());
+        }
+        s.produce(10_000_000);
+        assert!(!s.has_ready(), "the first period is held until 35 ms");
+        assert_eq!(s.next_deadline_ns(), Some(20_000_000), "the clock's next period comes first");
+        s.produce(20_000_000);
+        s.produce(30_000_000);
+        assert!(!s.has_ready());
+        assert_eq!(s.next_deadline_ns(), Some(35_000_000), "then the held period's release");
+        s.produce(35_000_000);
+        let done = drain(&mut s);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].1[0], 0);
+        s.produce(55_000_000);
+        assert_eq!(drain(&mut s).len(), 2, "released at 45 and 55 ms");
+    }
+
+    #[test]
+    fn a_stall_completes_nothing_for_its_length_then_catches_up() {
+        let mut s = with_faults("stall_at_ms = 15\nstall_ms = 30");
+        assert_eq!(s.start(0), Ok(()));
+        for id in 0..4 {
+            assert!(s.post(id, 160).is_ok());
+        }
+        s.produce(10_000_000);
+        assert_eq!(drain(&mut s).len(), 1);
+        s.produce(40_000_000);
+        assert!(!s.has_ready(), "stalled from 15 to 45 ms");
+        assert_eq!(s.next_deadline_ns(), Some(45_000_000), "a timer for the stall's end");
+        s.produce(45_000_000);
+        let done = drain(&mut s);
+        assert_eq!(done.iter().map(|d| d.1[0]).collect::<Vec<_>>(), [80, 160, 240]);
+        assert_eq!(s.stats().faults.stalls, 1);
     }
 
     #[test]

@@ -98,6 +98,18 @@ fn sigusr1_prints_statistics_and_sigterm_stops_cleanly_with_a_summary() {
 }
 
 #[test]
+fn only_the_daemons_user_may_connect_to_its_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start("mode", &[]);
+    wait_for(&d.socket);
+    let mode = std::fs::metadata(&d.socket).map(|m| m.permissions().mode()).unwrap_or(0o777);
+    assert_eq!(mode & 0o077, 0, "socket mode {mode:o}: group and others have no access");
+    d.signal(Signal::SIGTERM);
+    let (status, log) = d.wait();
+    assert_eq!(status, Some(0), "{log}");
+}
+
+#[test]
 fn sigint_stops_an_idle_daemon() {
     let d = Daemon::start("int", &[]);
     wait_for(&d.socket);

@@ -82,7 +82,8 @@ struct vdaq_stats {
 	uint64_t periods_read; /* periods read */
 	uint64_t stalls; /* times found stalled */
 	uint64_t stall_signals; /* kill_fasync(SIGIO, POLL_ERR) calls */
-	uint64_t reserved[6]; /* 0 */
+	uint64_t error_periods; /* periods completed with an error status (frames lost) */
+	uint64_t reserved[5]; /* 0 */
 };
 _Static_assert(sizeof(struct vdaq_stats) == 128, "size");
 _Static_assert(offsetof(struct vdaq_stats, periods) == 0, "offset");
@@ -95,7 +96,8 @@ _Static_assert(offsetof(struct vdaq_stats, signals_sent) == 48, "offset");
 _Static_assert(offsetof(struct vdaq_stats, periods_read) == 56, "offset");
 _Static_assert(offsetof(struct vdaq_stats, stalls) == 64, "offset");
 _Static_assert(offsetof(struct vdaq_stats, stall_signals) == 72, "offset");
-_Static_assert(offsetof(struct vdaq_stats, reserved) == 80, "offset");
+_Static_assert(offsetof(struct vdaq_stats, error_periods) == 80, "offset");
+_Static_assert(offsetof(struct vdaq_stats, reserved) == 88, "offset");
 
 #define VDAQ_IOC_INFO 0x80505601u
 #define VDAQ_IOC_SET_PARAMS 0x40205602u

@@ -9,7 +9,8 @@ pub const PERIOD_MAGIC: u32 = u32::from_le_bytes(*b"VDAQ");
 
 /// `PeriodHeader::flags`: frames were lost just before this period (see `frames_lost`).
 pub const PERIOD_FLAG_LOST: u32 = 1 << 0;
-/// `PeriodHeader::flags`: the device completed the period with an error status.
+/// `PeriodHeader::flags`: the device completed the period with an error status: it carries no
+/// frames, and counts the period's frames in `frames_lost`.
 pub const PERIOD_FLAG_ERROR: u32 = 1 << 1;
 
 /// The record read() returns for each period: this header, then `bytes` bytes of interleaved
@@ -29,7 +30,8 @@ pub struct PeriodHeader {
     pub frames: u32,
     /// Bytes of frames following this header.
     pub bytes: u32,
-    /// Frames the device lost just before this period (overruns).
+    /// Frames the device lost just before this period (overruns), and with
+    /// [`PERIOD_FLAG_ERROR`] the period's own frames, which the device did not deliver.
     pub frames_lost: u64,
 }
 
@@ -57,8 +59,10 @@ pub struct Stats {
     pub stalls: u64,
     /// kill_fasync(SIGIO, POLL_ERR) calls (one per stall, when O_ASYNC is set).
     pub stall_signals: u64,
+    /// Periods the device completed with an error status (their frames count as lost).
+    pub error_periods: u64,
     /// Reserved, 0.
-    pub reserved: [u64; 6],
+    pub reserved: [u64; 5],
 }
 
 /// Stream parameters (`VDAQ_IOC_SET_PARAMS`, and in [`Info`]).

@@ -104,7 +104,8 @@ fn render() -> String {
             (periods_read, "uint64_t", "periods read"),
             (stalls, "uint64_t", "times found stalled"),
             (stall_signals, "uint64_t", "kill_fasync(SIGIO, POLL_ERR) calls"),
-            (reserved, "uint64_t[6]", "0"),
+            (error_periods, "uint64_t", "periods completed with an error status (frames lost)"),
+            (reserved, "uint64_t[5]", "0"),
         ]
     );
     for (name, v) in [

@@ -298,6 +298,7 @@ pub fn caps(paced: bool) -> StreamCaps {
         channels_max: 2,
         signal: vdaq_device::source::StreamSignal::default(),
         paced,
+        faults: Default::default(),
     }
 }
 
