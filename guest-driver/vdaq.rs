@@ -25,7 +25,7 @@
 //!   or a new start asks the device to stop (EIO while it stays silent, after the 1 s control
 //!   time-out); once it answers, the stream starts again as usual;
 //! - fasync: one kill_fasync(SIGIO, POLL_IN) for each receive interrupt that completed at
-//!   least one period of the stream;
+//!   least one period of the stream, and kill_fasync(SIGIO, POLL_HUP) when the device goes;
 //! - VDAQ_IOC_STATS: the stream's statistics;
 //! - XRUN events (selected in SET_PARAMS) counted as frames lost before the next period.
 //!
@@ -1094,8 +1094,14 @@ impl virtio::Driver for VdaqDriver {
         let queues = {
             let mut st = dev.state.lock();
             st.gone = true;
-            for s in st.streams.iter_mut() {
+            for (id, s) in st.streams.iter_mut().enumerate() {
                 s.running = false;
+                // A process that only waits for signals learns of it too (its read: ENODEV).
+                if s.async_on {
+                    if let Some(list) = dev.fasync.get(id) {
+                        list.kill(bindings::SIGIO, bindings::POLL_HUP);
+                    }
+                }
             }
             (st.control.take(), st.events.take(), st.rx.take())
         };
