@@ -15,7 +15,8 @@ ACTIONLINT="$VDAQ_CACHE/tools/actionlint/bin/actionlint"
 # The benchmarks' rust-vmm peers, installed by ci/setup.sh.
 RNG_BIN="$VDAQ_CACHE/tools/vhost-device-rng/bin/vhost-device-rng"
 SOUND_BIN="$VDAQ_CACHE/tools/vhost-device-sound/bin/vhost-device-sound"
-export VDAQ_ROOT VDAQ_CACHE ACTIONLINT RNG_BIN SOUND_BIN
+CARGO_FUZZ="$VDAQ_CACHE/tools/cargo-fuzz/bin/cargo-fuzz"
+export VDAQ_ROOT VDAQ_CACHE ACTIONLINT RNG_BIN SOUND_BIN CARGO_FUZZ
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 note() { printf '    %s\n' "$*" >&2; }

