@@ -117,6 +117,10 @@ pub struct Cli {
     /// Serve one connection, then exit (default: serve connections until stopped).
     #[arg(long)]
     pub once: bool,
+    /// Connect to QEMU listening on --socket-path (`-chardev socket,...,server=on`) instead of
+    /// listening; after QEMU hangs up, connect again (unless --once).
+    #[arg(long)]
+    pub connect: bool,
 }
 
 /// Everything the daemon needs, validated.
@@ -130,6 +134,8 @@ pub struct Settings {
     pub stats_every: Option<Duration>,
     /// Serve one connection only.
     pub once: bool,
+    /// Connect to QEMU instead of listening.
+    pub connect: bool,
 }
 
 impl Cli {
@@ -202,6 +208,7 @@ impl Cli {
             streams,
             stats_every: (stats > 0.0).then(|| Duration::from_secs_f64(stats)),
             once: self.once,
+            connect: self.connect,
         })
     }
 }

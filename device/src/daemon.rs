@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use log::info;
-use vhost_user_backend::VhostUserDaemon;
+use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
@@ -66,12 +66,32 @@ pub fn serve_connection_with_stats(
     stats_every: Option<Duration>,
     stats: Arc<Mutex<DeviceStats>>,
 ) -> Result<DeviceStats, String> {
+    run_connection(Endpoint::Listen(socket), caps, stats_every, stats)
+}
+
+/// Which end of the vhost-user socket the device is.
+#[derive(Clone, Copy, Debug)]
+pub enum Endpoint<'a> {
+    /// Listen on this path; QEMU connects (`-chardev socket,path=...`).
+    Listen(&'a Path),
+    /// Connect to QEMU listening on this path (`-chardev socket,path=...,server=on`).
+    Connect(&'a Path),
+}
+
+/// Serves one connection at `endpoint` with fresh device state, publishing the statistics
+/// into `stats`, and returns the final statistics.
+pub fn run_connection(
+    endpoint: Endpoint<'_>,
+    caps: Vec<StreamCaps>,
+    stats_every: Option<Duration>,
+    stats: Arc<Mutex<DeviceStats>>,
+) -> Result<DeviceStats, String> {
     let backend = VdaqBackend::with_stats(caps, Arc::clone(&stats))
         .map_err(|e| format!("cannot create the device: {e}"))?;
     let timers = backend.timer_events();
     let backend = Arc::new(RwLock::new(backend));
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-    let mut daemon = VhostUserDaemon::new("vdaq-device".into(), backend, mem)
+    let mut daemon = VhostUserDaemon::new("vdaq-device".into(), Arc::clone(&backend), mem)
         .map_err(|e| format!("cannot create the vhost-user daemon: {e}"))?;
     let handler =
         daemon.get_epoll_handlers().into_iter().next().ok_or("the daemon has no worker thread")?;
@@ -100,14 +120,45 @@ pub fn serve_connection_with_stats(
         });
         (stop, thread)
     });
-    info!("listening on {}", socket.display());
-    let result = daemon.serve(socket).map_err(|e| format!("vhost-user connection failed: {e}"));
+    let result = match endpoint {
+        Endpoint::Listen(socket) => {
+            info!("listening on {}", socket.display());
+            let r = daemon.serve(socket);
+            let _ = std::fs::remove_file(socket);
+            r
+        }
+        Endpoint::Connect(socket) => {
+            info!("connecting to {}", socket.display());
+            let path = socket.to_str().ok_or("the socket path is not UTF-8")?;
+            let r = connect_and_wait(&mut daemon, path);
+            // serve() ends the worker threads itself; here it is ours to do.
+            if let Some((_, exit)) = backend.read().ok().and_then(|b| b.exit_event(0)) {
+                let _ = exit.notify();
+            }
+            r
+        }
+    }
+    .map_err(|e| format!("vhost-user connection failed: {e}"));
     if let Some((stop, thread)) = reporter {
         stop.store(true, Ordering::Relaxed);
         let _ = thread.join();
     }
-    let _ = std::fs::remove_file(socket);
     result?;
     let final_stats = stats.lock().map(|s| s.clone()).unwrap_or_default();
     Ok(final_stats)
+}
+
+/// Serves the connection made to `path` until QEMU hangs up (a hang-up is the normal end, as
+/// with [`VhostUserDaemon::serve`]).
+fn connect_and_wait(
+    daemon: &mut VhostUserDaemon<Arc<RwLock<VdaqBackend>>>,
+    path: &str,
+) -> vhost_user_backend::Result<()> {
+    use vhost::vhost_user::Error as VuError;
+    use vhost_user_backend::Error;
+    daemon.start_client(path)?;
+    match daemon.wait() {
+        Err(Error::HandleRequest(VuError::Disconnected | VuError::PartialMessage)) => Ok(()),
+        other => other,
+    }
 }

@@ -10,13 +10,13 @@ use nix::sys::stat::{umask, Mode};
 use nix::unistd::geteuid;
 use vdaq_device::backend::DeviceStats;
 use vdaq_device::cli::Cli;
-use vdaq_device::daemon::{serve_connection_with_stats, stats_line};
+use vdaq_device::daemon::{run_connection, stats_line, Endpoint};
 
-/// Handles SIGUSR1 (statistics now) and SIGINT/SIGTERM (final summary, socket removed, exit)
+/// Handles SIGUSR1 (statistics now) and SIGINT/SIGTERM (final summary, our socket removed, exit)
 /// on a thread of its own; the signals are blocked everywhere else.
 fn handle_signals(
     stats: Arc<Mutex<DeviceStats>>,
-    socket: std::path::PathBuf,
+    own_socket: Option<std::path::PathBuf>,
 ) -> Result<(), String> {
     let mut set = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGUSR1] {
@@ -32,7 +32,9 @@ fn handle_signals(
             continue;
         }
         info!("{sig}: stopping; totals: {line}");
-        let _ = std::fs::remove_file(&socket);
+        if let Some(socket) = &own_socket {
+            let _ = std::fs::remove_file(socket);
+        }
         std::process::exit(0);
     });
     Ok(())
@@ -55,7 +57,9 @@ fn main() -> ExitCode {
         }
     };
     let stats: Arc<Mutex<DeviceStats>> = Arc::default();
-    if let Err(e) = handle_signals(Arc::clone(&stats), settings.socket_path.clone()) {
+    // The socket is ours to remove only when we listen on it.
+    let own_socket = (!settings.connect).then(|| settings.socket_path.clone());
+    if let Err(e) = handle_signals(Arc::clone(&stats), own_socket) {
         error!("{e}");
         return ExitCode::FAILURE;
     }
@@ -64,8 +68,13 @@ fn main() -> ExitCode {
         if let Ok(mut s) = stats.lock() {
             *s = DeviceStats::default();
         }
-        match serve_connection_with_stats(
-            &settings.socket_path,
+        let endpoint = if settings.connect {
+            Endpoint::Connect(&settings.socket_path)
+        } else {
+            Endpoint::Listen(&settings.socket_path)
+        };
+        match run_connection(
+            endpoint,
             settings.streams.clone(),
             settings.stats_every,
             Arc::clone(&stats),

@@ -25,7 +25,11 @@ impl Daemon {
     fn start(name: &str, args: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("vdaq-daemon-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("vdaq.sock");
+        Self::start_at(&dir.join("vdaq.sock"), args)
+    }
+
+    fn start_at(socket: &Path, args: &[&str]) -> Self {
+        let socket = socket.to_path_buf();
         let child = Command::new(env!("CARGO_BIN_EXE_vdaq-device"))
             .arg("--socket-path")
             .arg(&socket)
@@ -107,6 +111,28 @@ fn only_the_daemons_user_may_connect_to_its_socket() {
     d.signal(Signal::SIGTERM);
     let (status, log) = d.wait();
     assert_eq!(status, Some(0), "{log}");
+}
+
+#[test]
+fn with_connect_the_device_dials_qemu_and_again_after_a_hang_up() {
+    let dir = std::env::temp_dir().join(format!("vdaq-connect-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("qemu.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("listen");
+    let d = Daemon::start_at(&path, &["--connect"]);
+    for round in 0..2 {
+        let mut h = Harness::accept(&listener);
+        assert_eq!(h.set_params(0, 8_000, 1, 640, 160, false), code::S_OK, "round {round}");
+        drop(h);
+    }
+    assert!(path.exists(), "QEMU's socket is left alone");
+    d.signal(Signal::SIGTERM);
+    let (status, log) = d.wait();
+    assert_eq!(status, Some(0), "{log}");
+    assert!(log.contains("connecting to"), "{log}");
+    assert!(path.exists(), "QEMU's socket is not removed on exit");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -347,6 +347,23 @@ impl Harness {
         Self::setup(fe, temp_dir(), Arc::default(), done, false)
     }
 
+    /// Waits for a device started with `--connect` to connect to `listener` (QEMU's part in
+    /// `-chardev socket,...,server=on`), then sets the device up like [`Self::connect`].
+    pub fn accept(listener: &std::os::unix::net::UnixListener) -> Self {
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let stream = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(e) if Instant::now() > deadline => panic!("the device did not connect: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        stream.set_nonblocking(false).expect("blocking stream");
+        let (_tx, done) = mpsc::channel();
+        Self::setup(Frontend::from_stream(stream, 4), temp_dir(), Arc::default(), done, false)
+    }
+
     fn setup(
         mut fe: Frontend,
         dir: PathBuf,
