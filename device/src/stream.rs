@@ -694,7 +694,8 @@ mod tests {
         assert_eq!(done[3].1[79], 319);
     }
 
-    /// As [`running`] (with XRUN events), with the faults of a `[stream.faults]` table.
+    /// As [`running`] (with XRUN events), with the faults of a `[stream.faults]` table, started
+    /// at 0 with four one-period buffers posted.
     fn with_faults(table: &str) -> Stream<u32> {
         let cfg: crate::faults::FaultsConfig = toml::from_str(table).expect("faults table");
         let mut caps = caps(true);
@@ -702,16 +703,16 @@ mod tests {
         let mut s = Stream::new(caps);
         assert_eq!(s.set_params(&params(640, 160, 1, true)), Ok(()));
         assert_eq!(s.prepare(), Ok(()));
+        assert_eq!(s.start(0), Ok(()));
+        for id in 0..4 {
+            assert!(s.post(id, 160).is_ok());
+        }
         s
     }
 
     #[test]
     fn dropped_periods_are_lost_counted_and_announced_like_overruns() {
         let mut s = with_faults("drop_every = 3");
-        assert_eq!(s.start(0), Ok(()));
-        for id in 0..4 {
-            assert!(s.post(id, 160).is_ok());
-        }
         s.produce(60_000_000);
         let done = drain(&mut s);
         let firsts: Vec<u16> = done.iter().map(|d| d.1[0]).collect();
@@ -724,10 +725,6 @@ mod tests {
     #[test]
     fn error_completions_carry_no_frames_and_count_them_lost() {
         let mut s = with_faults("error_every = 2");
-        assert_eq!(s.start(0), Ok(()));
-        for id in 0..4 {
-            assert!(s.post(id, 160).is_ok());
-        }
         s.produce(40_000_000);
         let done = drain(&mut s);
         let statuses: Vec<u32> = done.iter().map(|d| d.2.status).collect();
@@ -741,10 +738,6 @@ mod tests {
     #[test]
     fn withheld_completions_still_complete_in_order() {
         let mut s = with_faults("withhold_every = 2");
-        assert_eq!(s.start(0), Ok(()));
-        for id in 0..4 {
-            assert!(s.post(id, 160).is_ok());
-        }
         s.produce(40_000_000);
         let done = drain(&mut s);
         let notify: Vec<bool> = done.iter().map(|d| d.2.notify).collect();
@@ -756,10 +749,6 @@ mod tests {
     #[test]
     fn delayed_periods_complete_at_their_release_time_and_say_when() {
         let mut s = with_faults("delay_ms = 25");
-        assert_eq!(s.start(0), Ok(()));
-        for id in 0..4 {
-            assert!(s.post(id, 160).is_ok());
-        }
         s.produce(10_000_000);
         assert!(!s.has_ready(), "the first period is held until 35 ms");
         assert_eq!(s.next_deadline_ns(), Some(20_000_000), "the clock's next period comes first");
@@ -778,10 +767,6 @@ mod tests {
     #[test]
     fn a_stall_completes_nothing_for_its_length_then_catches_up() {
         let mut s = with_faults("stall_at_ms = 15\nstall_ms = 30");
-        assert_eq!(s.start(0), Ok(()));
-        for id in 0..4 {
-            assert!(s.post(id, 160).is_ok());
-        }
         s.produce(10_000_000);
         assert_eq!(drain(&mut s).len(), 1);
         s.produce(40_000_000);
