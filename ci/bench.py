@@ -335,8 +335,8 @@ def main():
                 problems.append(f"{p.name}: the document is not an SVG ({root.tag})")
         except xml.etree.ElementTree.ParseError as e:
             problems.append(f"{p.name}: not well-formed XML: {e}")
-    if len(plots) < 4:
-        problems.append(f"{len(plots)} plots, expected 4")
+    if len(plots) < 5:
+        problems.append(f"{len(plots)} plots, expected 5")
     for p in problems:
         print(f"bench: missing: {p}", file=sys.stderr)
     return 1 if problems else 0

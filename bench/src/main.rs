@@ -4,7 +4,9 @@
 //!   copy bandwidth (the limit);
 //! - p3-latency.svg: interrupt to SIGIO handler latency, log2 histogram;
 //! - p4-jitter.svg: period jitter histograms of the paced 384 kHz runs;
-//! - p5-device.svg: the device alone against the host's write bandwidth, by period size.
+//! - p5-device.svg: the device alone against the host's write bandwidth, by period size;
+//! - p6-arecord.svg: arecord captures through virtio_snd, stream time over real time for each
+//!   run of each device (a failed run is a cross at 0).
 
 use std::error::Error;
 use std::path::Path;
@@ -130,6 +132,40 @@ fn by_period(
     Ok(())
 }
 
+/// Points by run number, one series per device; `None` (a failed run) is a cross at 0.
+fn per_run(path: &Path, title: &str, series: &[(String, Vec<Option<f64>>)]) -> Res {
+    let runs = series.iter().map(|s| s.1.len()).max().unwrap_or(1).max(1);
+    let top = series.iter().flat_map(|s| s.1.iter().flatten().copied()).fold(1.2f64, f64::max);
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = chart_builder(&root, title, 60)
+        .build_cartesian_2d(0.5f64..runs as f64 + 0.5, 0.0f64..top * 1.1)?;
+    chart
+        .configure_mesh()
+        .x_labels(runs)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_desc("run")
+        .y_desc("stream time / real time")
+        .draw()?;
+    for (k, (name, values)) in series.iter().enumerate() {
+        let color = Palette99::pick(k).to_rgba();
+        // Side by side within a run, so that equal values stay visible.
+        let dx = (k as f64 - (series.len() - 1) as f64 / 2.0) * 0.12;
+        let ok = values.iter().enumerate().filter_map(|(i, v)| v.map(|y| (i as f64 + 1.0 + dx, y)));
+        chart
+            .draw_series(ok.map(|p| Circle::new(p, 5, color.filled())))?
+            .label(name.as_str())
+            .legend(move |(x, y)| Circle::new((x + 5, y), 5, color.filled()));
+        let failed = values.iter().enumerate().filter(|(_, v)| v.is_none());
+        chart.draw_series(
+            failed.map(|(i, _)| Cross::new((i as f64 + 1.0 + dx, 0.0), 6, color.stroke_width(2))),
+        )?;
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}
+
 fn counts(v: &Value) -> Vec<u64> {
     arr(v).iter().map(|x| x.as_u64().unwrap_or(0)).collect()
 }
@@ -177,6 +213,17 @@ fn run(results: &Value, out: &Path) -> Res {
         &[("device".to_string(), device.collect()), ("host write".to_string(), host.collect())],
         &[],
     )?;
+    let p6: Vec<(String, Vec<Option<f64>>)> = arr(&results["p6"]["devices"])
+        .iter()
+        .map(|d| {
+            let runs = arr(&d["run_results"]).iter();
+            let ratio = |r: &Value| (r["ok"] == true).then(|| num(&r["elapsed_over_real"]));
+            (d["device"].as_str().unwrap_or("?").to_string(), runs.map(ratio).collect())
+        })
+        .collect();
+    let runs = p6.iter().map(|d| d.1.len()).max().unwrap_or(0);
+    let title = format!("P6: arecord through virtio_snd, {runs} captures each");
+    per_run(&out.join("p6-arecord.svg"), &title, &p6)?;
     Ok(())
 }
 
