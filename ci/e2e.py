@@ -319,7 +319,10 @@ def evaluate(sc, app):
     sc_dir = sc.boot.vm_dir / "share" / "sc" / sc.name
     rc_file = sc_dir / "rc"
     if not rc_file.exists():
-        sc.results.append(("ran", False, "the scenario did not run (the guest stopped before it)"))
+        why = "the scenario did not finish (the guest stopped before its end)"
+        if getattr(sc.boot, "rc", None) == 124:
+            why = f"the boot's time limit ({sc.boot.limit} s) ended it before this scenario finished"
+        sc.results.append(("ran", False, why))
         return
     names = check_names(sc, sc_dir, app)
     rc = names["rc"]
@@ -391,7 +394,9 @@ def run_boot(boot, scenarios, live):
         conf = RUN_DIR / f"e2e-{boot.name}.device.toml"
         conf.write_text(boot.cfg["device_config"])
         device = ["--config", str(conf), *device]
-    limit = boot.cfg.get("timeout") or 120 + sum(sc.timeout for sc in scenarios)
+    # The boot's own limit, but never less than its scenarios' limits need.
+    limit = max(boot.cfg.get("timeout", 0), 120 + sum(sc.timeout for sc in scenarios))
+    boot.limit = limit
     env = dict(os.environ, VM_SHARE_DIR=str(stage), VM_TIMEOUT=str(limit),
                VM_RNG="1" if boot.cfg.get("rng") else "0")
     if boot.cfg.get("device_user"):
@@ -414,6 +419,7 @@ def run_boot(boot, scenarios, live):
     report_progress(console, seen, started, took, live)
     for sc in scenarios:
         sc.seconds = took.get(sc.name, 0.0)
+    boot.rc = proc.returncode
     return proc.returncode
 
 
