@@ -488,7 +488,10 @@ impl<R> Stream<R> {
     pub fn has_ready(&self) -> bool {
         self.state == PcmState::Running
             && self.stalled_until.is_none()
-            && self.posted.front().is_some_and(|b| b.payload <= self.fifo.len() - self.held_bytes)
+            && self
+                .posted
+                .front()
+                .is_some_and(|b| b.payload <= self.fifo.len().saturating_sub(self.held_bytes))
     }
 
     /// Completes posted buffers, oldest first, while the FIFO holds enough frames for them.
