@@ -409,9 +409,9 @@ struct VdaqDev {
     /// Serialises control requests and stream start/stop (process context).
     #[pin]
     control_lock: Mutex<()>,
-    /// The /dev nodes; taken out (and so unregistered) on removal.
+    /// The /dev nodes; taken out (and so unregistered, then their numbers freed) on removal.
     #[pin]
-    nodes: Mutex<KVec<Pin<KBox<miscdev::Registration<StreamNode>>>>>,
+    nodes: Mutex<KVec<(Pin<KBox<miscdev::Registration<StreamNode>>>, NodeNumber)>>,
 }
 
 crate::impl_has_timer!(VdaqDev, watchdog);
@@ -1068,12 +1068,12 @@ impl virtio::Driver for VdaqDriver {
         };
         // On an error, `remove` unregisters the nodes made so far.
         for id in (0..MAX_STREAMS).filter(|id| capture_mask & (1 << id) != 0) {
-            let minor = next_minor_index();
-            let name = CString::try_from_fmt(kernel::fmt!("vdaq{}", minor))?;
+            let number = NodeNumber::take()?;
+            let name = CString::try_from_fmt(kernel::fmt!("vdaq{}", number.0))?;
             let node = Arc::new(StreamNode { dev: dev.into(), id }, GFP_KERNEL)?;
             let reg = KBox::pin_init(miscdev::Registration::register(name, node), GFP_KERNEL)?;
-            dev.nodes.lock().push(reg, GFP_KERNEL)?;
-            pr_info!("virtio{}: stream {} is /dev/vdaq{}\n", vdev.index(), id, minor);
+            pr_info!("virtio{}: stream {} is /dev/vdaq{}\n", vdev.index(), id, number.0);
+            dev.nodes.lock().push((reg, number), GFP_KERNEL)?;
         }
         pr_info!("virtio{} bound: {} capture stream(s)\n", vdev.index(), captures);
         Ok(())
@@ -1126,10 +1126,36 @@ impl virtio::Driver for VdaqDriver {
     }
 }
 
-/// Numbers the /dev nodes vdaq0, vdaq1, ... in binding order.
-fn next_minor_index() -> u32 {
-    static NEXT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
-    NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
+/// The N of /dev/vdaqN: the lowest number free, taken while the node exists (so that a device
+/// bound again gets /dev/vdaq0 again), given back when it is dropped, after the node.
+struct NodeNumber(u32);
+
+/// Bit n: /dev/vdaqn exists.
+static NODE_NUMBERS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+impl NodeNumber {
+    fn take() -> Result<Self> {
+        use core::sync::atomic::Ordering;
+        let mut used = NODE_NUMBERS.load(Ordering::Relaxed);
+        loop {
+            let n = (!used).trailing_zeros();
+            if n >= 64 {
+                pr_err!("no free /dev/vdaqN number (64 nodes exist)\n");
+                return Err(ENOSPC);
+            }
+            let taken = used | (1 << n);
+            match NODE_NUMBERS.compare_exchange(used, taken, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Ok(Self(n)),
+                Err(now) => used = now,
+            }
+        }
+    }
+}
+
+impl Drop for NodeNumber {
+    fn drop(&mut self) {
+        NODE_NUMBERS.fetch_and(!(1 << self.0), core::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 struct VdaqModule {
