@@ -114,6 +114,8 @@ class Boot:
         for m in spec.get("matrix", []):
             self.scenarios += [Scenario(self, s) for s in expand(m, full)]
         self.vm_dir = RUN_DIR / f"e2e-{self.name}"
+        self.limit = None  # seconds, and the guest's exit status: set by run_boot
+        self.rc = None
 
 
 def expand(matrix, full):
@@ -320,7 +322,7 @@ def evaluate(sc, app):
     rc_file = sc_dir / "rc"
     if not rc_file.exists():
         why = "the scenario did not finish (the guest stopped before its end)"
-        if getattr(sc.boot, "rc", None) == 124:
+        if sc.boot.rc == 124:
             why = f"the boot's time limit ({sc.boot.limit} s) ended it before this scenario finished"
         sc.results.append(("ran", False, why))
         return

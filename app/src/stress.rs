@@ -36,9 +36,9 @@ struct Counts {
 /// Runs for `seconds`; returns the process exit status.
 pub fn run(device: &str, seconds: f64) -> u8 {
     match stress(device, seconds) {
-        Ok(report) => {
+        Ok((report, clean)) => {
             println!("{report}");
-            u8::from(!report["errors"].as_array().is_some_and(Vec::is_empty))
+            u8::from(!clean)
         }
         Err(e) => {
             eprintln!("vdaq stress: {device}: {e}");
@@ -47,7 +47,8 @@ pub fn run(device: &str, seconds: f64) -> u8 {
     }
 }
 
-fn stress(device: &str, seconds: f64) -> io::Result<serde_json::Value> {
+/// The JSON report, and whether nothing went wrong.
+fn stress(device: &str, seconds: f64) -> io::Result<(serde_json::Value, bool)> {
     let file = OpenOptions::new().read(true).open(device)?;
     let fd = file.as_raw_fd();
     let info: Info = sys::ioctl_read(fd, VDAQ_IOC_INFO)?;
@@ -147,11 +148,14 @@ fn stress(device: &str, seconds: f64) -> io::Result<serde_json::Value> {
         fail("counter", io::Error::other(format!("{report:?}")));
     }
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    Ok(serde_json::json!({
+    let errors = errors.into_inner().unwrap_or_default();
+    let clean = errors.is_empty();
+    let report = serde_json::json!({
         "seconds": seconds, "reads": c(&counts.reads), "periods": c(&counts.periods),
         "frames": report.frames, "gaps": report.gaps, "async_toggles": c(&counts.async_toggles),
         "signals": SIGNALS.load(Ordering::Relaxed), "ioctls": c(&counts.ioctls),
         "polls": c(&counts.polls), "busy_opens": c(&counts.busy_opens),
-        "errors": errors.into_inner().unwrap_or_default(),
-    }))
+        "errors": errors,
+    });
+    Ok((report, clean))
 }

@@ -125,20 +125,21 @@ pub fn run_connection(
             info!("listening on {}", socket.display());
             let r = daemon.serve(socket);
             let _ = std::fs::remove_file(socket);
-            r
+            r.map_err(|e| format!("vhost-user connection failed: {e}"))
         }
-        Endpoint::Connect(socket) => {
-            info!("connecting to {}", socket.display());
-            let path = socket.to_str().ok_or("the socket path is not UTF-8")?;
-            let r = connect_and_wait(&mut daemon, path);
-            // serve() ends the worker threads itself; here it is ours to do.
-            if let Some((_, exit)) = backend.read().ok().and_then(|b| b.exit_event(0)) {
-                let _ = exit.notify();
+        Endpoint::Connect(socket) => match socket.to_str() {
+            None => Err(format!("{}: the socket path is not UTF-8", socket.display())),
+            Some(path) => {
+                info!("connecting to {path}");
+                let r = connect_and_wait(&mut daemon, path);
+                // serve() ends the worker threads itself; here it is ours to do.
+                if let Some((_, exit)) = backend.read().ok().and_then(|b| b.exit_event(0)) {
+                    let _ = exit.notify();
+                }
+                r.map_err(|e| format!("vhost-user connection failed: {e}"))
             }
-            r
-        }
-    }
-    .map_err(|e| format!("vhost-user connection failed: {e}"));
+        },
+    };
     if let Some((stop, thread)) = reporter {
         stop.store(true, Ordering::Relaxed);
         let _ = thread.join();
