@@ -9,6 +9,7 @@ use vdaq_proto::format::SampleFormat;
 mod analyze;
 mod bench;
 mod capture;
+mod checkspeed;
 mod feed;
 mod output;
 mod selftest;
@@ -93,6 +94,27 @@ enum Command {
     /// Measure this machine's memory copy bandwidth (64 MiB buffers, about a second) and print
     /// it as JSON: the limit of any read() path, for the benchmarks.
     CopyBandwidth,
+    /// Measure the counter check's throughput beside a memory copy of the same buffer, for
+    /// every format with 1, 2, 8 and 32 channels (and the frame-by-frame check it replaced),
+    /// in MB/s: a table, or one line of JSON.
+    #[command(hide = true)]
+    CheckBandwidth {
+        /// Bytes per buffer.
+        #[arg(long, default_value_t = 4 << 20)]
+        bytes: usize,
+        /// Frames per period (the check runs period by period, as in a capture).
+        #[arg(long, default_value_t = 1024)]
+        period_frames: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 0.3, value_parser = parse_seconds)]
+        seconds: f64,
+        /// Channel counts to measure.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 8, 32])]
+        channels: Vec<usize>,
+        /// Print one line of JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Capture from a vdaq device, by default asynchronously: the driver raises SIGIO (or,
     /// with --rt-signal, a queued realtime signal carrying si_fd and si_band) for each
     /// interrupt that completed periods, and the handler drains every ready period. Optionally
@@ -223,6 +245,23 @@ fn main() -> ExitCode {
                 serde_json::json!({"copy_bytes_per_s": bytes_per_s, "seconds": seconds})
             );
             ExitCode::SUCCESS
+        }
+        Command::CheckBandwidth { bytes, period_frames, seconds, channels, json } => {
+            let channels: Vec<usize> = channels.into_iter().map(|c| c.clamp(1, 255)).collect();
+            match checkspeed::measure(bytes.max(1), seconds, period_frames, &channels) {
+                Ok(speeds) if json => {
+                    println!("{}", checkspeed::to_json(&speeds, bytes, period_frames));
+                    ExitCode::SUCCESS
+                }
+                Ok(speeds) => {
+                    print!("{}", checkspeed::table(&speeds));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vdaq check-bandwidth: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::TscKhz => match sys::tsc_khz() {
             Some(khz) => {

@@ -78,19 +78,116 @@ impl CounterReport {
     }
 }
 
+/// Samples per block of the fast path: a block is compared at once against the expected
+/// pattern (its template stays in the L1 cache beside the data).
+const BLOCK_SAMPLES: usize = 2048;
+
+/// 2^52: below it, `f64::from_bits(EXP52 | n) - TWO52` is exactly `n as f64`.
+const TWO52: f64 = 4_503_599_627_370_496.0;
+const EXP52: u64 = 0x4330_0000_0000_0000;
+
+/// The expected pattern of one block relative to its first frame's counter value: entry `s`
+/// is the frame of sample `s` (`s / channels`), in the sample's word type.
+#[derive(Debug)]
+enum Template {
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+}
+
+impl Template {
+    fn new(format: SampleFormat, channels: usize, block_frames: usize) -> Self {
+        let offsets = (0..block_frames * channels).map(|s| (s / channels) as u64);
+        match format.width() {
+            1 => Self::U8(offsets.map(|o| o as u8).collect()),
+            2 => Self::U16(offsets.map(|o| o as u16).collect()),
+            4 => Self::U32(offsets.map(|o| o as u32).collect()),
+            _ => Self::U64(offsets.collect()),
+        }
+    }
+}
+
+/// True when `data` (whole frames) is exactly the canonical encoding of the counter values
+/// `first`, `first + 1`, ... on every channel (the fast path: words XORed with the pattern,
+/// no per-sample decode, no branch per sample). `template` covers at least `data`. Blocks that
+/// cross a float format's wrap point (or FLOAT64's 2^52) return false: the caller's exact path
+/// takes them.
+fn block_matches(format: SampleFormat, template: &Template, data: &[u8], first: u64) -> bool {
+    let frames = data.len() / format.width();
+    match (format, template) {
+        (SampleFormat::U8, Template::U8(t)) => {
+            let v = first as u8;
+            data.iter().zip(t).fold(0u8, |acc, (&d, &o)| acc | (d ^ v.wrapping_add(o))) == 0
+        }
+        (SampleFormat::S16, Template::U16(t)) => {
+            let v = first as u16;
+            data.chunks_exact(2).zip(t).fold(0u16, |acc, (d, &o)| {
+                acc | (u16::from_le_bytes([d[0], d[1]]) ^ v.wrapping_add(o))
+            }) == 0
+        }
+        (SampleFormat::S32, Template::U32(t)) => {
+            let v = first as u32;
+            data.chunks_exact(4).zip(t).fold(0u32, |acc, (d, &o)| {
+                acc | (u32::from_le_bytes([d[0], d[1], d[2], d[3]]) ^ v.wrapping_add(o))
+            }) == 0
+        }
+        (SampleFormat::Float, Template::U32(t)) => {
+            // Every value of the block below 2^24: exact as i32 and as f32.
+            if first + frames as u64 > 1 << 24 {
+                return false;
+            }
+            let v = first as u32;
+            data.chunks_exact(4).zip(t).fold(0u32, |acc, (d, &o)| {
+                let want = ((v + o) as i32 as f32).to_bits();
+                acc | (u32::from_le_bytes([d[0], d[1], d[2], d[3]]) ^ want)
+            }) == 0
+        }
+        (SampleFormat::Float64, Template::U64(t)) => {
+            // Below 2^52 the value is the mantissa of 2^52 + n: no integer-to-float
+            // conversion, which SSE2 lacks for 64-bit integers.
+            if first + frames as u64 > 1 << 52 {
+                return false;
+            }
+            data.chunks_exact(8).zip(t).fold(0u64, |acc, (d, &o)| {
+                let want = (f64::from_bits(EXP52 | (first + o)) - TWO52).to_bits();
+                acc | (u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]) ^ want)
+            }) == 0
+        }
+        _ => false,
+    }
+}
+
 /// Checks interleaved counter frames incrementally (captures arrive in pieces).
+///
+/// Fast path: once the next counter value is known, blocks of frames are compared whole
+/// against the pattern they must hold ([`block_matches`]); a block that differs in any way is
+/// checked again frame by frame ([`Self::check_exact`]), which locates and describes the
+/// problem. A matching block is exactly what the frame-by-frame check accepts without a
+/// problem, so the report is the same as checking every frame.
 #[derive(Debug)]
 pub struct CounterChecker {
     format: SampleFormat,
     channels: usize,
     expected: Option<u64>,
     report: CounterReport,
+    template: Template,
+    block_frames: usize,
 }
 
 impl CounterChecker {
     /// A checker for frames of `channels` samples in `format`.
     pub fn new(format: SampleFormat, channels: usize) -> Self {
-        Self { format, channels: channels.max(1), expected: None, report: CounterReport::default() }
+        let channels = channels.max(1);
+        let block_frames = (BLOCK_SAMPLES / channels).max(1);
+        Self {
+            format,
+            channels,
+            expected: None,
+            report: CounterReport::default(),
+            template: Template::new(format, channels, block_frames),
+            block_frames,
+        }
     }
 
     fn problem(&mut self, what: Problem) {
@@ -99,9 +196,37 @@ impl CounterChecker {
         }
     }
 
-    /// Checks whole frames; `bytes` must hold a whole number of frames. Returns the number of
-    /// frames lost before the first frame of `bytes` (0 when none).
+    /// Checks whole frames; `bytes` must hold a whole number of frames (a partial last frame
+    /// is ignored). Returns the number of frames lost before the first frame of `bytes` (0
+    /// when none).
     pub fn check(&mut self, bytes: &[u8]) -> u64 {
+        let frame_bytes = self.format.width() * self.channels;
+        let mut rest = &bytes[..bytes.len() - bytes.len() % frame_bytes];
+        let mut lost = 0;
+        while !rest.is_empty() {
+            let Some(expected) = self.expected else {
+                // The first frame (or, after corrupt ones, the next) sets the expectation.
+                let (frame, tail) = rest.split_at(frame_bytes);
+                lost += self.check_exact(frame);
+                rest = tail;
+                continue;
+            };
+            let take = (rest.len() / frame_bytes).min(self.block_frames);
+            let (block, tail) = rest.split_at(take * frame_bytes);
+            if block_matches(self.format, &self.template, block, expected) {
+                self.report.frames += take as u64;
+                self.expected = Some((expected + take as u64) % self.format.counter_modulus());
+            } else {
+                lost += self.check_exact(block);
+            }
+            rest = tail;
+        }
+        lost
+    }
+
+    /// The frame-by-frame check (every sample decoded): the reference the fast path must
+    /// agree with, and the path that describes problems. Same contract as [`Self::check`].
+    pub fn check_exact(&mut self, bytes: &[u8]) -> u64 {
         let width = self.format.width();
         let modulus = self.format.counter_modulus();
         let mut lost_here = 0;
@@ -210,5 +335,185 @@ mod tests {
         assert!(r.is_clean());
         let r = verify_counter(&0.5f32.to_le_bytes(), SampleFormat::Float, 1);
         assert_eq!(r.corrupt_frames, 1);
+    }
+
+    /// xorshift64*: reproducible pseudo-random numbers for the property tests.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+    }
+
+    const CHANNELS: [usize; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 32];
+
+    /// Start indices worth trying for `format`: 0, random ones, and just before every wrap
+    /// point (the format's modulus, and 2^52 where FLOAT64's fast path stops).
+    fn starts(format: SampleFormat, rng: &mut Rng) -> Vec<u64> {
+        let m = format.counter_modulus();
+        let mut v =
+            vec![0, rng.below(m), rng.below(m), m - 1, m - 3000 % m, m - 1 - rng.below(5000) % m];
+        if format == SampleFormat::Float64 {
+            v.extend([(1 << 52) - 1, (1 << 52) - 2500, (1 << 52) + 7]);
+        }
+        v.into_iter().map(|s| s % m).collect()
+    }
+
+    /// Checks `bytes` in random pieces of whole frames with the fast check and with the
+    /// frame-by-frame one; they must agree on every returned loss and on the report.
+    fn both(bytes: &[u8], format: SampleFormat, channels: usize, rng: &mut Rng) -> CounterReport {
+        let frame = format.width() * channels;
+        let mut fast = CounterChecker::new(format, channels);
+        let mut exact = CounterChecker::new(format, channels);
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let frames = 1 + rng.below(3000) as usize;
+            let (piece, tail) = rest.split_at((frames * frame).min(rest.len()));
+            assert_eq!(fast.check(piece), exact.check_exact(piece), "{format:?} x{channels}");
+            rest = tail;
+        }
+        let (fast, exact) = (fast.finish(0), exact.finish(0));
+        assert_eq!(fast, exact, "{format:?} x{channels}");
+        fast
+    }
+
+    #[test]
+    fn clean_runs_from_any_start_are_clean_in_every_format_and_channel_count() {
+        let mut rng = Rng(0x5eed);
+        for format in SampleFormat::ALL {
+            for channels in CHANNELS {
+                for start in starts(format, &mut rng) {
+                    let n = 1 + rng.below(9000);
+                    let bytes = capture(format, channels, start..start + n);
+                    let r = both(&bytes, format, channels, &mut rng);
+                    assert!(r.is_clean(), "{format:?} x{channels} from {start}: {r:?}");
+                    assert_eq!((r.frames, r.first), (n, Some(start)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_path_takes_clean_blocks_across_integer_wraps() {
+        for format in SampleFormat::ALL {
+            for channels in CHANNELS {
+                let m = format.counter_modulus();
+                let start =
+                    if format.width() < 4 || format == SampleFormat::S32 { m - 5 } else { 5 };
+                let frames = (BLOCK_SAMPLES / channels).max(1) as u64;
+                let block = capture(format, channels, start..start + frames);
+                let c = CounterChecker::new(format, channels);
+                assert!(
+                    block_matches(format, &c.template, &block, start),
+                    "{format:?} x{channels}"
+                );
+                assert!(!block_matches(format, &c.template, &block, start + 1));
+            }
+        }
+    }
+
+    /// What to do to an unbroken run at a frame.
+    #[derive(Clone, Copy, Debug)]
+    enum Fault {
+        /// Skip frames.
+        Gap(u64),
+        /// Go back and repeat frames.
+        Repeat(u64),
+        /// Flip one byte of one sample.
+        Corrupt,
+    }
+
+    #[test]
+    fn injected_gaps_repeats_and_corruption_are_found_at_their_frame() {
+        let mut rng = Rng(0xfa17);
+        for format in SampleFormat::ALL {
+            for channels in CHANNELS {
+                for start in starts(format, &mut rng) {
+                    let m = format.counter_modulus();
+                    let n = 500 + rng.below(6000);
+                    let at = rng.below(n);
+                    let fault = match rng.below(3) {
+                        0 => Fault::Gap(1 + rng.below(100.min(m / 2 - 1))),
+                        1 => Fault::Repeat(1 + rng.below(50.min(m / 2 - 1))),
+                        _ => Fault::Corrupt,
+                    };
+                    let indices: Vec<u64> = (0..n)
+                        .map(|i| match fault {
+                            Fault::Gap(k) if i >= at => start + i + k,
+                            Fault::Repeat(k) if i >= at => start + i + m - k,
+                            _ => start + i,
+                        })
+                        .collect();
+                    let mut bytes = capture(format, channels, indices);
+                    let w = format.width();
+                    if let Fault::Corrupt = fault {
+                        let sample = rng.below(channels as u64) as usize;
+                        // The top byte: for floats a change of sign or exponent, never the
+                        // same value.
+                        bytes[(at as usize * channels + sample) * w + w - 1] ^= 0x40;
+                    }
+                    let r = both(&bytes, format, channels, &mut rng);
+                    let what =
+                        format!("{format:?} x{channels} from {start}: {fault:?} at {at}: {r:?}");
+                    assert_eq!(r.frames, n, "{what}");
+                    match fault {
+                        Fault::Gap(k) if at > 0 => {
+                            assert_eq!((r.gaps, r.missing_frames, r.reorders), (1, k, 0), "{what}");
+                            assert!(
+                                matches!(r.first_problem, Some(Problem::Gap { frame, .. }) if frame == at),
+                                "{what}"
+                            );
+                        }
+                        Fault::Repeat(_) if at > 0 => {
+                            assert_eq!((r.gaps, r.reorders), (0, 1), "{what}");
+                            assert!(
+                                matches!(r.first_problem, Some(Problem::Back { frame, .. }) if frame == at),
+                                "{what}"
+                            );
+                        }
+                        Fault::Corrupt => {
+                            // One channel: the damaged value may still be a counter value, seen
+                            // as a jump; with more, the channels disagree.
+                            assert!(!r.is_clean(), "{what}");
+                            assert!(channels == 1 || r.corrupt_frames == 1, "{what}");
+                            let frame = match r.first_problem {
+                                Some(Problem::NotCounter { frame })
+                                | Some(Problem::ChannelsDisagree { frame })
+                                | Some(Problem::Gap { frame, .. })
+                                | Some(Problem::Back { frame, .. }) => frame,
+                                other => panic!("{what}: {other:?}"),
+                            };
+                            assert_eq!(frame, at, "{what}");
+                        }
+                        _ => assert!(r.is_clean(), "{what}"),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_damage_gives_the_same_report_as_the_frame_by_frame_check() {
+        let mut rng = Rng(0xbad);
+        for format in SampleFormat::ALL {
+            for channels in CHANNELS {
+                for start in starts(format, &mut rng) {
+                    let n = 1 + rng.below(8000);
+                    let mut bytes = capture(format, channels, start..start + n);
+                    for _ in 0..rng.below(6) {
+                        let i = rng.below(bytes.len() as u64) as usize;
+                        bytes[i] = rng.next() as u8;
+                    }
+                    both(&bytes, format, channels, &mut rng);
+                }
+            }
+        }
     }
 }
