@@ -6,11 +6,12 @@ use crate::capture::{self, Mode, Options, Summary};
 
 /// Runs the captures and prints a table (or, with --json, one JSON line per capture).
 pub fn run(base: &Options) -> ExitCode {
-    let ways: [(&str, Mode, Option<i32>); 4] = [
+    let ways: [(&str, Mode, Option<i32>); 5] = [
         ("SIGIO", Mode::Sigio, None),
         ("SIGRTMIN+1", Mode::Sigio, Some(1)),
         ("poll", Mode::Poll, None),
         ("read", Mode::Read, None),
+        ("mmap", Mode::Mmap, None),
     ];
     let mut results: Vec<(&str, Summary)> = Vec::new();
     let mut ok = true;

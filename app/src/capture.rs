@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 
 use vdaq_proto::format::SampleFormat;
 use vdaq_proto::uapi::{
-    Info, Params, PeriodHeader, Stats, PERIOD_FLAG_ERROR, PERIOD_MAGIC, VDAQ_IOC_INFO,
-    VDAQ_IOC_SET_PARAMS, VDAQ_IOC_START,
+    Info, MmapLayout, Params, PeriodHeader, Stats, PERIOD_FLAG_ERROR, PERIOD_MAGIC, VDAQ_IOC_INFO,
+    VDAQ_IOC_MMAP_LAYOUT, VDAQ_IOC_SET_PARAMS, VDAQ_IOC_START,
 };
 use vdaq_proto::wire::Pod;
 
+use crate::mmap::{Ring, RingError};
 use crate::output::{FileType, Output};
 use crate::sys;
 use crate::verify::{CounterChecker, CounterReport};
@@ -41,6 +42,10 @@ pub enum Mode {
     Poll,
     /// Blocking reads.
     Read,
+    /// A signal per interrupt, as sigio, but the handler checks the periods where the device
+    /// put them, in a read-only mapping of the driver's ring (zero copy), then acknowledges
+    /// them (VDAQ_IOC_MMAP_ACK).
+    Mmap,
 }
 
 impl Mode {
@@ -49,6 +54,7 @@ impl Mode {
             Mode::Sigio => "sigio",
             Mode::Poll => "poll",
             Mode::Read => "read",
+            Mode::Mmap => "mmap",
         }
     }
 }
@@ -247,6 +253,10 @@ struct Consumer {
     verify: bool,
     /// Frames for the output file, taken out by the main flow.
     spool: Option<Spool>,
+    /// Mode mmap: the mapping and where the consumer is in it.
+    mmap: Option<MmapState>,
+    /// Mode mmap: the ring's indexes could not be right (the capture ended).
+    ring_error: Option<RingError>,
 }
 
 /// Frames on their way to the output file: filled by the consumer (in the signal handler:
@@ -335,6 +345,9 @@ impl Consumer {
 
     /// Reads every ready period; returns how many.
     fn drain(&mut self, now: u64) -> u64 {
+        if self.mmap.is_some() {
+            return self.drain_mmap(now);
+        }
         let mut periods = 0;
         while FRAMES.load(Ordering::Relaxed) < self.frames_wanted {
             let n = match sys::read(self.fd, &mut self.buf) {
@@ -361,60 +374,141 @@ impl Consumer {
 
     fn take_records(&mut self, n: usize, now: u64) -> u64 {
         let hdr_len = std::mem::size_of::<PeriodHeader>();
+        // Out of `self` while its periods are taken (moving a Vec allocates nothing).
+        let buf = std::mem::take(&mut self.buf);
         let mut at = 0;
         let mut periods = 0;
-        while at + hdr_len <= n {
-            let Some(h) = PeriodHeader::from_prefix(&self.buf[at..n]) else { break };
+        while at + hdr_len <= n.min(buf.len()) {
+            let Some(h) = PeriodHeader::from_prefix(&buf[at..n]) else { break };
             let end = at + hdr_len + h.bytes as usize;
             if h.magic != PERIOD_MAGIC || end > n {
                 self.bad_records += 1;
                 break;
             }
-            let frames = &self.buf[at + hdr_len..end];
-            if let Some(spool) = self.spool.as_mut() {
-                spool.take(frames);
-            }
-            let lost = if self.verify { self.checker.check(frames) } else { h.frames_lost };
-            // Every gap must have been announced, in this period's header or an earlier one:
-            // the driver attributes the device's XRUN events to the first period of the
-            // interrupt that brought them, which can be a period or two before the gap.
-            self.announced += h.frames_lost;
-            if self.first_ts.is_some() {
-                if lost != h.frames_lost {
-                    self.loss_mismatches += 1;
-                }
-                let covered = lost.min(self.announced);
-                self.announced -= covered;
-                self.unreported_frames += lost - covered;
-            }
-            self.frames_lost_reported += h.frames_lost;
-            self.error_periods += u64::from(h.flags & PERIOD_FLAG_ERROR != 0);
-            if self.first_ts.is_none() {
-                self.first_ts = Some(h.timestamp_ns);
-                self.first_frames = u64::from(h.frames);
-            }
-            if self.first_ts.is_some() && self.last_ts > 0 && h.frames_lost == 0 {
-                let interval = h.timestamp_ns.saturating_sub(self.last_ts);
-                let us = interval.abs_diff(self.period_ns) / 1000;
-                let bucket = (64 - us.max(1).leading_zeros() as usize - 1).min(LATENCY_BUCKETS - 1);
-                self.jitter[bucket] += 1;
-                self.jitter_max_us = self.jitter_max_us.max(us);
-            }
-            self.last_ts = h.timestamp_ns;
-            let us = now.saturating_sub(h.timestamp_ns) / 1000;
-            let bucket = (64 - us.max(1).leading_zeros() as usize - 1).min(LATENCY_BUCKETS - 1);
-            self.latency[bucket] += 1;
-            if self.latencies.len() < self.latencies.capacity() {
-                self.latencies.push(us);
-            }
-            FRAMES.fetch_add(u64::from(h.frames), Ordering::Relaxed);
-            LOST.fetch_add(h.frames_lost, Ordering::Relaxed);
-            PERIODS.fetch_add(1, Ordering::Relaxed);
+            self.take_period(&h, &buf[at + hdr_len..end], now);
             periods += 1;
             at = end;
         }
+        self.buf = buf;
         periods
     }
+
+    /// Takes one period (from read() or the mapping): spools, checks and accounts it.
+    fn take_period(&mut self, h: &PeriodHeader, frames: &[u8], now: u64) {
+        if let Some(spool) = self.spool.as_mut() {
+            spool.take(frames);
+        }
+        let lost = if self.verify { self.checker.check(frames) } else { h.frames_lost };
+        // Every gap must have been announced, in this period's header or an earlier one:
+        // the driver attributes the device's XRUN events to the first period of the
+        // interrupt that brought them, which can be a period or two before the gap.
+        self.announced += h.frames_lost;
+        if self.first_ts.is_some() {
+            if lost != h.frames_lost {
+                self.loss_mismatches += 1;
+            }
+            let covered = lost.min(self.announced);
+            self.announced -= covered;
+            self.unreported_frames += lost - covered;
+        }
+        self.frames_lost_reported += h.frames_lost;
+        self.error_periods += u64::from(h.flags & PERIOD_FLAG_ERROR != 0);
+        if self.first_ts.is_none() {
+            self.first_ts = Some(h.timestamp_ns);
+            self.first_frames = u64::from(h.frames);
+        }
+        if self.first_ts.is_some() && self.last_ts > 0 && h.frames_lost == 0 {
+            let interval = h.timestamp_ns.saturating_sub(self.last_ts);
+            let us = interval.abs_diff(self.period_ns) / 1000;
+            let bucket = (64 - us.max(1).leading_zeros() as usize - 1).min(LATENCY_BUCKETS - 1);
+            self.jitter[bucket] += 1;
+            self.jitter_max_us = self.jitter_max_us.max(us);
+        }
+        self.last_ts = h.timestamp_ns;
+        let us = now.saturating_sub(h.timestamp_ns) / 1000;
+        let bucket = (64 - us.max(1).leading_zeros() as usize - 1).min(LATENCY_BUCKETS - 1);
+        self.latency[bucket] += 1;
+        if self.latencies.len() < self.latencies.capacity() {
+            self.latencies.push(us);
+        }
+        FRAMES.fetch_add(u64::from(h.frames), Ordering::Relaxed);
+        LOST.fetch_add(h.frames_lost, Ordering::Relaxed);
+        PERIODS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes every ready period of the mapping (up to the frames wanted), checking each in
+    /// place, then gives them back; returns how many. A ring that cannot be right ends the
+    /// capture like a read error.
+    fn drain_mmap(&mut self, now: u64) -> u64 {
+        let Some(m) = self.mmap.take() else { return 0 };
+        let mut periods = 0;
+        let drained = m.ring.drain(&m.map, m.next, |_, period| {
+            if FRAMES.load(Ordering::Relaxed) >= self.frames_wanted {
+                return false;
+            }
+            match period {
+                Ok(p) => {
+                    self.take_period(&p.header, p.frames, now);
+                    periods += 1;
+                }
+                Err(_) => self.bad_records += 1,
+            }
+            true
+        });
+        let mut m = m;
+        match drained {
+            Ok(next) if next > m.next => {
+                m.next = next;
+                if let Err(e) = sys::mmap_ack(self.fd, next) {
+                    self.read_error(&e);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.ring_error.get_or_insert(e);
+                FAILED.store(true, Ordering::Release);
+            }
+        }
+        self.mmap = Some(m);
+        periods
+    }
+
+    fn read_error(&mut self, e: &io::Error) {
+        self.read_errors += 1;
+        if self.error.is_none() {
+            self.error = Some(e.kind());
+            self.error_errno = e.raw_os_error();
+        }
+        FAILED.store(true, Ordering::Release);
+    }
+}
+
+/// The mapping of mode mmap, owned by the consumer.
+struct MmapState {
+    map: sys::Mapping,
+    ring: Ring,
+    /// Sequence of the next period to take (everything below it was given back).
+    next: u64,
+}
+
+impl Consumer {
+    /// Mode mmap: periods completed and not given back (head - tail of the mapping).
+    fn mapped_ready(&self) -> Option<u64> {
+        use crate::mmap::RingMemory;
+        self.mmap.as_ref().map(|m| m.map.head().saturating_sub(m.map.tail()))
+    }
+}
+
+/// Maps the driver's ring for parameters `p`: its layout checked, the whole of it read-only.
+fn map_ring(fd: RawFd, p: &Params) -> io::Result<MmapState> {
+    let layout: MmapLayout = sys::ioctl_read(fd, VDAQ_IOC_MMAP_LAYOUT).map_err(|e| {
+        io::Error::new(e.kind(), format!("VDAQ_IOC_MMAP_LAYOUT: {e} (a driver without mmap?)"))
+    })?;
+    let ring = Ring::new(&layout, p, sys::page_size()).map_err(io::Error::other)?;
+    let map = sys::Mapping::new(fd, ring.mapping_bytes)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot map the ring: {e}")))?;
+    ring.check_status(&map).map_err(io::Error::other)?;
+    Ok(MmapState { map, ring, next: 0 })
 }
 
 /// An open error with what to do about it.
@@ -593,7 +687,9 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
     let signal = opts.rt_signal.map(sys::sigrtmin).unwrap_or(libc::SIGIO);
     // Room for the whole ring per read (the driver returns whole records only).
     let record = std::mem::size_of::<PeriodHeader>() + p.period_bytes as usize;
-    let buf = vec![0u8; record * p.periods as usize];
+    let mmap = if opts.mode == Mode::Mmap { Some(map_ring(fd, &p)?) } else { None };
+    // Mode mmap reads nothing: the periods stay where the device put them.
+    let buf = if mmap.is_some() { Vec::new() } else { vec![0u8; record * p.periods as usize] };
     with_consumer(signal, |slot| {
         *slot = Some(Consumer {
             fd,
@@ -628,13 +724,16 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
                 frames_dropped: 0,
                 frame_bytes,
             }),
+            mmap,
+            ring_error: None,
         });
     });
     sys::install_handler(signal, on_signal)?;
     // The driver's counters are since binding: the run's are the differences.
     let driver_before = sys::driver_stats(fd)?;
     let irq_before = irq_name.and_then(irq_count);
-    let use_signals = opts.mode == Mode::Sigio && opts.slow_read_ms.is_none();
+    let signalled = matches!(opts.mode, Mode::Sigio | Mode::Mmap);
+    let use_signals = signalled && opts.slow_read_ms.is_none();
     if use_signals {
         ACTIVE.store(true, Ordering::Release);
         sys::set_async(fd, true, opts.rt_signal.map(|_| signal))?;
@@ -681,7 +780,7 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
         }
         match opts.mode {
             // The "other work" of the main flow: here, sleeping; signals interrupt it.
-            Mode::Sigio => std::thread::sleep(Duration::from_millis(50)),
+            Mode::Sigio | Mode::Mmap => std::thread::sleep(Duration::from_millis(50)),
             Mode::Poll => {
                 // No time-out of our own beyond the run's: the driver wakes us, with POLLERR
                 // if the device stalls.
@@ -709,10 +808,14 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
             });
             latency_mark += recent.len();
             recent.sort_unstable();
-            let ring = sys::driver_stats(fd).map_or(0, |d| {
-                let d = stats_delta(&d, &driver_before);
-                d.periods.saturating_sub(d.periods_read)
-            });
+            let ring = match with_consumer(signal, |c| c.as_ref().and_then(Consumer::mapped_ready))
+            {
+                Some(ready) => ready,
+                None => sys::driver_stats(fd).map_or(0, |d| {
+                    let d = stats_delta(&d, &driver_before);
+                    d.periods.saturating_sub(d.periods_read)
+                }),
+            };
             println!(
                 "vdaq: {:6.1} s {:9.0} frames/s {:7} periods {:7} signals {:6} lost  ring {}/{}  latency p50 {} us max {} us",
                 start.elapsed().as_secs_f64(),
@@ -739,11 +842,15 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
     // wait a moment for any in flight, then stop the handler.
     std::thread::sleep(Duration::from_millis(20));
     let irq_after = irq_name.and_then(irq_count);
-    let consumer = with_consumer(signal, |c| {
+    let mut consumer = with_consumer(signal, |c| {
         ACTIVE.store(false, Ordering::Release);
         c.take()
     })
     .ok_or_else(|| io::Error::other("capture state vanished"))?;
+    // Mode mmap: the periods left in the ring; then unmap, so that closing the file stops
+    // the stream (the mapping would hold it open).
+    let mapped_unread = consumer.mapped_ready();
+    consumer.mmap = None;
     // The last spooled frames, then the file is complete.
     let spool_dropped = consumer.spool.as_ref().map_or(0, |s| s.frames_dropped);
     let file_summary = match output.take() {
@@ -757,7 +864,8 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
     };
     // Periods completed but not read when signals stopped: at most the one whose signal was
     // still on its way. More means a signal was lost without its periods being drained.
-    let unread_at_stop = driver.periods.saturating_sub(driver.periods_read);
+    let unread_at_stop =
+        mapped_unread.unwrap_or_else(|| driver.periods.saturating_sub(driver.periods_read));
     drop(file);
 
     let frames = FRAMES.load(Ordering::Relaxed);
@@ -767,6 +875,7 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
         if stream_ns > 0 { (frames - consumer.first_frames) as f64 / stream_seconds } else { 0.0 };
     let mut lat = consumer.latencies.clone();
     lat.sort_unstable();
+    let ring_error = consumer.ring_error.map(|e| e.to_string());
     let error = consumer.error.map(|kind| {
         let what = match consumer.error_errno {
             Some(libc::EIO) => "EIO: the device stopped completing periods (stalled)",
@@ -779,11 +888,12 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
         );
         format!("{what}: {why}")
     });
+    let error = ring_error.or(error);
     Ok(Summary {
         mode: opts.mode,
         error_signals: consumer.error_signals,
         error,
-        signal: if opts.mode != Mode::Sigio {
+        signal: if !signalled {
             "none".into()
         } else if opts.rt_signal.is_some() {
             format!("SIGRTMIN+{}", opts.rt_signal.unwrap_or(0))
@@ -900,7 +1010,7 @@ impl Summary {
                 String::new()
             },
             self.mode.name(),
-            if self.mode == Mode::Sigio {
+            if matches!(self.mode, Mode::Sigio | Mode::Mmap) {
                 format!(
                     " ({} signals {}, the driver sent {})",
                     self.signals, self.signal, self.driver.signals_sent

@@ -1,6 +1,7 @@
 //! The system calls the app needs that std does not offer: fcntl for asynchronous I/O
 //! (F_SETOWN, O_ASYNC, F_SETSIG), sigaction with SA_SIGINFO, signal masks, the device's ioctl,
-//! CLOCK_MONOTONIC, and pipe sizes for `vdaq feed`. Every `unsafe` of the app is here.
+//! CLOCK_MONOTONIC, pipe sizes for `vdaq feed`, and the mapping of /dev/vdaqN (mmap, munmap,
+//! mprotect, the status words loaded atomically). Every `unsafe` of the app is here.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -255,4 +256,128 @@ pub fn tsc_khz() -> Option<u64> {
 #[cfg(not(target_arch = "x86_64"))]
 pub fn tsc_khz() -> Option<u64> {
     None
+}
+
+/// The page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf with a valid name has no other precondition.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
+
+/// `VDAQ_IOC_MMAP_ACK`: gives back every period with a sequence below `n`.
+pub fn mmap_ack(fd: RawFd, n: u64) -> io::Result<()> {
+    // SAFETY: the driver reads one u64 from a valid u64 on the stack.
+    check(unsafe { libc::ioctl(fd, vdaq_proto::uapi::VDAQ_IOC_MMAP_ACK as _, &n as *const u64) })?;
+    Ok(())
+}
+
+/// A mapping of /dev/vdaqN (the only memory of the app the kernel writes behind its back):
+/// unmapped when dropped. The mapping keeps the file open in the kernel until then.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    /// The whole mapping of a layout: `PROT_READ`, `MAP_SHARED`, from offset 0.
+    pub fn new(fd: RawFd, len: usize) -> io::Result<Self> {
+        Self::with(fd, len, libc::PROT_READ, libc::MAP_SHARED, 0)
+    }
+
+    /// mmap(NULL, `len`, `prot`, `flags`, `fd`, `offset`), for the self-test's refusals too.
+    pub fn with(fd: RawFd, len: usize, prot: i32, flags: i32, offset: u64) -> io::Result<Self> {
+        let off = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        // SAFETY: a new mapping chosen by the kernel (no address given, no MAP_FIXED), so no
+        // existing memory of the program is replaced.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, off) };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(p.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
+        Ok(Self { ptr, len })
+    }
+
+    /// mprotect of the whole mapping (the self-test: making it writable must fail).
+    pub fn protect(&self, prot: i32) -> io::Result<()> {
+        // SAFETY: the range is exactly our mapping; changing its protection cannot invalidate
+        // Rust references (we hand out only shared ones, and only read through them).
+        check(unsafe { libc::mprotect(self.ptr.as_ptr().cast(), self.len, prot) })?;
+        Ok(())
+    }
+
+    /// Reads one byte of every page (all the mapping must stay readable); their sum.
+    pub fn touch_pages(&self) -> u64 {
+        let page = page_size();
+        (0..self.len)
+            .step_by(page)
+            // SAFETY: every offset is inside the mapping, which is readable until dropped.
+            .map(|at| u64::from(unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(at)) }))
+            .sum()
+    }
+
+    /// The 64-bit word at `offset` of the status block, loaded atomically.
+    fn status_word(&self, offset: usize, order: std::sync::atomic::Ordering) -> u64 {
+        if offset + 8 > self.len {
+            return 0;
+        }
+        // SAFETY: the mapping is page aligned, so `offset` (a multiple of 8) is 8-byte aligned
+        // and inside it; the driver writes these words with atomic stores, and an AtomicU64
+        // has the layout of a u64.
+        let word =
+            unsafe { &*self.ptr.as_ptr().add(offset).cast::<std::sync::atomic::AtomicU64>() };
+        word.load(order)
+    }
+}
+
+impl crate::mmap::RingMemory for Mapping {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn magic_version(&self) -> (u32, u32) {
+        let w = self.status_word(0, std::sync::atomic::Ordering::Relaxed);
+        (w as u32, (w >> 32) as u32)
+    }
+
+    fn head(&self) -> u64 {
+        self.status_word(8, std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn tail(&self) -> u64 {
+        self.status_word(16, std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn record(&self, offset: usize) -> vdaq_proto::uapi::MmapRecord {
+        let size = std::mem::size_of::<vdaq_proto::uapi::MmapRecord>();
+        if !offset.is_multiple_of(8) || offset.checked_add(size).is_none_or(|end| end > self.len) {
+            return Default::default();
+        }
+        // SAFETY: inside the mapping and 8-byte aligned (checked above; the mapping is page
+        // aligned); every byte pattern is a valid MmapRecord (Pod). A volatile read: the
+        // driver may rewrite the slot of a period it got back.
+        unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(offset).cast()) }
+    }
+
+    fn bytes(&self, range: std::ops::Range<usize>) -> &[u8] {
+        if range.start > range.end || range.end > self.len {
+            return &[];
+        }
+        // SAFETY: inside the mapping (checked above), which stays mapped and readable while
+        // `self` lives (even after the device is removed); any byte is a valid u8. The ring
+        // only asks for buffers of periods that are the user's, which the device does not
+        // write until they are given back (VDAQ_IOC_MMAP_ACK), after the last use of the
+        // slice.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(range.start), range.len()) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once; no reference into it outlives `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
 }
