@@ -11,6 +11,8 @@ mod bench;
 mod capture;
 mod checkspeed;
 mod feed;
+mod mmap;
+mod mmaphold;
 mod output;
 mod selftest;
 mod stress;
@@ -24,7 +26,7 @@ mod verify;
 ///   vdaq capture --seconds 10 -o run.wav      10 s to a WAV file (counter checked)
 ///   vdaq capture --frames 48000 --rate 48000 --channels 8 --format s32 -o run.csv
 ///   vdaq monitor                              live rates, losses and latency until Ctrl-C
-///   vdaq bench --seconds 5                    latency by SIGIO, SIGRTMIN+1, poll and read
+///   vdaq bench --seconds 5                    latency by SIGIO, SIGRTMIN+1, poll, read, mmap
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -136,11 +138,28 @@ enum Command {
         opts: capture::Options,
     },
     /// Compare the ways of being told that periods are ready: a capture each by SIGIO,
-    /// SIGRTMIN+1 (F_SETSIG), poll() and blocking reads, with the same parameters; prints the
-    /// latency (interrupt timestamp to read) and its log2 histogram for each.
+    /// SIGRTMIN+1 (F_SETSIG), poll(), blocking reads and SIGIO with the ring mapped (mmap, zero
+    /// copy), with the same parameters; prints the latency (interrupt timestamp to read) and
+    /// its log2 histogram for each.
     Bench {
         #[command(flatten)]
         opts: capture::Options,
+    },
+    /// Device removal while the ring is mapped: map it, start, wait for --periods periods,
+    /// write 1 to --remove-path (/sys/bus/pci/devices/<bdf>/remove), then read every page of
+    /// the mapping and check the periods still published there (counter exact) and that the
+    /// ioctls give ENODEV. Prints JSON; exits 0 when all held, 1 otherwise.
+    #[command(hide = true)]
+    MmapHold {
+        /// Device node.
+        #[arg(long, default_value = "/dev/vdaq0")]
+        device: String,
+        /// The sysfs file that removes the device.
+        #[arg(long)]
+        remove_path: PathBuf,
+        /// Periods to wait for before the removal (at most the ring's).
+        #[arg(long, default_value_t = 4)]
+        periods: u64,
     },
     /// Check the /dev/vdaqN user API (errors, states, poll, read rules); prints TAP and exits 1
     /// on any failure. Needs the device to itself.
@@ -273,6 +292,19 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::MmapHold { device, remove_path, periods } => {
+            match mmaphold::run(&device, &remove_path, periods) {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    println!("{why}");
+                    eprintln!("vdaq mmap-hold: failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Selftest { device } => {
             if selftest::run(&device) == 0 {
                 ExitCode::SUCCESS

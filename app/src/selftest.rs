@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use vdaq_proto::format::SampleFormat;
 use vdaq_proto::uapi::{
-    Info, Params, PeriodHeader, PERIOD_MAGIC, VDAQ_IOC_INFO, VDAQ_IOC_SET_PARAMS, VDAQ_IOC_START,
-    VDAQ_IOC_STOP,
+    Info, MmapLayout, Params, PeriodHeader, PERIOD_MAGIC, VDAQ_IOC_INFO, VDAQ_IOC_MMAP_LAYOUT,
+    VDAQ_IOC_SET_PARAMS, VDAQ_IOC_START, VDAQ_IOC_STOP,
 };
 use vdaq_proto::wire::Pod;
 
+use crate::mmap::{Ring, RingMemory};
 use crate::sys;
+use crate::verify::CounterChecker;
 
 struct Tap {
     n: u32,
@@ -210,6 +212,7 @@ pub fn run(device: &str) -> u32 {
         "close with signals pending: they stay deliverable, none comes after, the stream stops",
         close_with_signals_pending(device),
     );
+    mmap_tests(&mut t, device, &info);
     println!("1..{}", t.n);
     println!("selftest: {} passed, {} failed", t.n - t.failed, t.failed);
     t.failed
@@ -275,4 +278,333 @@ fn close_with_signals_pending(device: &str) -> Result<(), String> {
     })();
     sys::mask_signal(signal, false);
     result
+}
+
+/// A file of the device set to `p`, its layout, and (`map`) the whole ring mapped. The
+/// mapping is declared first: it is unmapped before the file closes.
+struct Mapped {
+    map: Option<sys::Mapping>,
+    ring: Ring,
+    layout: MmapLayout,
+    file: File,
+}
+
+impl Mapped {
+    fn open(device: &str, p: &Params, map: bool) -> Result<Self, String> {
+        let file = open(device, true).map_err(|e| format!("open: {e}"))?;
+        let fd = file.as_raw_fd();
+        sys::ioctl_write(fd, VDAQ_IOC_SET_PARAMS, p).map_err(|e| format!("SET_PARAMS: {e}"))?;
+        let layout: MmapLayout =
+            sys::ioctl_read(fd, VDAQ_IOC_MMAP_LAYOUT).map_err(|e| format!("MMAP_LAYOUT: {e}"))?;
+        let ring = Ring::new(&layout, p, sys::page_size())?;
+        let map = if map {
+            let m = sys::Mapping::new(fd, ring.mapping_bytes).map_err(|e| format!("mmap: {e}"))?;
+            ring.check_status(&m)?;
+            Some(m)
+        } else {
+            None
+        };
+        Ok(Self { map, ring, layout, file })
+    }
+
+    fn fd(&self) -> i32 {
+        self.file.as_raw_fd()
+    }
+
+    fn map(&self) -> Result<&sys::Mapping, String> {
+        self.map.as_ref().ok_or_else(|| "not mapped".to_string())
+    }
+
+    fn start(&self) -> Result<(), String> {
+        sys::ioctl_none(self.fd(), VDAQ_IOC_START).map_err(|e| format!("START: {e}"))
+    }
+}
+
+/// Waits until the mapping's head reaches `n` (at most 5 s); returns the head.
+fn wait_head(map: &sys::Mapping, n: u64) -> Result<u64, String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let head = map.head();
+        if head >= n {
+            return Ok(head);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("head {head} after 5 s, waiting for {n}"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Checks periods `range` of the mapping in order with `checker`: records right, no loss
+/// announced or seen.
+fn check_mapped(
+    m: &Mapped,
+    range: std::ops::Range<u64>,
+    checker: &mut CounterChecker,
+) -> Result<(), String> {
+    let map = m.map()?;
+    for seq in range {
+        let p = m.ring.period(map, seq).map_err(|e| e.to_string())?;
+        if p.frames.len() != m.ring.period_bytes || p.header.frames_lost != 0 {
+            return Err(format!("period {seq} (buffer {}): {:?}", p.buffer, p.header));
+        }
+        if checker.check(p.frames) != 0 {
+            return Err(format!("period {seq}: frames lost"));
+        }
+    }
+    Ok(())
+}
+
+/// The counter check's verdict with the first frame it must have started at.
+fn counter_from(checker: CounterChecker, first: u64) -> Result<(), String> {
+    let r = checker.finish(0);
+    if r.is_clean() && r.first == Some(first) {
+        Ok(())
+    } else {
+        Err(format!("counter from {first} expected: {r:?}"))
+    }
+}
+
+/// The mmap rules of /dev/vdaqN, one TAP line each.
+fn mmap_tests(t: &mut Tap, device: &str, info: &Info) {
+    let mut p = info.params;
+    let width = SampleFormat::from_wire(p.format as u8).map_or(2, |f| f.width()) as u32;
+    // 50 ms periods, a ring of 400 ms (or what it holds).
+    let period_frames = (p.rate / 20).max(1);
+    p.period_bytes = period_frames * width * p.channels;
+    p.periods = 8.min(info.max_periods);
+    let page = sys::page_size();
+
+    t.check("mmap: MMAP_LAYOUT fits the parameters (page-aligned sizes and offsets, records before the buffers, every buffer inside)", {
+        Mapped::open(device, &p, false).and_then(|m| {
+            let l = m.layout;
+            let min = (64 + u64::from(l.periods) * 48).div_ceil(page as u64) * page as u64
+                + u64::from(l.periods) * u64::from(l.period_bytes).div_ceil(page as u64) * page as u64;
+            if l.mapping_bytes < min {
+                Err(format!("{l:?}: mapping_bytes below {min}"))
+            } else {
+                Ok(())
+            }
+        })
+    });
+    t.check("mmap: the whole layout maps read-only and shared; status magic and version, head = tail = 0", {
+        Mapped::open(device, &p, true).and_then(|m| {
+            let map = m.map()?;
+            match (map.head(), map.tail()) {
+                (0, 0) => Ok(()),
+                other => Err(format!("head, tail {other:?} before START")),
+            }
+        })
+    });
+    let refused = |len: Option<usize>, offset: u64, prot: i32, flags: i32, rw: bool, want: i32| {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(rw)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(device)
+            .map_err(|e| format!("open (read-write: {rw}): {e}"))?;
+        sys::ioctl_write(f.as_raw_fd(), VDAQ_IOC_SET_PARAMS, &p)
+            .map_err(|e| format!("SET_PARAMS: {e}"))?;
+        let layout: MmapLayout = sys::ioctl_read(f.as_raw_fd(), VDAQ_IOC_MMAP_LAYOUT)
+            .map_err(|e| format!("MMAP_LAYOUT: {e}"))?;
+        let len = len.unwrap_or(layout.mapping_bytes as usize);
+        errno(sys::Mapping::with(f.as_raw_fd(), len, prot, flags, offset), want, "mmap")
+    };
+    let (ro, sh) = (libc::PROT_READ, libc::MAP_SHARED);
+    let total = Mapped::open(device, &p, false).map_or(0, |m| m.ring.mapping_bytes);
+    t.check(
+        "mmap: a length past mapping_bytes gives EINVAL",
+        refused(Some(total + page), 0, ro, sh, false, libc::EINVAL),
+    );
+    t.check(
+        "mmap: an offset whose range ends past mapping_bytes gives EINVAL",
+        refused(Some(2 * page), (total - page) as u64, ro, sh, false, libc::EINVAL),
+    );
+    t.check(
+        "mmap: an offset at mapping_bytes gives EINVAL",
+        refused(Some(page), total as u64, ro, sh, false, libc::EINVAL),
+    );
+    t.check(
+        "mmap: PROT_WRITE (file open read-write) gives EPERM",
+        refused(None, 0, ro | libc::PROT_WRITE, sh, true, libc::EPERM),
+    );
+    t.check(
+        "mmap: MAP_PRIVATE gives EINVAL",
+        refused(None, 0, ro, libc::MAP_PRIVATE, false, libc::EINVAL),
+    );
+    t.check("mmap: mprotect(PROT_WRITE) of the mapping fails (file open read-write)", {
+        (|| {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(device)
+                .map_err(|e| format!("open read-write: {e}"))?;
+            sys::ioctl_write(f.as_raw_fd(), VDAQ_IOC_SET_PARAMS, &p)
+                .map_err(|e| format!("SET_PARAMS: {e}"))?;
+            let map = sys::Mapping::new(f.as_raw_fd(), total).map_err(|e| format!("mmap: {e}"))?;
+            match map.protect(libc::PROT_READ | libc::PROT_WRITE) {
+                Err(_) => Ok(()),
+                Ok(()) => Err("mprotect(PROT_READ | PROT_WRITE) succeeded".into()),
+            }
+        })()
+    });
+    t.check("mmap: a page-aligned sub-range (the last period buffer) maps", {
+        Mapped::open(device, &p, false).and_then(|m| {
+            let off = m.ring.buffers_offset + (m.ring.periods as usize - 1) * m.ring.stride;
+            sys::Mapping::with(m.fd(), m.ring.stride, ro, sh, off as u64)
+                .map(drop)
+                .map_err(|e| format!("mmap at {off}: {e}"))
+        })
+    });
+    t.check("mmap: SET_PARAMS while mapped gives EBUSY, and works after munmap", {
+        Mapped::open(device, &p, true).and_then(|mut m| {
+            errno(sys::ioctl_write(m.fd(), VDAQ_IOC_SET_PARAMS, &p), libc::EBUSY, "mapped")?;
+            m.map = None;
+            sys::ioctl_write(m.fd(), VDAQ_IOC_SET_PARAMS, &p)
+                .map_err(|e| format!("after munmap: {e}"))
+        })
+    });
+    t.check("mmap: MMAP_ACK above head gives EINVAL (stopped: head = tail = 0)", {
+        Mapped::open(device, &p, true)
+            .and_then(|m| errno(sys::mmap_ack(m.fd(), 1), libc::EINVAL, "ack 1"))
+    });
+    t.check("mmap: periods read through the mapping carry the exact counter from frame 0, each record's sequence its own", {
+        Mapped::open(device, &p, true).and_then(|m| {
+            m.start()?;
+            let head = wait_head(m.map()?, 3)?;
+            let mut c = CounterChecker::new(SampleFormat::from_wire(p.format as u8).unwrap_or(SampleFormat::S16), p.channels as usize);
+            check_mapped(&m, 0..head, &mut c)?;
+            counter_from(c, 0)
+        })
+    });
+    t.check("mmap: MMAP_ACK below tail or above what head can be gives EINVAL, within tail..=head works", {
+        Mapped::open(device, &p, true).and_then(|m| {
+            m.start()?;
+            let map = m.map()?;
+            wait_head(map, 2)?;
+            sys::mmap_ack(m.fd(), 2).map_err(|e| format!("ack 2: {e}"))?;
+            sys::mmap_ack(m.fd(), 2).map_err(|e| format!("ack 2 again (= tail): {e}"))?;
+            if map.tail() != 2 {
+                return Err(format!("tail {} after ack 2", map.tail()));
+            }
+            errno(sys::mmap_ack(m.fd(), 1), libc::EINVAL, "ack 1 (below tail)")?;
+            let beyond = map.tail() + m.ring.periods + 1;
+            errno(sys::mmap_ack(m.fd(), beyond), libc::EINVAL, "ack past head")?;
+            errno(sys::mmap_ack(m.fd(), u64::MAX), libc::EINVAL, "ack u64::MAX")
+        })
+    });
+    let format = SampleFormat::from_wire(p.format as u8).unwrap_or(SampleFormat::S16);
+    let channels = p.channels as usize;
+    t.check("mmap: read() and MMAP_ACK mix: read() takes the oldest period and moves tail, the mapping has the next", {
+        Mapped::open(device, &p, true).and_then(|m| {
+            m.start()?;
+            let map = m.map()?;
+            wait_head(map, 3)?;
+            let mut c = CounterChecker::new(format, channels);
+            let mut buf = vec![0u8; std::mem::size_of::<PeriodHeader>() + p.period_bytes as usize];
+            let first = read_records(&m.file, &mut buf).map_err(|e| format!("read: {e}"))?;
+            match first.as_slice() {
+                [(h, d)] if h.sequence == 0 => c.check(d),
+                other => return Err(format!("read gave {:?}", other.iter().map(|r| r.0).collect::<Vec<_>>())),
+            };
+            if map.tail() != 1 {
+                return Err(format!("tail {} after reading period 0", map.tail()));
+            }
+            check_mapped(&m, 1..2, &mut c)?;
+            sys::mmap_ack(m.fd(), 2).map_err(|e| format!("ack 2: {e}"))?;
+            let next = read_records(&m.file, &mut buf).map_err(|e| format!("read: {e}"))?;
+            match next.as_slice() {
+                [(h, d)] if h.sequence == 2 => c.check(d),
+                other => return Err(format!("read after ack gave {:?}", other.iter().map(|r| r.0).collect::<Vec<_>>())),
+            };
+            counter_from(c, 0)
+        })
+    });
+    t.check("mmap: STOP discards unread periods (tail = head, no POLLIN); START restarts head and tail at 0", {
+        Mapped::open(device, &p, true).and_then(|m| {
+            m.start()?;
+            let map = m.map()?;
+            wait_head(map, 2)?;
+            match poll_in(&m.file, 0) {
+                Ok(r) if r & libc::POLLIN != 0 => {}
+                other => return Err(format!("poll with periods ready: {other:?}")),
+            }
+            sys::ioctl_none(m.fd(), VDAQ_IOC_STOP).map_err(|e| format!("STOP: {e}"))?;
+            if map.tail() != map.head() {
+                return Err(format!("after STOP head {} tail {}", map.head(), map.tail()));
+            }
+            match poll_in(&m.file, 0) {
+                Ok(0) => {}
+                other => return Err(format!("poll after STOP: {other:?}")),
+            }
+            m.start()?;
+            if map.tail() != 0 {
+                return Err(format!("tail {} after START", map.tail()));
+            }
+            let head = wait_head(map, 1)?;
+            let mut c = CounterChecker::new(format, channels);
+            check_mapped(&m, 0..head, &mut c)?;
+            counter_from(c, 0)
+        })
+    });
+    t.check("mmap: munmap while streaming, then read() continues from the tail with the counter unbroken", {
+        Mapped::open(device, &p, true).and_then(|mut m| {
+            m.start()?;
+            let map = m.map()?;
+            wait_head(map, 2)?;
+            let mut c = CounterChecker::new(format, channels);
+            check_mapped(&m, 0..2, &mut c)?;
+            sys::mmap_ack(m.fd(), 2).map_err(|e| format!("ack 2: {e}"))?;
+            m.map = None;
+            let mut buf = vec![0u8; std::mem::size_of::<PeriodHeader>() + p.period_bytes as usize];
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut want = 2;
+            while want < 5 {
+                match read_records(&m.file, &mut buf) {
+                    Ok(recs) => {
+                        for (h, d) in recs {
+                            if h.sequence != want {
+                                return Err(format!("read period {} after munmap, expected {want}", h.sequence));
+                            }
+                            c.check(&d);
+                            want += 1;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => return Err(format!("read after munmap: {e}")),
+                }
+            }
+            counter_from(c, 0)
+        })
+    });
+    t.check("mmap: close while mapped: the stream runs on, records arrive through the mapping, the device stays busy until munmap", {
+        Mapped::open(device, &p, true).and_then(|m| {
+            m.start()?;
+            let Mapped { map, ring, file, .. } = m;
+            let map = map.ok_or("not mapped")?;
+            let at_close = map.head();
+            drop(file);
+            let head = wait_head(&map, (at_close + 3).min(ring.periods))?;
+            if head <= at_close {
+                return Err(format!("head {head} did not move after the close (was {at_close})"));
+            }
+            errno(open(device, true), libc::EBUSY, "open while the mapping holds the file")?;
+            let mut c = CounterChecker::new(format, channels);
+            for seq in 0..head {
+                let period = ring.period(&map, seq).map_err(|e| e.to_string())?;
+                c.check(period.frames);
+            }
+            counter_from(c, 0)?;
+            drop(map);
+            let f = open(device, true).map_err(|e| format!("open after munmap: {e}"))?;
+            let i: Info = sys::ioctl_read(f.as_raw_fd(), VDAQ_IOC_INFO).map_err(|e| e.to_string())?;
+            if i.started != 0 {
+                return Err("still started after munmap of the closed file".into());
+            }
+            Ok(())
+        })
+    });
 }
