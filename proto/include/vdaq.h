@@ -99,10 +99,57 @@ _Static_assert(offsetof(struct vdaq_stats, stall_signals) == 72, "offset");
 _Static_assert(offsetof(struct vdaq_stats, error_periods) == 80, "offset");
 _Static_assert(offsetof(struct vdaq_stats, reserved) == 88, "offset");
 
+#define VDAQ_MMAP_MAGIC 0x4d514456u
+#define VDAQ_MMAP_VERSION 1u
+
+struct vdaq_mmap_layout {
+	uint64_t mapping_bytes; /* bytes of the whole mapping (whole pages) */
+	uint64_t records_offset; /* offset of the records (struct vdaq_mmap_record[periods]) */
+	uint64_t buffers_offset; /* offset of period buffer 0 (page aligned) */
+	uint64_t buffer_stride; /* distance between buffers (period_bytes in whole pages) */
+	uint32_t periods; /* period buffers and records */
+	uint32_t period_bytes; /* bytes per period */
+	uint64_t reserved; /* 0 */
+};
+_Static_assert(sizeof(struct vdaq_mmap_layout) == 48, "size");
+_Static_assert(offsetof(struct vdaq_mmap_layout, mapping_bytes) == 0, "offset");
+_Static_assert(offsetof(struct vdaq_mmap_layout, records_offset) == 8, "offset");
+_Static_assert(offsetof(struct vdaq_mmap_layout, buffers_offset) == 16, "offset");
+_Static_assert(offsetof(struct vdaq_mmap_layout, buffer_stride) == 24, "offset");
+_Static_assert(offsetof(struct vdaq_mmap_layout, periods) == 32, "offset");
+_Static_assert(offsetof(struct vdaq_mmap_layout, period_bytes) == 36, "offset");
+_Static_assert(offsetof(struct vdaq_mmap_layout, reserved) == 40, "offset");
+
+struct vdaq_mmap_status {
+	uint32_t magic; /* VDAQ_MMAP_MAGIC */
+	uint32_t version; /* VDAQ_MMAP_VERSION */
+	uint64_t head; /* next sequence to complete: records tail..head ready; load with acquire */
+	uint64_t tail; /* oldest sequence not given back (VDAQ_IOC_MMAP_ACK or read) */
+	uint64_t reserved[5]; /* 0 */
+};
+_Static_assert(sizeof(struct vdaq_mmap_status) == 64, "size");
+_Static_assert(offsetof(struct vdaq_mmap_status, magic) == 0, "offset");
+_Static_assert(offsetof(struct vdaq_mmap_status, version) == 4, "offset");
+_Static_assert(offsetof(struct vdaq_mmap_status, head) == 8, "offset");
+_Static_assert(offsetof(struct vdaq_mmap_status, tail) == 16, "offset");
+_Static_assert(offsetof(struct vdaq_mmap_status, reserved) == 24, "offset");
+
+struct vdaq_mmap_record {
+	struct vdaq_period_header header; /* as read() gives it; sequence s at index s % periods */
+	uint32_t buffer; /* buffer of the frames: buffers_offset + buffer * buffer_stride */
+	uint32_t reserved; /* 0 */
+};
+_Static_assert(sizeof(struct vdaq_mmap_record) == 48, "size");
+_Static_assert(offsetof(struct vdaq_mmap_record, header) == 0, "offset");
+_Static_assert(offsetof(struct vdaq_mmap_record, buffer) == 40, "offset");
+_Static_assert(offsetof(struct vdaq_mmap_record, reserved) == 44, "offset");
+
 #define VDAQ_IOC_INFO 0x80505601u
 #define VDAQ_IOC_SET_PARAMS 0x40205602u
 #define VDAQ_IOC_START 0x00005603u
 #define VDAQ_IOC_STOP 0x00005604u
+#define VDAQ_IOC_MMAP_LAYOUT 0x80305605u
+#define VDAQ_IOC_MMAP_ACK 0x40085606u
 #define VDAQ_IOC_STATS 0x80805610u
 
 #endif /* VDAQ_H */

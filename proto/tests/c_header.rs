@@ -108,11 +108,63 @@ fn render() -> String {
             (reserved, "uint64_t[5]", "0"),
         ]
     );
+    writeln!(o, "#define VDAQ_MMAP_MAGIC 0x{MMAP_MAGIC:08x}u").unwrap();
+    writeln!(o, "#define VDAQ_MMAP_VERSION {MMAP_VERSION}u\n").unwrap();
+    strukt!(
+        o,
+        MmapLayout,
+        "vdaq_mmap_layout",
+        [
+            (mapping_bytes, "uint64_t", "bytes of the whole mapping (whole pages)"),
+            (
+                records_offset,
+                "uint64_t",
+                "offset of the records (struct vdaq_mmap_record[periods])"
+            ),
+            (buffers_offset, "uint64_t", "offset of period buffer 0 (page aligned)"),
+            (buffer_stride, "uint64_t", "distance between buffers (period_bytes in whole pages)"),
+            (periods, "uint32_t", "period buffers and records"),
+            (period_bytes, "uint32_t", "bytes per period"),
+            (reserved, "uint64_t", "0"),
+        ]
+    );
+    strukt!(
+        o,
+        MmapStatus,
+        "vdaq_mmap_status",
+        [
+            (magic, "uint32_t", "VDAQ_MMAP_MAGIC"),
+            (version, "uint32_t", "VDAQ_MMAP_VERSION"),
+            (
+                head,
+                "uint64_t",
+                "next sequence to complete: records tail..head ready; load with acquire"
+            ),
+            (tail, "uint64_t", "oldest sequence not given back (VDAQ_IOC_MMAP_ACK or read)"),
+            (reserved, "uint64_t[5]", "0"),
+        ]
+    );
+    strukt!(
+        o,
+        MmapRecord,
+        "vdaq_mmap_record",
+        [
+            (
+                header,
+                "struct vdaq_period_header",
+                "as read() gives it; sequence s at index s % periods"
+            ),
+            (buffer, "uint32_t", "buffer of the frames: buffers_offset + buffer * buffer_stride"),
+            (reserved, "uint32_t", "0"),
+        ]
+    );
     for (name, v) in [
         ("VDAQ_IOC_INFO", VDAQ_IOC_INFO),
         ("VDAQ_IOC_SET_PARAMS", VDAQ_IOC_SET_PARAMS),
         ("VDAQ_IOC_START", VDAQ_IOC_START),
         ("VDAQ_IOC_STOP", VDAQ_IOC_STOP),
+        ("VDAQ_IOC_MMAP_LAYOUT", VDAQ_IOC_MMAP_LAYOUT),
+        ("VDAQ_IOC_MMAP_ACK", VDAQ_IOC_MMAP_ACK),
         ("VDAQ_IOC_STATS", VDAQ_IOC_STATS),
     ] {
         writeln!(o, "#define {name} 0x{v:08x}u").unwrap();
