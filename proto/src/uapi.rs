@@ -111,7 +111,76 @@ pub struct Info {
     pub reserved: u32,
 }
 
-pod!(PeriodHeader = 40, Stats = 128, Params = 32, Info = 80);
+/// `MmapStatus::magic`: "VDQM" in little-endian byte order.
+pub const MMAP_MAGIC: u32 = u32::from_le_bytes(*b"VDQM");
+/// `MmapStatus::version` of this layout.
+pub const MMAP_VERSION: u32 = 1;
+
+/// Where things are in a mapping of /dev/vdaqN (`VDAQ_IOC_MMAP_LAYOUT`), for the current
+/// parameters. The mapping is read-only and shared (`PROT_READ`, `MAP_SHARED`): first the
+/// [`MmapStatus`] and the period records, then every period buffer, each starting on a page.
+/// Any page-aligned part of it may be mapped; the whole of it is `mapping_bytes` from offset 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmapLayout {
+    /// Bytes of the whole mapping (a multiple of the page size).
+    pub mapping_bytes: u64,
+    /// Offset of the records: `periods` [`MmapRecord`]s, the one of sequence `s` at index
+    /// `s % periods`.
+    pub records_offset: u64,
+    /// Offset of period buffer 0 (page aligned).
+    pub buffers_offset: u64,
+    /// Distance between two period buffers: `period_bytes` rounded up to whole pages.
+    pub buffer_stride: u64,
+    /// Period buffers (and records).
+    pub periods: u32,
+    /// Bytes per period.
+    pub period_bytes: u32,
+    /// Reserved, 0.
+    pub reserved: u64,
+}
+
+/// The start of the mapping, written by the driver only. A period is the user's from the
+/// moment `head` passes it until it is given back (`VDAQ_IOC_MMAP_ACK`, or a `read()` of it):
+/// meanwhile the device does not write its buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmapStatus {
+    /// [`MMAP_MAGIC`].
+    pub magic: u32,
+    /// [`MMAP_VERSION`].
+    pub version: u32,
+    /// Sequence of the next period the driver will complete: records `tail..head` are ready.
+    /// Stored after the records it publishes (release order): load it with acquire order.
+    pub head: u64,
+    /// Sequence of the oldest period not given back yet. Both restart at 0 on each start.
+    pub tail: u64,
+    /// Reserved, 0.
+    pub reserved: [u64; 5],
+}
+
+/// One completed period in the mapping: its header (as `read()` gives it) and where its frames
+/// are.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmapRecord {
+    /// The period's header; `header.bytes` bytes of frames are in the buffer.
+    pub header: PeriodHeader,
+    /// Index of the period buffer holding the frames, at `buffers_offset + buffer * buffer_stride`.
+    pub buffer: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
+}
+
+pod!(
+    PeriodHeader = 40,
+    Stats = 128,
+    Params = 32,
+    Info = 80,
+    MmapLayout = 48,
+    MmapStatus = 64,
+    MmapRecord = 48
+);
 
 /// ioctl type ('V') shared by every vdaq ioctl.
 pub const IOC_TYPE: u32 = b'V' as u32;
@@ -129,17 +198,29 @@ pub const fn ior(ty: u32, nr: u32, size: usize) -> u32 {
     ioc(IOC_READ, ty, nr, size)
 }
 
+/// Linux's `_IOW(type, nr, size)`.
+pub const fn iow(ty: u32, nr: u32, size: usize) -> u32 {
+    ioc(IOC_WRITE, ty, nr, size)
+}
+
 /// Reads [`Info`].
 pub const VDAQ_IOC_INFO: u32 = ior(IOC_TYPE, 0x01, core::mem::size_of::<Info>());
 /// Sets [`Params`] while stopped: EINVAL for values the stream does not offer or a non-zero
 /// reserved field, EBUSY while started.
-pub const VDAQ_IOC_SET_PARAMS: u32 = ioc(IOC_WRITE, IOC_TYPE, 0x02, core::mem::size_of::<Params>());
+pub const VDAQ_IOC_SET_PARAMS: u32 = iow(IOC_TYPE, 0x02, core::mem::size_of::<Params>());
 /// Starts the stream (a read() of a stopped stream starts it too); EBUSY when started. A
 /// stream that stalled is stopped first: EIO while the device stays silent.
 pub const VDAQ_IOC_START: u32 = ioc(0, IOC_TYPE, 0x03, 0);
 /// Stops the stream; periods not read are discarded. EBADFD when not started; EIO when the
 /// stream stalled and the device still does not answer.
 pub const VDAQ_IOC_STOP: u32 = ioc(0, IOC_TYPE, 0x04, 0);
+/// Reads the [`MmapLayout`] for the current parameters. SET_PARAMS is refused (EBUSY) while
+/// the file has a mapping.
+pub const VDAQ_IOC_MMAP_LAYOUT: u32 = ior(IOC_TYPE, 0x05, core::mem::size_of::<MmapLayout>());
+/// Gives back every period whose sequence is below the `u64` argument, so that the device
+/// fills their buffers again. The argument must lie in `tail..=head` of [`MmapStatus`]
+/// (EINVAL otherwise: periods already given back, or not completed yet).
+pub const VDAQ_IOC_MMAP_ACK: u32 = iow(IOC_TYPE, 0x06, core::mem::size_of::<u64>());
 /// Reads [`Stats`].
 pub const VDAQ_IOC_STATS: u32 = ior(IOC_TYPE, 0x10, core::mem::size_of::<Stats>());
 
@@ -155,6 +236,8 @@ mod tests {
         assert_eq!(VDAQ_IOC_INFO, 0x8050_5601);
         assert_eq!(VDAQ_IOC_SET_PARAMS, 0x4020_5602);
         assert_eq!((VDAQ_IOC_START, VDAQ_IOC_STOP), (0x5603, 0x5604));
+        // _IOR('V', 5, 48), _IOW('V', 6, 8).
+        assert_eq!((VDAQ_IOC_MMAP_LAYOUT, VDAQ_IOC_MMAP_ACK), (0x8030_5605, 0x4008_5606));
         assert_eq!(&PERIOD_MAGIC.to_le_bytes(), b"VDAQ");
     }
 }
