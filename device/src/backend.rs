@@ -26,6 +26,7 @@ use vmm_sys_util::event::{
 
 use crate::chain::Chain;
 use crate::control::Device;
+use crate::frames::Frames;
 use crate::stream::{StreamCaps, StreamStats};
 
 /// Guest memory as the daemon hands it over.
@@ -237,7 +238,7 @@ impl VdaqBackend {
                 }
             }
             for chain in stream.take_flushed() {
-                complete_rx(vring, mem, &chain, &[], status(code::S_OK, 0));
+                complete_rx(vring, mem, &chain, Frames::none(&mut []), code::S_OK, 0);
                 used = true;
             }
         }
@@ -252,7 +253,8 @@ impl VdaqBackend {
 
     fn process_rx(&mut self, vrings: &[VringRwLock], mem: &GuestMemoryMmap) -> io::Result<()> {
         let vring = &vrings[usize::from(queue::RX)];
-        let mut used = false;
+        // Refused chains and the completions of this round are signalled together.
+        let mut round = RxRound::default();
         for desc in pop_all(vring, mem, self.event_idx) {
             let chain = match Chain::parse(desc, mem) {
                 Ok(c) => c,
@@ -260,20 +262,17 @@ impl VdaqBackend {
                     warn!("rx: refusing a descriptor chain: {e}");
                     self.stats.bad_chains += 1;
                     add_used(vring, head, 0);
-                    used = true;
+                    round.add(true);
                     continue;
                 }
             };
             if let Err((chain, code)) = self.post_rx(chain, mem) {
                 self.stats.bad_chains += 1;
-                complete_rx(vring, mem, &chain, &[], status(code, 0));
-                used = true;
+                complete_rx(vring, mem, &chain, Frames::none(&mut []), code, 0);
+                round.add(true);
             }
         }
-        if used {
-            self.stats.rx_interrupts += u64::from(notify(vring, self.event_idx)?);
-        }
-        self.service_streams(vrings, mem)
+        self.service_streams_in(vrings, mem, round)
     }
 
     /// Hands an rx message to its stream, or returns it with the status to complete it with.
@@ -296,12 +295,21 @@ impl VdaqBackend {
     /// Advances every stream's clock, sends due XRUN events, completes ready buffers and
     /// re-arms the timers.
     fn service_streams(&mut self, vrings: &[VringRwLock], mem: &GuestMemoryMmap) -> io::Result<()> {
+        self.service_streams_in(vrings, mem, RxRound::default())
+    }
+
+    /// [`Self::service_streams`] as part of `round`: every rx completion of the round goes into
+    /// the used ring first, then the driver is signalled once (if EVENT_IDX lets it).
+    fn service_streams_in(
+        &mut self,
+        vrings: &[VringRwLock],
+        mem: &GuestMemoryMmap,
+        mut round: RxRound,
+    ) -> io::Result<()> {
         let rx = &vrings[usize::from(queue::RX)];
         let events = &vrings[usize::from(queue::EVENT)];
         let now = now_ns();
         let event_idx = self.event_idx;
-        let mut rx_used = false;
-        let mut rx_notify = false;
         let mut events_used = false;
         for (id, stream) in self.device.streams_mut().iter_mut().enumerate() {
             loop {
@@ -309,9 +317,8 @@ impl VdaqBackend {
                 if !stream.has_ready() {
                     break;
                 }
-                let (stats, events_used, rx_notify) =
-                    (&mut self.stats, &mut events_used, &mut rx_notify);
-                stream.complete_ready(|chain, a, b, c| {
+                let (stats, events_used, round) = (&mut self.stats, &mut events_used, &mut round);
+                stream.complete_ready(|chain, frames, c| {
                     // The loss before these frames is announced just before them.
                     for _ in 0..c.xruns_before {
                         if send_event(events, mem, code::EVT_PCM_XRUN, id as u32) {
@@ -325,12 +332,10 @@ impl VdaqBackend {
                         // The driver must see the events before the completion.
                         let _ = notify(events, event_idx);
                     }
-                    let data = [a, b];
-                    complete_rx(rx, mem, &chain, &data, status(c.status, c.latency_bytes));
-                    *rx_notify |= c.notify;
-                    true
+                    let written = complete_rx(rx, mem, &chain, frames, c.status, c.latency_bytes);
+                    round.add(c.notify);
+                    written
                 });
-                rx_used = true;
             }
             let timer = &self.timers[id];
             let armed = match stream.next_deadline_ns() {
@@ -347,7 +352,7 @@ impl VdaqBackend {
             notify(events, self.event_idx)?;
         }
         // Injected faults may withhold the notification: the used buffers wait for the next.
-        if rx_used && rx_notify {
+        if round.notify {
             self.stats.rx_interrupts += u64::from(notify(rx, self.event_idx)?);
         }
         self.publish_stats();
@@ -377,6 +382,21 @@ impl VdaqBackend {
             notify(vring, self.event_idx)?;
         }
         Ok(())
+    }
+}
+
+/// The rx completions of one service round, signalled together at its end.
+#[derive(Clone, Copy, Debug, Default)]
+struct RxRound {
+    /// Some completion of the round asks for a notification (an injected fault may withhold
+    /// one: its buffer waits in the used ring for the next).
+    notify: bool,
+}
+
+impl RxRound {
+    /// Counts a buffer added to the used ring.
+    fn add(&mut self, notify: bool) {
+        self.notify |= notify;
     }
 }
 
@@ -428,32 +448,41 @@ fn notify(vring: &VringRwLock, event_idx: bool) -> io::Result<bool> {
     Ok(needed)
 }
 
-/// Completes an rx message: frames from the `data` pieces, then the status right after them.
-/// The used length is the frame bytes written plus the status (rule b).
+/// Completes an rx message: its frames rendered straight into the buffer from its start, then
+/// the status (`code`, `latency_bytes`) right after them. The used length is the frame bytes
+/// written plus the status (rule b). When the frames cannot all be written, none are reported:
+/// the status is `S_IO_ERR` and the used length the status alone (0 when even the status
+/// cannot be written). Returns whether the frames were written and reported.
 fn complete_rx(
     vring: &VringRwLock,
     mem: &GuestMemoryMmap,
     chain: &Chain,
-    data: &[&[u8]],
-    st: PcmStatus,
-) {
-    if chain.writable_len() < size_of::<PcmStatus>() {
-        // Not even the status fits: nothing is written.
+    frames: Frames<'_>,
+    code: u32,
+    latency_bytes: u32,
+) -> bool {
+    let status_len = size_of::<PcmStatus>();
+    let n = frames.len();
+    let Some(status_at) = chain.writable_len().checked_sub(status_len).filter(|&room| room >= n)
+    else {
+        // The frames and the status do not fit: nothing is written.
         add_used(vring, chain.head, 0);
-        return;
-    }
-    let mut at = 0;
-    let mut ok = true;
-    for piece in data {
-        ok &= chain.write_at(mem, at, piece).is_ok();
-        at += piece.len();
-    }
-    let status_at = chain.writable_len().saturating_sub(size_of::<PcmStatus>());
-    ok &= chain.write_at(mem, status_at, st.as_bytes()).is_ok();
+        return n == 0;
+    };
+    let mut writer = chain.writer();
+    let written = frames.write_to(|piece| writer.write(mem, piece)).is_ok();
+    let (code, frame_bytes) = if written {
+        (code, n)
+    } else {
+        warn!("rx: writing {n} bytes of frames into guest memory failed");
+        (code::S_IO_ERR, 0)
+    };
+    let ok = chain.write_at(mem, status_at, status(code, latency_bytes).as_bytes()).is_ok();
     if !ok {
-        warn!("rx: a write into guest memory failed");
+        warn!("rx: writing the status into guest memory failed");
     }
-    add_used(vring, chain.head, (at + size_of::<PcmStatus>()) as u32);
+    add_used(vring, chain.head, if ok { (frame_bytes + status_len) as u32 } else { 0 });
+    written && ok
 }
 
 /// Sends an event on the event queue; false when the driver has posted no event buffer.

@@ -4,7 +4,7 @@
 use std::ops::Deref;
 
 use virtio_queue::DescriptorChain;
-use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
 /// A contiguous piece of guest memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +106,11 @@ impl Chain {
         Ok(out)
     }
 
+    /// A cursor that writes a stream of bytes into the writable segments from their start.
+    pub fn writer(&self) -> ChainWriter<'_> {
+        ChainWriter { segments: &self.writable, seg: 0, offset: 0 }
+    }
+
     /// Writes `bytes` at byte `offset` of the writable segments, which must have room.
     pub fn write_at(
         &self,
@@ -131,5 +136,94 @@ impl Chain {
         } else {
             Err(vm_memory::GuestMemoryError::PartialBuffer { expected: bytes.len(), completed: 0 })
         }
+    }
+}
+
+/// Writes consecutive pieces into a chain's writable segments, in order: each piece continues
+/// where the last ended, without walking the segments from the start again.
+#[derive(Debug)]
+pub struct ChainWriter<'a> {
+    segments: &'a [Segment],
+    seg: usize,
+    offset: usize,
+}
+
+impl ChainWriter<'_> {
+    /// Writes `bytes` next. Fails, with the bytes before the failure written, when the
+    /// segments have no room left or guest memory refuses the write.
+    pub fn write(
+        &mut self,
+        mem: &impl GuestMemory,
+        mut bytes: &[u8],
+    ) -> Result<(), vm_memory::GuestMemoryError> {
+        while !bytes.is_empty() {
+            let Some(s) = self.segments.get(self.seg) else {
+                return Err(vm_memory::GuestMemoryError::PartialBuffer {
+                    expected: bytes.len(),
+                    completed: 0,
+                });
+            };
+            if self.offset >= s.len {
+                self.seg += 1;
+                self.offset = 0;
+                continue;
+            }
+            let n = bytes.len().min(s.len - self.offset);
+            let addr = s
+                .addr
+                .checked_add(self.offset as u64)
+                .ok_or(vm_memory::GuestMemoryError::InvalidGuestAddress(s.addr))?;
+            mem.write_slice(&bytes[..n], addr)?;
+            bytes = &bytes[n..];
+            self.offset += n;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestMemoryMmap;
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1000)]).expect("guest memory")
+    }
+
+    fn chain(segments: &[(u64, usize)]) -> Chain {
+        Chain {
+            head: 0,
+            readable: Vec::new(),
+            writable: segments
+                .iter()
+                .map(|&(addr, len)| Segment { addr: GuestAddress(addr), len })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_writer_continues_across_pieces_and_segments() {
+        let mem = mem();
+        // Three segments, one empty, out of order in memory.
+        let c = chain(&[(0x200, 3), (0x300, 0), (0x100, 5)]);
+        let mut w = c.writer();
+        for piece in [&[1u8, 2][..], &[3, 4, 5], &[6, 7, 8]] {
+            assert!(w.write(&mem, piece).is_ok());
+        }
+        let mut got = [0u8; 5];
+        assert!(mem.read_slice(&mut got[..3], GuestAddress(0x200)).is_ok());
+        assert_eq!(&got[..3], &[1, 2, 3]);
+        assert!(mem.read_slice(&mut got, GuestAddress(0x100)).is_ok());
+        assert_eq!(got, [4, 5, 6, 7, 8]);
+        assert!(w.write(&mem, &[9]).is_err(), "no room left");
+    }
+
+    #[test]
+    fn the_writer_fails_outside_guest_memory() {
+        let mem = mem();
+        let c = chain(&[(0xff0, 8), (0x5000, 8)]);
+        let mut w = c.writer();
+        assert!(w.write(&mem, &[1; 8]).is_ok());
+        assert!(w.write(&mem, &[2; 4]).is_err(), "a segment the memory map no longer has");
     }
 }

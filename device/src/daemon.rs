@@ -31,6 +31,12 @@ pub fn stats_line(stats: &DeviceStats, prev: &DeviceStats, secs: f64) -> String 
             s.xruns,
             s.frames_lost
         ));
+        if s.write_errors > 0 {
+            parts.push(format!(
+                "stream {i}: {} buffers failed to write into guest memory",
+                s.write_errors
+            ));
+        }
         let f = s.faults;
         if f != FaultStats::default() {
             parts.push(format!(

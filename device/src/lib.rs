@@ -13,6 +13,7 @@ pub mod counter;
 pub mod daemon;
 pub mod faults;
 pub mod fifo;
+pub mod frames;
 pub mod recording;
 pub mod source;
 pub mod stream;

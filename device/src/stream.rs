@@ -11,6 +11,7 @@ use vdaq_proto::virtio_snd::{code, pcm_feature, rate_hz, PcmSetParams};
 use crate::clock::SampleClock;
 use crate::faults::{FaultPlan, FaultStats, Faults};
 use crate::fifo::Fifo;
+use crate::frames::{chunk_buffer, Frames};
 use crate::source::{Generator, StreamSignal};
 use vdaq_proto::format::SampleFormat;
 
@@ -102,6 +103,9 @@ pub struct StreamStats {
     pub xrun_events: u64,
     /// Buffers rejected with an error status.
     pub bad_buffers: u64,
+    /// Buffers whose frames could not be written into guest memory (completed with an error
+    /// status, their frames counted lost).
+    pub write_errors: u64,
     /// What the injected faults did.
     pub faults: FaultStats,
 }
@@ -116,6 +120,7 @@ impl std::ops::AddAssign for StreamStats {
         self.frames_lost += o.frames_lost;
         self.xrun_events += o.xrun_events;
         self.bad_buffers += o.bad_buffers;
+        self.write_errors += o.write_errors;
         self.faults += o.faults;
     }
 }
@@ -151,6 +156,8 @@ pub struct Stream<R> {
     fifo: Fifo,
     clock: SampleClock,
     generator: Option<Generator>,
+    /// The L1-sized buffer frames are rendered through on their way into guest memory.
+    chunk: Vec<u8>,
     /// Sample-clock index of the next frame produced.
     next_frame: u64,
     posted: VecDeque<Posted<R>>,
@@ -186,6 +193,7 @@ impl<R> Stream<R> {
             fifo: Fifo::default(),
             clock: SampleClock::new(48_000, 1),
             generator: None,
+            chunk: Vec::new(),
             next_frame: 0,
             posted: VecDeque::new(),
             flushed: Vec::new(),
@@ -283,14 +291,11 @@ impl<R> Stream<R> {
             return Err(code::S_BAD_MSG);
         }
         let p = self.params.ok_or(code::S_BAD_MSG)?;
-        if self.fifo.capacity() == p.buffer_bytes as usize {
-            self.fifo.clear();
-        } else {
-            self.fifo = Fifo::new(p.buffer_bytes as usize);
-        }
+        self.fifo = Fifo::new(p.buffer_bytes as usize, p.frame_bytes());
         self.clock = SampleClock::new(p.rate, p.period_frames());
         self.generator =
             Some(Generator::new(&self.caps.signal, p.format, usize::from(p.channels), p.rate));
+        self.chunk = chunk_buffer(p.frame_bytes());
         self.next_frame = 0;
         self.reset_gaps();
         self.state = PcmState::Prepared;
@@ -437,15 +442,9 @@ impl<R> Stream<R> {
             self.lose_period(period_frames);
             return;
         }
-        let first = self.next_frame;
-        let frame_bytes = self.generator.as_ref().map_or(1, Generator::frame_bytes);
-        let generator = &mut self.generator;
-        let pushed = self.fifo.push_with(period, |piece, offset| {
-            if let Some(g) = generator.as_mut() {
-                g.render(first + (offset / frame_bytes) as u64, piece);
-            }
-        });
-        if !pushed {
+        // The FIFO takes the frames' indices; their samples are rendered when a guest buffer
+        // takes them (every source is a function of the index).
+        if !self.fifo.push(self.next_frame, period_frames) {
             self.lose_period(period_frames);
             return;
         }
@@ -495,10 +494,11 @@ impl<R> Stream<R> {
     }
 
     /// Completes posted buffers, oldest first, while the FIFO holds enough frames for them.
-    /// `deliver` gets the request, its frames (in at most two pieces) and the completion to
-    /// report; it returns false to stop early (the buffer is then consumed all the same, as its
-    /// frames were handed over).
-    pub fn complete_ready(&mut self, mut deliver: impl FnMut(R, &[u8], &[u8], Completion) -> bool) {
+    /// `deliver` gets the request, its frames (rendered as they are written, straight into
+    /// the guest buffer) and the completion to report; it returns whether the frames reached
+    /// the buffer. Frames that did not (a failed write into guest memory) are counted lost,
+    /// and the caller completes the buffer with an error status instead.
+    pub fn complete_ready(&mut self, mut deliver: impl FnMut(R, Frames<'_>, Completion) -> bool) {
         while self.has_ready() {
             let Some(buffer) = self.posted.pop_front() else { break };
             let n = buffer.payload;
@@ -506,26 +506,30 @@ impl<R> Stream<R> {
             let lost = self.take_gaps(n);
             let xruns_before = if self.params.is_some_and(|p| p.xrun_events) { lost } else { 0 };
             self.stats.xrun_events += xruns_before;
-            let Some((a, b)) = self.fifo.peek(n) else { break };
+            let Some(runs) = self.fifo.peek(n) else { break };
             let notify = self.faults.notify();
-            let frames = self.params.map_or(0, |p| (n / p.frame_bytes()) as u64);
-            let go_on = if self.faults.error_completion() {
+            let frame_bytes = self.fifo.frame_bytes();
+            let frames = (n / frame_bytes) as u64;
+            if self.faults.error_completion() {
                 // An injected error: the frames are lost, the buffer comes back without them.
                 self.stats.frames_lost += frames;
                 let c = Completion { status: code::S_IO_ERR, latency_bytes, xruns_before, notify };
-                deliver(buffer.request, &[], &[], c)
+                deliver(buffer.request, Frames::none(&mut self.chunk), c);
             } else {
-                self.stats.buffers_completed += 1;
-                self.stats.bytes_delivered += n as u64;
-                self.stats.frames_delivered += frames;
                 let c = Completion { status: code::S_OK, latency_bytes, xruns_before, notify };
-                deliver(buffer.request, a, b, c)
-            };
+                let data =
+                    Frames::new(runs, n, self.generator.as_mut(), &mut self.chunk, frame_bytes);
+                if deliver(buffer.request, data, c) {
+                    self.stats.buffers_completed += 1;
+                    self.stats.bytes_delivered += n as u64;
+                    self.stats.frames_delivered += frames;
+                } else {
+                    self.stats.frames_lost += frames;
+                    self.stats.write_errors += 1;
+                }
+            }
             self.fifo.consume(n);
             self.taken_bytes += n as u64;
-            if !go_on {
-                break;
-            }
         }
     }
 }
@@ -575,8 +579,8 @@ mod tests {
 
     fn drain(s: &mut Stream<u32>) -> Vec<(u32, Vec<u16>, Completion)> {
         let mut out = Vec::new();
-        s.complete_ready(|r, a, b, c| {
-            out.push((r, counters(&[a, b].concat()), c));
+        s.complete_ready(|r, frames, c| {
+            out.push((r, counters(&frames.to_vec()), c));
             true
         });
         out
@@ -864,6 +868,85 @@ mod tests {
         assert_eq!(s.post(4, 642), Err((4, code::S_BAD_MSG)), "larger than the buffer");
         assert_eq!(s.stats().bad_buffers, 3);
         assert!(s.post(5, 640).is_ok(), "a whole-buffer message is fine");
+    }
+
+    /// A paced 8 kHz stereo stream (counter, sine) with a 4-period FIFO of 80-frame periods.
+    fn two_signals() -> Stream<u32> {
+        use crate::source::{ChannelSignal, Units, Waveform};
+        let sine = ChannelSignal {
+            waveform: Waveform::Sine,
+            amplitude: 20_000.0,
+            offset: 0.0,
+            frequency: 300.0,
+            phase_deg: 10.0,
+        };
+        let mut caps = caps(true);
+        caps.signal =
+            StreamSignal { channels: vec![ChannelSignal::counter(), sine], units: Units::Codes };
+        let mut s = Stream::new(caps);
+        assert_eq!(s.set_params(&params(1280, 320, 2, false)), Ok(()));
+        assert_eq!(s.prepare(), Ok(()));
+        assert_eq!(s.start(0), Ok(()));
+        s
+    }
+
+    fn drain_bytes(s: &mut Stream<u32>) -> Vec<u8> {
+        let mut out = Vec::new();
+        s.complete_ready(|_, frames, _| {
+            out.extend(frames.to_vec());
+            true
+        });
+        out
+    }
+
+    #[test]
+    fn frames_through_the_fifo_and_straight_into_waiting_buffers_are_the_same_bytes() {
+        // Waiting buffers: each period goes straight into the buffer posted for it.
+        let mut direct = two_signals();
+        let mut a = Vec::new();
+        for k in 1..=6u64 {
+            assert!(direct.post(k as u32, 320).is_ok());
+            direct.produce(k * 10_000_000);
+            a.extend(drain_bytes(&mut direct));
+        }
+        // No buffer for 30 ms: three periods wait in the FIFO, then buffers of other sizes
+        // (half and one and a half periods) take them.
+        let mut queued = two_signals();
+        queued.produce(30_000_000);
+        assert_eq!(queued.fifo_level(), 960);
+        let mut b = Vec::new();
+        for (id, bytes) in [160, 480, 320].into_iter().enumerate() {
+            assert!(queued.post(id as u32, bytes).is_ok());
+        }
+        b.extend(drain_bytes(&mut queued));
+        queued.produce(60_000_000);
+        assert!(queued.post(9, 960).is_ok());
+        b.extend(drain_bytes(&mut queued));
+        // Both are the signal's first 480 frames.
+        let mut want = vec![0u8; 480 * 4];
+        let signal = &queued.caps().signal;
+        Generator::new(signal, SampleFormat::S16, 2, 8_000).render(0, &mut want);
+        assert_eq!(a, want);
+        assert_eq!(b, want);
+    }
+
+    #[test]
+    fn frames_that_cannot_be_written_are_counted_lost_and_the_next_buffer_goes_on() {
+        let mut s = running(false);
+        assert_eq!(s.start(0), Ok(()));
+        for id in 0..2 {
+            assert!(s.post(id, 160).is_ok());
+        }
+        s.produce(20_000_000);
+        let mut firsts = Vec::new();
+        s.complete_ready(|id, frames, _| {
+            firsts.push(counters(&frames.to_vec())[0]);
+            id != 0
+        });
+        assert_eq!(firsts, [0, 80], "the failed buffer's frames are not written again");
+        let st = s.stats();
+        assert_eq!((st.buffers_completed, st.frames_delivered), (1, 80));
+        assert_eq!((st.write_errors, st.frames_lost, st.xruns), (1, 80, 0));
     }
 
     #[test]

@@ -416,6 +416,21 @@ impl Harness {
         Self { fe, mem, queues, stats, done, dir, features }
     }
 
+    /// Tells the backend that guest memory is now only its first `size` bytes (as after a
+    /// memory hot-unplug): chains it holds may point past the end. Returns once the backend
+    /// has taken the new table (a request with a reply follows it on the same socket).
+    pub fn shrink_memory(&mut self, size: usize) {
+        let region = VhostUserMemoryRegionInfo {
+            guest_phys_addr: 0,
+            memory_size: size as u64,
+            userspace_addr: self.mem.host_base,
+            mmap_offset: 0,
+            mmap_handle: self.mem.file.as_raw_fd(),
+        };
+        self.fe.set_mem_table(&[region]).expect("set_mem_table");
+        self.fe.get_features().expect("get_features");
+    }
+
     /// Reads `len` bytes of configuration space.
     pub fn config(&mut self, len: u32) -> Vec<u8> {
         let (_, buf) = self
