@@ -6,7 +6,9 @@
 
 Measured in one run (ratios matter more than absolute numbers on a noisy machine):
   P1  the guest's memory copy bandwidth, and free-run throughput through vdaq.ko and the app by
-      blocking reads and by SIGIO for periods of 4 to 256 KiB, with the ratio to that limit;
+      blocking reads, by SIGIO with read() and by mmap (zero copy) for periods of 4 to 256 KiB,
+      each with the counter checked and unchecked, with the ratio to that limit; from these, a
+      breakdown of a period's time by layer;
   P2  receive interrupts per second with 256-byte periods (free-run), beside the request rate of
       rust-vmm's vhost-device-rng through the guest's virtio_rng in the same boot;
   P3  interrupt timestamp to SIGIO handler latency in the guest: histogram and percentiles;
@@ -153,21 +155,61 @@ def arecord_runs(label, durations, peer_source=None):
     }
 
 
+def breakdown(free, p5, copy):
+    """A period's time by layer, per period size: each layer is the difference between two P1
+    paths that differ by that layer alone (same boot), and the device's own share is P5's."""
+    def per_period_us(path, check, size):
+        r = next((r for r in free if (r["path"], r["check"], r["period_bytes"]) == (path, check, size)), None)
+        if not (r and r["bytes_per_s"]):
+            return None
+        return size / r["bytes_per_s"] * 1e6
+
+    def minus(a, b):
+        return None if a is None or b is None else a - b
+
+    device = {r["period_bytes"]: r for r in (p5 or {}).get("periods", [])}
+    rows = []
+    for size in sorted({r["period_bytes"] for r in free}):
+        floor = per_period_us("mmap", "unchecked", size)
+        sigio = per_period_us("sigio", "unchecked", size)
+        checked = per_period_us("mmap", "checked", size)
+        read_checked = per_period_us("read", "checked", size)
+        dev = device.get(size)
+        rows.append({
+            "period_bytes": size,
+            # Host side: render and write into guest memory, used ring and notification.
+            "device_us": size / dev["device_bytes_per_s"] * 1e6 if dev and dev["device_bytes_per_s"] else None,
+            # Guest: interrupt through QEMU, the driver, SIGIO, the record ring and the ack
+            # (no byte touched): the floor of every path.
+            "transport_and_driver_us": floor,
+            # read() instead of the mapping: the copy to user space.
+            "copy_to_user_us": minus(sigio, floor),
+            # The app's counter check of the mapped period.
+            "check_us": minus(checked, floor),
+            # Spooling and writing the file (tmpfs), on top of a checked read() capture.
+            "file_write_us": minus(per_period_us("read", "file", size), read_checked),
+            # Limits measured in the same run, per period of this size.
+            "guest_copy_us": size / copy * 1e6 if copy else None,
+            "host_write_us": size / dev["host_write_bytes_per_s"] * 1e6 if dev and dev["host_write_bytes_per_s"] else None,
+        })
+    return rows
+
+
 def summarise(paced, freerun, p5, p6, durations, command, mode, accel):
     copy = (paced.get("p1-copy-bandwidth") or {}).get("copy_bytes_per_s")
     free = []
     for name, s in sorted(freerun.items()):
-        m = re.match(r"p1-(\w+)-(\d+)k", name)
+        m = re.match(r"p1-(\w+)-(\d+)k-(checked|unchecked|file)$", name)
         if not (m and s):
             continue
         bps = s["frames"] * s["params"]["frame_bytes"] / s["wall_seconds"] if s["wall_seconds"] else None
         free.append({
-            "path": m.group(1), "period_bytes": int(m.group(2)) * 1024, "bytes_per_s": bps,
-            "frames": s["frames"], "wall_seconds": s["wall_seconds"],
-            "ratio_to_copy": (bps / copy) if (bps and copy) else None,
+            "path": m.group(1), "period_bytes": int(m.group(2)) * 1024, "check": m.group(3),
+            "bytes_per_s": bps, "frames": s["frames"], "periods": s["periods"],
+            "wall_seconds": s["wall_seconds"], "ratio_to_copy": (bps / copy) if (bps and copy) else None,
             "interrupts": s["driver"]["rx_interrupts_with_data"], "error": s["error"],
         })
-    free.sort(key=lambda r: (r["path"], r["period_bytes"]))
+    free.sort(key=lambda r: (r["path"], r["check"], r["period_bytes"]))
     irq, rng = freerun.get("p2-vdaq-interrupts"), freerun.get("p2-rng-requests")
     p2 = {
         "vdaq": None if not irq else {
@@ -201,6 +243,7 @@ def summarise(paced, freerun, p5, p6, durations, command, mode, accel):
         "schema": SCHEMA, "mode": mode, "command": command,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(accel),
         "p1": {"guest_copy_bytes_per_s": copy, "free_run": free},
+        "breakdown": breakdown(free, p5, copy),
         "p2": p2, "p3": p3, "p4": p4, "p5": p5,
         "p6": {**{k: P6[k] for k in ("rate", "channels", "format", "period_frames")},
                "buffer_periods": 4, "seconds": durations["p6_seconds"], "devices": p6},
@@ -213,8 +256,10 @@ def check(results):
     p1 = results["p1"]
     if not isinstance(p1["guest_copy_bytes_per_s"], (int, float)):
         problems.append("P1: no guest copy bandwidth")
-    if len(p1["free_run"]) != 8 or any(not r["bytes_per_s"] for r in p1["free_run"]):
-        problems.append(f"P1: {len(p1['free_run'])} free-run results of 8, or one without a rate")
+    if len(p1["free_run"]) != 26 or any(not r["bytes_per_s"] for r in p1["free_run"]):
+        problems.append(f"P1: {len(p1['free_run'])} free-run results of 26, or one without a rate")
+    if not any(r["transport_and_driver_us"] for r in results["breakdown"]):
+        problems.append("breakdown: no layer measured")
     p2 = results["p2"]
     if not (p2["vdaq"] and p2["vdaq"]["interrupts_per_s"]) or not (p2["rng"] and p2["rng"]["requests_per_s"]):
         problems.append(f"P2: missing a rate: {p2}")
@@ -240,11 +285,22 @@ def report(results, plots, path):
         f"guest accelerator {m['accelerator']}; {m['rustc']}.", "",
         "## P1: free-run throughput against the guest's copy bandwidth", "",
         f"Guest memory copy: {mb(results['p1']['guest_copy_bytes_per_s'])} MB/s.", "",
-        "| path | period | MB/s | ratio to copy | interrupts |", "| --- | --- | --- | --- | --- |",
+        "| path | counter | period | MB/s | ratio to copy | interrupts |", "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in results["p1"]["free_run"]:
-        ratio = f"{r['ratio_to_copy']:.4f}" if r["ratio_to_copy"] else "-"
-        lines.append(f"| {r['path']} | {r['period_bytes'] // 1024} KiB | {mb(r['bytes_per_s'])} | {ratio} | {r['interrupts']} |")
+        ratio = f"{r['ratio_to_copy']:.3f}" if r["ratio_to_copy"] else "-"
+        lines.append(f"| {r['path']} | {r['check']} | {r['period_bytes'] // 1024} KiB | {mb(r['bytes_per_s'])} "
+                     f"| {ratio} | {r['interrupts']} |")
+    us = lambda v: f"{v:.0f}" if v is not None else "-"  # noqa: E731
+    lines += ["", "## Where a period's time goes (us per period)", "",
+              "Each guest layer is the difference of two P1 paths measured in the same boot; the device's "
+              "share is P5's (host harness). Limits: the guest's copy and the host's write of one period.", "",
+              "| period | device (host) | transport + driver | copy to user | check | file write "
+              "| limit: guest copy | limit: host write |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results["breakdown"]:
+        lines.append(f"| {r['period_bytes'] // 1024} KiB | {us(r['device_us'])} | {us(r['transport_and_driver_us'])} "
+                     f"| {us(r['copy_to_user_us'])} | {us(r['check_us'])} | {us(r['file_write_us'])} "
+                     f"| {us(r['guest_copy_us'])} | {us(r['host_write_us'])} |")
     p2 = results["p2"]
     lines += ["", "## P2: interrupts per second", "",
               "| device | what | per second |", "| --- | --- | --- |"]

@@ -1,7 +1,7 @@
 //! `vdaq-bench-plot RESULTS.json OUT_DIR`: the SVG plots of a `ci/bench.py` run.
 //!
-//! - p1-throughput.svg: free-run MB/s by period size, read and SIGIO paths, and the guest's
-//!   copy bandwidth (the limit);
+//! - p1-throughput.svg: free-run MB/s by period size, read, SIGIO and mmap paths with the
+//!   counter checked and unchecked, and the guest's copy bandwidth (the limit);
 //! - p3-latency.svg: interrupt to SIGIO handler latency, log2 histogram;
 //! - p4-jitter.svg: period jitter histograms of the paced 384 kHz runs;
 //! - p5-device.svg: the device alone against the host's write bandwidth, by period size;
@@ -174,13 +174,15 @@ fn run(results: &Value, out: &Path) -> Res {
     std::fs::create_dir_all(out)?;
     let p1 = &results["p1"];
     let mut lines = Vec::new();
-    for path in ["read", "sigio"] {
-        let points: Vec<(f64, f64)> = arr(&p1["free_run"])
-            .iter()
-            .filter(|r| r["path"] == path)
-            .map(|r| (num(&r["period_bytes"]) / 1024.0, num(&r["bytes_per_s"]) / 1e6))
-            .collect();
-        lines.push((format!("free-run by {path}"), points));
+    for path in ["read", "sigio", "mmap"] {
+        for check in ["checked", "unchecked"] {
+            let points: Vec<(f64, f64)> = arr(&p1["free_run"])
+                .iter()
+                .filter(|r| r["path"] == path && r["check"] == check)
+                .map(|r| (num(&r["period_bytes"]) / 1024.0, num(&r["bytes_per_s"]) / 1e6))
+                .collect();
+            lines.push((format!("{path}, {check}"), points));
+        }
     }
     let copy = num(&p1["guest_copy_bytes_per_s"]) / 1e6;
     by_period(
