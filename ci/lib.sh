@@ -45,6 +45,15 @@ hash_inputs() {
   done | sed "s|$VDAQ_ROOT/||" | sha256sum | cut -c1-16
 }
 
+# Holds an exclusive lock on $VDAQ_CACHE/locks/NAME until the calling script exits, so that
+# two builds of the same cached thing (e.g. two test runs at once) do not interleave.
+cache_lock() {
+  local name=$1
+  mkdir -p "$VDAQ_CACHE/locks"
+  exec {VDAQ_LOCK_FD}>"$VDAQ_CACHE/locks/$name.lock"
+  flock "$VDAQ_LOCK_FD"
+}
+
 # Kills a process by PID: TERM, then KILL after a grace period. Never fails.
 stop_pid() {
   local pid=$1 grace=${2:-5} i

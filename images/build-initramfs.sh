@@ -11,6 +11,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../ci/lib.sh"
 
 variant=${1:-plain}
+cache_lock "initramfs-$variant"
 kernel_dir=$("$VDAQ_ROOT/images/build-kernel.sh" "$variant")
 app=$("$VDAQ_ROOT/images/build-app.sh")
 module=$("$VDAQ_ROOT/images/build-module.sh" "$variant")

@@ -15,6 +15,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../ci/lib.sh"
 
 variant=${1:-plain}
+cache_lock "kernel-$variant"
 case "$variant" in
   plain) fragments=("$VDAQ_ROOT/images/kernel/base.config" "$VDAQ_ROOT/images/kernel/bench.config") ;;
   debug) fragments=("$VDAQ_ROOT/images/kernel/base.config" "$VDAQ_ROOT/images/kernel/debug.config") ;;

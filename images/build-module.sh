@@ -10,6 +10,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../ci/lib.sh"
 
 variant=${1:-plain}
+cache_lock "module-$variant"
 kernel_dir=$("$VDAQ_ROOT/images/build-kernel.sh" "$variant")
 work="$VDAQ_CACHE/module/$variant"
 rm -rf "$work"
