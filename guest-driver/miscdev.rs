@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Misc character devices: registration and the file operations vdaq uses (open, release,
-//! read, poll, ioctl, fasync), dispatched to a safe trait.
+//! read, poll, ioctl, fasync, mmap), dispatched to a safe trait.
 //!
 //! Each open file holds an `Arc` of the device state, so the state outlives a device removal
 //! until the last file is closed; the file operations table is a static of this module (the
@@ -17,6 +17,7 @@ use kernel::types::{ForeignOwnable, Opaque};
 use kernel::uaccess::{UserSlice, UserSliceWriter};
 
 use crate::kernel_sync::WaitQueue;
+use crate::mm::VmaNew;
 
 /// An open file, during one of its file operations.
 pub(crate) struct File(*mut bindings::file);
@@ -63,6 +64,15 @@ pub(crate) trait FileOperations: Send + Sync + Sized + 'static {
     fn ioctl(dev: ArcBorrow<'_, Self>, file: &File, cmd: u32, arg: usize) -> Result<isize>;
     /// fasync(): O_ASYNC was set (`on`) or cleared on the file.
     fn fasync(dev: ArcBorrow<'_, Self>, fd: i32, file: &File, on: bool) -> Result<i32>;
+    /// mmap(): fills `vma` (in the shape of upstream's `MiscDevice::mmap`, Linux 6.16). On
+    /// success the area is a mapping of the file until it is unmapped, when
+    /// [`FileOperations::mapping_closed`] is called (after [`FileOperations::mapping_opened`]
+    /// for each copy of it made by fork() or a split); on error neither is called for it.
+    fn mmap(dev: ArcBorrow<'_, Self>, file: &File, vma: &VmaNew) -> Result;
+    /// A copy of a mapping of the file was made (fork(), or a part split off).
+    fn mapping_opened(dev: ArcBorrow<'_, Self>);
+    /// A mapping of the file went away (munmap(), exit, or a part split off).
+    fn mapping_closed(dev: ArcBorrow<'_, Self>);
 }
 
 /// A registered misc device whose files share `Arc<T>`.
@@ -142,8 +152,20 @@ impl<T: FileOperations> FopsHolder<T> {
         poll: Some(poll::<T>),
         unlocked_ioctl: Some(ioctl::<T>),
         fasync: Some(fasync::<T>),
+        mmap: Some(mmap::<T>),
         llseek: Some(bindings::noop_llseek),
         // SAFETY: all-zero is a valid `file_operations` (every other operation absent).
+        ..unsafe { core::mem::zeroed() }
+    };
+}
+
+struct VmOpsHolder<T>(PhantomData<T>);
+
+impl<T: FileOperations> VmOpsHolder<T> {
+    const VM_OPS: bindings::vm_operations_struct = bindings::vm_operations_struct {
+        open: Some(vma_open::<T>),
+        close: Some(vma_close::<T>),
+        // SAFETY: all-zero is a valid `vm_operations_struct` (every other operation absent).
         ..unsafe { core::mem::zeroed() }
     };
 }
@@ -237,4 +259,42 @@ unsafe extern "C" fn fasync<T: FileOperations>(
         let data = unsafe { file_data::<T>(file) };
         T::fasync(data, fd, &File(file), on != 0)
     })
+}
+
+unsafe extern "C" fn mmap<T: FileOperations>(
+    file: *mut bindings::file,
+    vma: *mut bindings::vm_area_struct,
+) -> kernel::ffi::c_int {
+    from_result(|| {
+        // SAFETY: mmap runs on an open file of this registration.
+        let data = unsafe { file_data::<T>(file) };
+        // SAFETY: `vma` is the area of this running mmap call; `area` does not outlive it.
+        let area = unsafe { VmaNew::from_raw(vma) };
+        T::mmap(data, &File(file), &area)?;
+        // SAFETY: the area is being set up under the mmap lock; its operations are static.
+        // Set only on success, so that `close` runs only for areas `T::mmap` accepted.
+        unsafe { (*vma).vm_ops = &VmOpsHolder::<T>::VM_OPS };
+        Ok(0)
+    })
+}
+
+/// The device state of the file a mapping belongs to.
+///
+/// # Safety
+/// `vma` must be a live area whose operations are `VmOpsHolder::<T>::VM_OPS`.
+unsafe fn vma_data<'a, T: FileOperations>(vma: *mut bindings::vm_area_struct) -> ArcBorrow<'a, T> {
+    // SAFETY: only `mmap::<T>` installs these operations, on areas of files of this
+    // registration; an area holds a reference to its file (`vm_file`), released after `close`,
+    // so the file is open during `open` and `close`.
+    unsafe { file_data::<T>((*vma).vm_file) }
+}
+
+unsafe extern "C" fn vma_open<T: FileOperations>(vma: *mut bindings::vm_area_struct) {
+    // SAFETY: the mm core calls `open` on a live copy of an area of ours.
+    T::mapping_opened(unsafe { vma_data::<T>(vma) });
+}
+
+unsafe extern "C" fn vma_close<T: FileOperations>(vma: *mut bindings::vm_area_struct) {
+    // SAFETY: the mm core calls `close` on a live area of ours, before it drops `vm_file`.
+    T::mapping_closed(unsafe { vma_data::<T>(vma) });
 }

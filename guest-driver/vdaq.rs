@@ -26,12 +26,19 @@
 //!   time-out); once it answers, the stream starts again as usual;
 //! - fasync: one kill_fasync(SIGIO, POLL_IN) for each receive interrupt that completed at
 //!   least one period of the stream, and kill_fasync(SIGIO, POLL_HUP) when the device goes;
+//! - mmap (zero copy): the stream's status page, its period records and its period buffers,
+//!   read-only and shared (`uapi::MmapLayout`, VDAQ_IOC_MMAP_LAYOUT); the interrupt handler
+//!   writes each completed period's record, then moves `head`; VDAQ_IOC_MMAP_ACK gives
+//!   periods back to the device (read() of a period does too). Buffers are split pages
+//!   mapped one by one, so a mapping keeps its pages after removal until it is unmapped;
+//!   SET_PARAMS is refused while a mapping exists;
 //! - VDAQ_IOC_STATS: the stream's statistics;
 //! - XRUN events (selected in SET_PARAMS) counted as frames lost before the next period.
 //!
 //! The receive callback and the watchdog run in hard-interrupt context: the rings and the
 //! queues are guarded by an irqsave spinlock. Every `unsafe` FFI call lives in `virtio`,
-//! `miscdev` and `kernel_sync`; this file is safe Rust but for one call in `remove`.
+//! `miscdev`, `mm`, `pages` and `kernel_sync`; this file is safe Rust but for one call in
+//! `remove`.
 
 use kernel::prelude::*;
 use kernel::str::CString;
@@ -41,6 +48,8 @@ use kernel::{bindings, c_str, new_mutex};
 
 mod kernel_sync;
 mod miscdev;
+mod mm;
+mod pages;
 mod virtio;
 
 #[allow(dead_code, unreachable_pub)]
@@ -57,7 +66,8 @@ mod virtio_snd;
 mod wire;
 
 use kernel_sync::{FasyncList, SpinLockIrq, Timer, TimerCallback, Wait, WaitQueue};
-use uapi::{PeriodHeader, Stats, PERIOD_FLAG_ERROR, PERIOD_FLAG_LOST, PERIOD_MAGIC};
+use pages::{PagePool, PeriodBuffer};
+use uapi::{MmapRecord, PeriodHeader, Stats, PERIOD_FLAG_ERROR, PERIOD_FLAG_LOST, PERIOD_MAGIC};
 use virtio::{Buffers, Message, Virtqueue};
 use virtio_snd::{code, queue, Event, PcmInfo, PcmSetParams, PcmStatus, PcmXfer, QueryInfo};
 use wire::{Le32, Pod};
@@ -156,14 +166,14 @@ const MAX_STREAMS: u32 = 16;
 struct RxMsg {
     xfer: PcmXfer,
     status: PcmStatus,
-    data: KVec<u8>,
+    data: PeriodBuffer,
 }
 
 impl Message for RxMsg {
     fn buffers(&mut self) -> Buffers<'_> {
         Buffers {
             readable: [Some(self.xfer.as_bytes()), None],
-            writable: [Some(&mut self.data[..]), Some(self.status.as_bytes_mut())],
+            writable: [Some(self.data.as_mut_slice()), Some(self.status.as_bytes_mut())],
         }
     }
 }
@@ -274,6 +284,10 @@ struct Stream {
     params: Params,
     /// What the stream offers.
     caps: Caps,
+    /// The period buffers and the status pages of the mapping, for `params`.
+    pool: Option<Arc<PagePool>>,
+    /// Mappings of the stream's pages that exist (SET_PARAMS waits for none).
+    mappings: u32,
 }
 
 /// Shortest stall time-out, for very short periods (scheduling noise is not a stall).
@@ -296,7 +310,31 @@ impl Stream {
             stalled: false,
             params: Params::DEFAULT,
             caps: Caps::default(),
+            pool: None,
+            mappings: 0,
         })
+    }
+
+    /// Sequence of the oldest period not given back to the device (`head` is `sequence`).
+    fn tail(&self) -> u64 {
+        self.sequence - self.ready.len() as u64
+    }
+
+    /// Takes `new` as the stream's period memory; returns the old one, to be freed outside
+    /// the lock.
+    fn install(&mut self, new: Periods) -> Periods {
+        Periods {
+            pool: core::mem::replace(&mut self.pool, new.pool),
+            ready: core::mem::replace(&mut self.ready, new.ready),
+            spare: core::mem::replace(&mut self.spare, new.spare),
+        }
+    }
+
+    /// Publishes the tail in the mapping's status, after periods were given back.
+    fn publish_tail(&self) {
+        if let Some(pool) = &self.pool {
+            pool.set_tail(self.tail());
+        }
     }
 
     /// How long without a completion, while started, means the device is gone silent: four
@@ -534,6 +572,9 @@ impl VdaqDev {
             s.last_completion_ns = now_ns();
             s.sequence = 0;
             s.lost_before_next = 0;
+            if let Some(pool) = &s.pool {
+                pool.set_positions(0, 0);
+            }
             let tick = s.stall_timeout_ns() / 4;
             // Messages the device kept through a stall are not in `spare`: post what is.
             for _ in 0..s.spare.len() {
@@ -563,6 +604,7 @@ impl VdaqDev {
             while let Some(r) = st.stream(id)?.ready.pop() {
                 st.recycle(r.msg);
             }
+            st.stream(id)?.publish_tail();
             stalled
         };
         let stopped = self.pcm_command(code::R_PCM_STOP, id);
@@ -638,6 +680,9 @@ impl VdaqDev {
                     bytes: frames * p.frame_bytes,
                     frames_lost: core::mem::take(&mut s.lost_before_next),
                 };
+                // The record first, then `head` past it: a reader of the mapping sees it whole.
+                let record = MmapRecord { header, buffer: msg.data.index(), reserved: 0 };
+                msg.data.pool().publish(&record);
                 s.sequence += 1;
                 s.last_completion_ns = header.timestamp_ns;
                 s.stats.periods += 1;
@@ -674,16 +719,41 @@ impl VdaqDev {
 
     /// Copies one ready period to `out` (header, then frames) and recycles it.
     fn copy_out(&self, id: u32, ready: Ready, out: &mut UserSliceWriter) -> Result<usize> {
-        let n = ready.header.bytes as usize;
+        let frames = ready.msg.data.as_slice();
+        let n = (ready.header.bytes as usize).min(frames.len());
         let result = out
             .write_slice(ready.header.as_bytes())
-            .and_then(|()| out.write_slice(&ready.msg.data[..n]));
+            .and_then(|()| out.write_slice(&frames[..n]));
         let mut st = self.state.lock();
         st.recycle(ready.msg);
+        let s = st.stream(id)?;
+        s.publish_tail();
         if result.is_ok() {
-            st.stream(id)?.stats.periods_read += 1;
+            s.stats.periods_read += 1;
         }
         result.map(|()| core::mem::size_of::<PeriodHeader>() + n)
+    }
+
+    /// Gives back to the device every period of stream `id` before sequence `upto`, which
+    /// must lie between the tail and the head (EINVAL: given back already, or not completed).
+    fn give_back(&self, id: u32, upto: u64) -> Result {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        if st.gone {
+            return Err(ENODEV);
+        }
+        let s = st.stream(id)?;
+        let tail = s.tail();
+        if !(tail..=s.sequence).contains(&upto) {
+            return Err(EINVAL);
+        }
+        for _ in tail..upto {
+            let Some(r) = st.stream(id)?.ready.pop() else { break };
+            st.recycle(r.msg);
+            st.stream(id)?.stats.periods_read += 1;
+        }
+        st.stream(id)?.publish_tail();
+        Ok(())
     }
 
     /// Joins or leaves a stream's fasync list; `async_on` changes on the side where the
@@ -855,17 +925,17 @@ impl miscdev::FileOperations for StreamNode {
                     return Err(EBUSY);
                 }
                 let p = caps.check(&raw)?;
-                let (ready, spare) = alloc_periods(id, &p)?;
+                let periods = alloc_periods(id, &p)?;
                 let old = {
                     let mut st = dev.state.lock();
                     let s = st.stream(id)?;
-                    if s.posted > 0 {
-                        // The device still holds messages of these parameters (it never
-                        // returned them after a stall): keep them.
+                    // The device still holds messages of these parameters (it never returned
+                    // them after a stall), or a process maps their pages: keep them.
+                    if s.posted > 0 || s.mappings > 0 {
                         return Err(EBUSY);
                     }
                     s.params = p;
-                    (core::mem::replace(&mut s.ready, ready), core::mem::replace(&mut s.spare, spare))
+                    s.install(periods)
                 };
                 // The old period buffers are freed outside the lock.
                 drop(old);
@@ -893,6 +963,23 @@ impl miscdev::FileOperations for StreamNode {
                 dev.stop_stream(id)?;
                 Ok(0)
             }
+            uapi::VDAQ_IOC_MMAP_LAYOUT => {
+                let layout = {
+                    let mut st = dev.state.lock();
+                    if st.gone {
+                        return Err(ENODEV);
+                    }
+                    st.stream(id)?.pool.as_ref().ok_or(EINVAL)?.layout()
+                };
+                size(core::mem::size_of::<uapi::MmapLayout>()).writer().write_slice(layout.as_bytes())?;
+                Ok(0)
+            }
+            uapi::VDAQ_IOC_MMAP_ACK => {
+                let mut upto = [0u8; 8];
+                size(upto.len()).reader().read_slice(&mut upto)?;
+                dev.give_back(id, u64::from_ne_bytes(upto))?;
+                Ok(0)
+            }
             uapi::VDAQ_IOC_STATS => {
                 let stats = dev.state.lock().stream(id)?.stats;
                 let mut w = UserSlice::new(arg, core::mem::size_of::<Stats>()).writer();
@@ -906,21 +993,67 @@ impl miscdev::FileOperations for StreamNode {
     fn fasync(node: ArcBorrow<'_, Self>, fd: i32, file: &miscdev::File, on: bool) -> Result<i32> {
         node.dev.set_async(node.id, fd, file, on)
     }
+
+    /// Maps the stream's status, records and period buffers read-only (MAP_SHARED only).
+    fn mmap(node: ArcBorrow<'_, Self>, _file: &miscdev::File, vma: &mm::VmaNew) -> Result {
+        if !vma.is_shared() {
+            return Err(EINVAL);
+        }
+        vma.try_clear_maywrite()?;
+        vma.set_dontexpand();
+        let (dev, id) = (&node.dev, node.id);
+        // Counted before the pages go in: SET_PARAMS cannot replace them meanwhile.
+        let pool = {
+            let mut st = dev.state.lock();
+            if st.gone {
+                return Err(ENODEV);
+            }
+            let s = st.stream(id)?;
+            let pool = s.pool.clone().ok_or(EINVAL)?;
+            s.mappings += 1;
+            pool
+        };
+        let mapped = pool.map_into(vma);
+        if mapped.is_err() {
+            Self::mapping_closed(node);
+        }
+        mapped
+    }
+
+    fn mapping_opened(node: ArcBorrow<'_, Self>) {
+        if let Ok(s) = node.dev.state.lock().stream(node.id) {
+            s.mappings += 1;
+        }
+    }
+
+    fn mapping_closed(node: ArcBorrow<'_, Self>) {
+        if let Ok(s) = node.dev.state.lock().stream(node.id) {
+            s.mappings = s.mappings.saturating_sub(1);
+        }
+    }
 }
 
-/// The period messages and the ready list of stream `id` for `p`.
-fn alloc_periods(id: u32, p: &Params) -> Result<(Ring<Ready>, Ring<KBox<RxMsg>>)> {
+/// A stream's period memory and messages for one set of parameters.
+struct Periods {
+    pool: Option<Arc<PagePool>>,
+    ready: Ring<Ready>,
+    spare: Ring<KBox<RxMsg>>,
+}
+
+/// The period messages, their pages and the ready list of stream `id` for `p`.
+fn alloc_periods(id: u32, p: &Params) -> Result<Periods> {
     let ready = Ring::with_capacity(p.periods as usize)?;
     let mut spare = Ring::with_capacity(p.periods as usize)?;
-    for _ in 0..p.periods {
+    let (pool, buffers) = PagePool::new(p.periods, p.period_bytes())?;
+    for data in buffers {
         let msg = RxMsg {
             xfer: PcmXfer { stream_id: Le32::new(id) },
             status: PcmStatus::default(),
-            data: KVec::from_elem(0u8, p.period_bytes() as usize, GFP_KERNEL)?,
+            data,
         };
         let _ = spare.push(KBox::new(msg, GFP_KERNEL)?);
     }
-    Ok((ready, spare))
+    Ok(Periods { pool: Some(pool), ready, spare })
 }
 
 struct VdaqDriver;
@@ -981,14 +1114,16 @@ impl VdaqDriver {
                 pr_warn!("stream {} offers no format this driver handles: skipped\n", id);
                 continue;
             };
-            let (ready, spare) = alloc_periods(id as u32, &p)?;
-            let mut st = dev.state.lock();
-            let s = st.stream(id as u32)?;
-            s.capture = true;
-            s.caps = caps;
-            s.params = p;
-            s.ready = ready;
-            s.spare = spare;
+            let periods = alloc_periods(id as u32, &p)?;
+            let old = {
+                let mut st = dev.state.lock();
+                let s = st.stream(id as u32)?;
+                s.capture = true;
+                s.caps = caps;
+                s.params = p;
+                s.install(periods)
+            };
+            drop(old);
         }
         Ok(captures)
     }
