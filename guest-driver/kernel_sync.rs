@@ -283,16 +283,23 @@ impl<T: HasTimer> Timer<T> {
         // a live `T` (HasTimer's contract); the owner outlives the timer, whose drop cancels
         // it before the owner's memory goes away.
         let owner = unsafe { &*(raw as *const u8).sub(timer_offset + T::OFFSET).cast::<T>() };
-        match owner.timer_fired() {
-            Some(ns) => {
-                // SAFETY: `raw` is this running timer; forwarding from its callback is allowed.
-                unsafe {
-                    bindings::hrtimer_forward(raw, bindings::ktime_get(), ns as bindings::ktime_t)
-                };
-                bindings::hrtimer_restart_HRTIMER_RESTART
-            }
-            None => bindings::hrtimer_restart_HRTIMER_NORESTART,
+        if let Some(ns) = owner.timer_fired() {
+            // Re-armed by a start under the hrtimer base lock, not by hrtimer_forward and
+            // HRTIMER_RESTART: `start` may run on another CPU at the same time, and forwarding
+            // a timer it has just queued would corrupt the queue.
+            // SAFETY: `raw` is this live, initialised timer; starting it from its own callback
+            // is allowed (the core does not touch a timer that the callback queued and that
+            // returns HRTIMER_NORESTART).
+            unsafe {
+                bindings::hrtimer_start_range_ns(
+                    raw,
+                    ns as bindings::ktime_t,
+                    0,
+                    bindings::hrtimer_mode_HRTIMER_MODE_REL,
+                )
+            };
         }
+        bindings::hrtimer_restart_HRTIMER_NORESTART
     }
 }
 

@@ -151,6 +151,7 @@ impl<T: FileOperations> FopsHolder<T> {
         read: Some(read::<T>),
         poll: Some(poll::<T>),
         unlocked_ioctl: Some(ioctl::<T>),
+        compat_ioctl: Some(compat_ioctl::<T>),
         fasync: Some(fasync::<T>),
         mmap: Some(mmap::<T>),
         llseek: Some(bindings::noop_llseek),
@@ -246,6 +247,20 @@ unsafe extern "C" fn ioctl<T: FileOperations>(
         let data = unsafe { file_data::<T>(file) };
         T::ioctl(data, &File(file), cmd, arg as usize)
     }) as _
+}
+
+/// ioctl() from a 32-bit process: the same commands, as `compat_ptr_ioctl` would pass them
+/// (every vdaq ioctl argument is a pointer to a struct laid out alike for 32-bit processes:
+/// 64-bit fields at 8-byte offsets, sizes in multiples of 8).
+unsafe extern "C" fn compat_ioctl<T: FileOperations>(
+    file: *mut bindings::file,
+    cmd: kernel::ffi::c_uint,
+    arg: kernel::ffi::c_ulong,
+) -> kernel::ffi::c_long {
+    // compat_ptr(): a 32-bit user pointer, zero-extended.
+    let arg = arg & 0xffff_ffff;
+    // SAFETY: the VFS calls compat_ioctl on an open file of this registration, as ioctl.
+    unsafe { ioctl::<T>(file, cmd, arg) }
 }
 
 unsafe extern "C" fn fasync<T: FileOperations>(

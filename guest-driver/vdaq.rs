@@ -128,8 +128,10 @@ struct Caps {
     max_periods: u32,
 }
 
-/// Largest period: one allocation per period, kept well within kmalloc's reach.
+/// Largest period: one allocation per period, kept well within the page allocator's reach.
 const MAX_PERIOD_BYTES: u32 = 1 << 20;
+/// Most periods per stream (so at most 64 MiB of period buffers), whatever ring the device has.
+const MAX_PERIODS: u32 = 64;
 
 impl Caps {
     /// Validates user parameters (EINVAL for anything the stream does not offer).
@@ -147,7 +149,9 @@ impl Caps {
             && u.period_bytes <= MAX_PERIOD_BYTES
             // No division by zero even if the device offered 0 channels.
             && u.period_bytes.checked_rem(frame_bytes) == Some(0)
-            && (2..=self.max_periods).contains(&u.periods);
+            && (2..=self.max_periods).contains(&u.periods)
+            // The buffer size goes to the device as a u32.
+            && u.period_bytes.checked_mul(u.periods).is_some();
         let period_frames = u.period_bytes.checked_div(frame_bytes).filter(|_| ok).ok_or(EINVAL)?;
         Ok(Params { rate_code, format, channels, frame_bytes, period_frames, periods: u.periods })
     }
@@ -378,7 +382,9 @@ impl State {
     }
 
     /// Gives a period message back to the device, or keeps it when its stream is stopped.
-    fn recycle(&mut self, msg: KBox<RxMsg>) {
+    fn recycle(&mut self, mut msg: KBox<RxMsg>) {
+        // A status the device does not write again must not pass for its answer next time.
+        msg.status = PcmStatus::default();
         let id = msg.xfer.stream_id.get() as usize;
         let State { rx, streams, .. } = self;
         // The stream ids of the messages are ours: this always finds the stream.
@@ -405,25 +411,35 @@ impl State {
     }
 
     /// Takes XRUN events: each is a period of its stream lost before the next completion.
+    /// At most one pass over the event buffers per call (they are posted again after it), so
+    /// a device that completes them as fast as they come cannot keep the handler looping.
     fn drain_events(&mut self) {
         let State { events, streams, .. } = self;
         let Some(events) = events.as_mut() else { return };
-        let mut reposted = false;
-        while let Some((msg, len)) = events.get_buf() {
+        let mut taken: [Option<KBox<EventMsg>>; EVENT_BUFFERS] = [const { None }; EVENT_BUFFERS];
+        let mut n = 0;
+        while n < EVENT_BUFFERS {
+            let Some((mut msg, len)) = events.get_buf() else { break };
             if len as usize >= core::mem::size_of::<Event>()
                 && msg.event.hdr.code.get() == code::EVT_PCM_XRUN
             {
-                // The stream id comes from the device: ignore one we do not know.
-                if let Some(s) = streams.get_mut(msg.event.data.get() as usize) {
+                // The stream id comes from the device: ignore one we do not know, or that is
+                // not a capture stream of ours.
+                if let Some(s) = streams.get_mut(msg.event.data.get() as usize).filter(|s| s.capture) {
                     let frames = u64::from(s.params.period_frames);
                     s.lost_before_next += frames;
                     s.stats.xruns += 1;
                     s.stats.frames_lost += frames;
                 }
             }
-            if events.add(msg).is_ok() {
-                reposted = true;
-            }
+            // A device that reports less than it wrote must not leave this event behind.
+            msg.event = Event::default();
+            taken[n] = Some(msg);
+            n += 1;
+        }
+        let mut reposted = false;
+        for msg in taken.into_iter().flatten() {
+            reposted |= events.add(msg).is_ok();
         }
         if reposted {
             events.kick();
@@ -447,6 +463,9 @@ struct VdaqDev {
     /// Serialises control requests and stream start/stop (process context).
     #[pin]
     control_lock: Mutex<()>,
+    /// Serialises joining and leaving the fasync lists.
+    #[pin]
+    async_lock: Mutex<()>,
     /// The /dev nodes; taken out (and so unregistered, then their numbers freed) on removal.
     #[pin]
     nodes: Mutex<KVec<(Pin<KBox<miscdev::Registration<StreamNode>>>, NodeNumber)>>,
@@ -517,19 +536,23 @@ impl VdaqDev {
                 let mut st = self.state.lock();
                 st.control.as_mut().ok_or(ENODEV)?.get_buf()
             };
-            if let Some((mut msg, len)) = done {
+            if let Some((msg, len)) = done {
                 if msg.id != id {
                     // The late answer of a request that timed out: drop it, keep waiting.
                     continue;
                 }
-                let status = wire::Le32::from_prefix(&msg.response[..len as usize])
+                // The device's used length is a claim, not a fact: never past what was posted.
+                let written = (len as usize).min(msg.response.len());
+                let status = wire::Le32::from_prefix(&msg.response[..written])
                     .map(|s| s.get())
                     .unwrap_or(0);
                 if status != code::S_OK {
-                    pr_warn!("control request failed with status {:#x}\n", status);
+                    pr_warn!("control request failed with status {:#x} ({} bytes)\n", status, len);
                     return Err(EIO);
                 }
-                return Ok(core::mem::replace(&mut msg.response, KVec::new()));
+                let mut response = KVec::with_capacity(written, GFP_KERNEL)?;
+                response.extend_from_slice(&msg.response[..written], GFP_KERNEL)?;
+                return Ok(response);
             }
             kernel_sync::sleep_ms(1);
         }
@@ -554,7 +577,7 @@ impl VdaqDev {
         }
         let set = PcmSetParams {
             hdr: virtio_snd::PcmHdr::new(code::R_PCM_SET_PARAMS, id),
-            buffer_bytes: Le32::new(p.period_bytes() * p.periods),
+            buffer_bytes: Le32::new(p.period_bytes().checked_mul(p.periods).ok_or(EINVAL)?),
             period_bytes: Le32::new(p.period_bytes()),
             features: Le32::new(1 << virtio_snd::pcm_feature::EVT_XRUNS),
             channels: p.channels,
@@ -655,9 +678,13 @@ impl VdaqDev {
                 }
                 let p = s.params;
                 let status_len = core::mem::size_of::<PcmStatus>() as u32;
-                let mut bytes = len.saturating_sub(status_len).min(p.period_bytes());
+                // The used length is the device's claim: frames never past the message's own
+                // buffer, and a length without room for the status means none was written
+                // (`recycle` cleared it to 0, which is not S_OK).
+                let capacity = msg.data.as_slice().len() as u32;
+                let mut bytes = len.saturating_sub(status_len).min(capacity);
                 let mut flags = 0;
-                if msg.status.status.get() != code::S_OK {
+                if len < status_len || msg.status.status.get() != code::S_OK {
                     // The device failed this period: whatever it wrote is not data, and the
                     // period's frames are lost.
                     flags |= PERIOD_FLAG_ERROR;
@@ -760,6 +787,9 @@ impl VdaqDev {
     /// interrupt handler cannot signal a file that is not on the list.
     fn set_async(&self, id: u32, fd: i32, file: &miscdev::File, on: bool) -> Result<i32> {
         let list = self.fasync.get(id as usize).ok_or(EINVAL)?;
+        // The VFS does not serialise fasync calls of one file (two threads may set and clear
+        // O_ASYNC at once): without this, the list and `async_on` could disagree.
+        let _serial = self.async_lock.lock();
         if on {
             let ret = list.helper(fd, file, true)?;
             self.state.lock().stream(id)?.async_on = true;
@@ -779,8 +809,10 @@ struct StreamNode {
 
 impl miscdev::FileOperations for StreamNode {
     fn open(node: &Arc<Self>, _file: &miscdev::File) -> Result {
+        // Not under `control_lock`: the misc core holds its global lock during open, and a
+        // control request to a silent device holds `control_lock` for seconds. `open` stays
+        // set until release has stopped the stream, so a new open cannot meet a stopping one.
         let dev = &node.dev;
-        let _serial = dev.control_lock.lock();
         let mut st = dev.state.lock();
         if st.gone {
             return Err(ENODEV);
@@ -1080,7 +1112,8 @@ impl VdaqDriver {
             pr_err!("the device has no capture stream\n");
             return Err(ENODEV);
         }
-        let max_periods = ring_periods / captures;
+        // Whatever ring size the device reports, a stream never gets more than MAX_PERIODS.
+        let max_periods = (ring_periods / captures).min(MAX_PERIODS);
         if max_periods < 2 {
             pr_err!("the receive ring holds fewer than two periods per capture stream\n");
             return Err(ENOSPC);
@@ -1173,6 +1206,7 @@ impl virtio::Driver for VdaqDriver {
                 readers <- WaitQueue::new(),
                 fasync: fasync,
                 control_lock <- new_mutex!((), "vdaq:control"),
+                async_lock <- new_mutex!((), "vdaq:async"),
                 nodes <- new_mutex!(KVec::new(), "vdaq:nodes"),
             }),
             GFP_KERNEL,

@@ -251,7 +251,17 @@ unsafe extern "C" fn vq_callback<T: Driver>(vq: *mut bindings::virtqueue) {
 unsafe extern "C" fn probe_callback<T: Driver>(vdev: *mut bindings::virtio_device) -> kernel::ffi::c_int {
     from_result(|| {
         let dev = Device(vdev);
-        let data = T::probe(&dev)?;
+        let data = match T::probe(&dev) {
+            Ok(data) => data,
+            Err(e) => {
+                // Queues `T::probe` found before it failed would outlive the binding.
+                dev.reset();
+                // SAFETY: the device was reset; `T::probe` failed, so it dropped every
+                // `Virtqueue` it made (none outlives it).
+                unsafe { dev.del_vqs() };
+                return Err(e);
+            }
+        };
         // SAFETY: the device is being probed; `priv` is ours.
         unsafe { (*vdev).priv_ = data.into_foreign() as *mut _ };
         // SAFETY: just stored.
