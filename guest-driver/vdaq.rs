@@ -829,22 +829,21 @@ impl miscdev::FileOperations for StreamNode {
         let (dev, id) = (&node.dev, node.id);
         // The LDD3 rule: leave the async queue on release (the VFS does it too; harmless).
         let _ = dev.set_async(id, -1, file, false);
-        let _serial = dev.control_lock.lock();
+        // Read without `control_lock`: only this file starts the stream, and no other
+        // operation of it runs during release. A stopped stream's close so does not wait for
+        // another stream's control request.
         let (gone, running) = {
             let mut st = dev.state.lock();
             let gone = st.gone;
             (gone, st.stream(id).map_or(false, |s| s.running))
         };
         if !gone && running {
+            let _serial = dev.control_lock.lock();
             let _ = dev.stop_stream(id);
         }
-        // A statement of its own: the spinlock guard must go before `_serial` (a mutex) is
-        // unlocked, which a tail expression's temporary would outlive.
-        let mut st = dev.state.lock();
-        if let Ok(s) = st.stream(id) {
+        if let Ok(s) = dev.state.lock().stream(id) {
             s.open = false;
         }
-        drop(st);
     }
 
     fn read(
