@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 
-use log::{debug, warn};
+use log::{debug, error, warn};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use vdaq_proto::virtio_snd::{code, queue, Event, Hdr, PcmStatus, PcmXfer};
@@ -23,6 +23,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::chain::Chain;
 use crate::control::Device;
@@ -34,10 +35,87 @@ pub type GuestMemory = GuestMemoryAtomic<GuestMemoryMmap>;
 
 /// Largest control request the device reads (the largest request is 24 bytes).
 const MAX_CONTROL_REQUEST: usize = 64;
-/// First epoll `data` value of the stream timers (values up to the queue count are reserved).
-const TIMER_EVENT_BASE: u16 = queue::COUNT as u16 + 1;
+/// Epoll `data` value of the resume event: queues whose chains did not all fit in one event's
+/// budget (values up to the queue count are the daemon's).
+const RESUME_EVENT: u16 = queue::COUNT as u16 + 1;
+/// First epoll `data` value of the stream timers.
+const TIMER_EVENT_BASE: u16 = queue::COUNT as u16 + 2;
 /// Queue size the device accepts (QEMU's sound frontend uses 64).
-const MAX_QUEUE_SIZE: usize = 1024;
+pub const MAX_QUEUE_SIZE: usize = 1024;
+/// Chains the device takes from one queue in one event. The rest wait for the resume event,
+/// which epoll delivers after the other ready events: a busy queue cannot starve the others
+/// or keep the worker thread for itself.
+pub const CHAINS_PER_EVENT: usize = 32;
+
+/// A guest that broke the ring rules. The device is then broken until the guest resets it
+/// (QEMU's rule, virtio_error): it stops using every ring (takes nothing, completes nothing,
+/// writes nothing into guest memory) and drops the buffers it held. vhost-user gives the
+/// backend no way to set DEVICE_NEEDS_RESET; the driver sees a device that went silent. A
+/// reset is the frontend setting the features again or stopping a ring (GET_VRING_BASE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GuestError {
+    /// A head the device holds was made available again (VIRTIO 1.2, 2.7.13: the driver
+    /// gives a buffer back only after the device used it).
+    #[error("queue {queue}: head {head} was made available again while the device holds it")]
+    HeadInFlight {
+        /// Queue index.
+        queue: u16,
+        /// The head.
+        head: u16,
+    },
+    /// A head past the queue's size.
+    #[error("queue {queue}: head {head} is past the queue size {size}")]
+    HeadOutOfRange {
+        /// Queue index.
+        queue: u16,
+        /// The head.
+        head: u16,
+        /// The queue's size.
+        size: u16,
+    },
+}
+
+/// The heads the device holds on one queue: taken from the available ring and not yet put in
+/// the used ring. At most the queue's size, since a head is held once.
+#[derive(Debug)]
+struct InFlight {
+    held: Vec<bool>,
+    count: usize,
+}
+
+impl InFlight {
+    fn new() -> Self {
+        Self { held: vec![false; MAX_QUEUE_SIZE], count: 0 }
+    }
+
+    /// Holds `head`, taken from queue `queue` of `size` entries.
+    fn take(&mut self, queue: u16, head: u16, size: u16) -> Result<(), GuestError> {
+        let slot = self
+            .held
+            .get_mut(usize::from(head))
+            .filter(|_| head < size)
+            .ok_or(GuestError::HeadOutOfRange { queue, head, size })?;
+        if *slot {
+            return Err(GuestError::HeadInFlight { queue, head });
+        }
+        *slot = true;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// `head` went into the used ring.
+    fn release(&mut self, head: u16) {
+        if let Some(slot) = self.held.get_mut(usize::from(head)).filter(|s| **s) {
+            *slot = false;
+            self.count -= 1;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.held.fill(false);
+        self.count = 0;
+    }
+}
 
 /// Counters shared with the daemon's main thread while the device runs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,6 +136,8 @@ pub struct DeviceStats {
     pub xrun_events_dropped: u64,
     /// XRUN events sent.
     pub xrun_events_sent: u64,
+    /// Why the device is broken (until the guest resets it), if it is.
+    pub broken: Option<GuestError>,
 }
 
 /// The vdaq vhost-user backend.
@@ -74,6 +154,14 @@ pub struct VdaqBackend {
     stats: DeviceStats,
     shared: Arc<Mutex<DeviceStats>>,
     exit: Option<(EventConsumer, EventNotifier)>,
+    /// The heads held per queue.
+    inflight: [InFlight; queue::COUNT],
+    /// Signalled when a queue has chains left over from an event's budget.
+    resume: EventFd,
+    /// The queues to go on with at the resume event.
+    resume_pending: [bool; queue::COUNT],
+    /// Chains taken, buffers completed and events sent in the last event.
+    work: usize,
 }
 
 fn now_ns() -> u64 {
@@ -118,6 +206,10 @@ impl VdaqBackend {
             },
             shared,
             exit: Some(new_event_consumer_and_notifier(EventFlag::NONBLOCK)?),
+            inflight: std::array::from_fn(|_| InFlight::new()),
+            resume: EventFd::new(EFD_NONBLOCK)?,
+            resume_pending: [false; queue::COUNT],
+            work: 0,
         };
         // Statistics are readable (all zero) before the first event.
         if let Ok(mut shared) = backend.shared.lock() {
@@ -126,7 +218,8 @@ impl VdaqBackend {
         Ok(backend)
     }
 
-    /// Forgets every stream's state and held buffers, and stops the sample clocks.
+    /// Forgets every stream's state and held buffers, and stops the sample clocks: a device
+    /// reset, which also ends a broken state.
     fn reset_streams(&mut self) {
         for (total, s) in self.retired.iter_mut().zip(self.device.streams()) {
             *total += s.stats();
@@ -135,16 +228,73 @@ impl VdaqBackend {
         for timer in &self.timers {
             let _ = timer.unset();
         }
+        for q in &mut self.inflight {
+            q.clear();
+        }
+        self.resume_pending = [false; queue::COUNT];
+        self.stats.broken = None;
         self.publish_stats();
     }
 
-    /// The stream timers with the epoll `data` value to register each under.
-    pub fn timer_events(&self) -> Vec<(RawFd, u64)> {
-        self.timers
+    /// The guest broke the ring rules: the device stops using the rings until a reset, and
+    /// drops what it held (see [`GuestError`]).
+    fn break_device(&mut self, e: GuestError) {
+        error!("{e}: the device stops using its rings until the guest resets it");
+        self.reset_streams();
+        self.stats.broken = Some(e);
+        self.publish_stats();
+    }
+
+    /// The file descriptors to add to the daemon's epoll loop, with the `data` value of each:
+    /// the stream timers and the resume event.
+    pub fn epoll_listeners(&self) -> Vec<(RawFd, u64)> {
+        let mut fds: Vec<(RawFd, u64)> = self
+            .timers
             .iter()
             .enumerate()
             .map(|(i, t)| (t.as_fd().as_raw_fd(), u64::from(TIMER_EVENT_BASE) + i as u64))
-            .collect()
+            .collect();
+        fds.push((self.resume.as_raw_fd(), u64::from(RESUME_EVENT)));
+        fds
+    }
+
+    /// The epoll `data` value of stream `id`'s timer.
+    pub fn timer_event(id: usize) -> u16 {
+        TIMER_EVENT_BASE + id as u16
+    }
+
+    /// The epoll `data` value of the resume event.
+    pub fn resume_event() -> u16 {
+        RESUME_EVENT
+    }
+
+    /// Chains the device holds on queue `q` (at most the queue's size).
+    pub fn in_flight(&self, q: u16) -> usize {
+        self.inflight.get(usize::from(q)).map_or(0, |f| f.count)
+    }
+
+    /// Chains taken, buffers completed and events sent while handling the last event.
+    pub fn last_event_work(&self) -> usize {
+        self.work
+    }
+
+    /// Takes queue `q`'s available chains, at most [`CHAINS_PER_EVENT`]; when the budget ran
+    /// out, the queue goes on at the resume event.
+    fn take_chains<'a>(
+        &mut self,
+        q: u16,
+        vrings: &[VringRwLock],
+        mem: &'a GuestMemoryMmap,
+    ) -> Result<Vec<virtio_queue::DescriptorChain<&'a GuestMemoryMmap>>, GuestError> {
+        let vring = &vrings[usize::from(q)];
+        let inflight = &mut self.inflight[usize::from(q)];
+        let (chains, more) = take_chains(vring, mem, self.event_idx, inflight, q)?;
+        self.work += chains.len();
+        if more {
+            self.resume_pending[usize::from(q)] = true;
+            let _ = self.resume.write(1);
+        }
+        Ok(chains)
     }
 
     /// A handle on the statistics, updated as the device runs.
@@ -167,13 +317,21 @@ impl VdaqBackend {
     fn process_control(&mut self, vrings: &[VringRwLock], mem: &GuestMemoryMmap) -> io::Result<()> {
         let vring = &vrings[usize::from(queue::CONTROL)];
         let mut used = false;
-        for desc in pop_all(vring, mem, self.event_idx) {
+        let chains = match self.take_chains(queue::CONTROL, vrings, mem) {
+            Ok(c) => c,
+            Err(e) => {
+                self.break_device(e);
+                return Ok(());
+            }
+        };
+        for desc in chains {
+            let inflight = &mut self.inflight[usize::from(queue::CONTROL)];
             let chain = match Chain::parse(desc, mem) {
                 Ok(c) => c,
                 Err((head, e)) => {
                     warn!("control: refusing a descriptor chain: {e}");
                     self.stats.bad_chains += 1;
-                    add_used(vring, head, 0);
+                    add_used(vring, inflight, head, 0);
                     used = true;
                     continue;
                 }
@@ -202,6 +360,9 @@ impl VdaqBackend {
             }
             // Rule (a): buffers returned by RELEASE complete before the request's response.
             self.complete_flushed(vrings, mem)?;
+            if self.stats.broken.is_some() {
+                return Ok(());
+            }
             let len = match chain.write_at(mem, 0, &response) {
                 Ok(()) => response.len() as u32,
                 Err(e) => {
@@ -209,7 +370,7 @@ impl VdaqBackend {
                     0
                 }
             };
-            add_used(vring, chain.head, len);
+            add_used(vring, &mut self.inflight[usize::from(queue::CONTROL)], chain.head, len);
             used = true;
         }
         if used {
@@ -227,20 +388,29 @@ impl VdaqBackend {
         let events = &vrings[usize::from(queue::EVENT)];
         let mut used = false;
         let mut events_used = false;
+        let mut guest_error = None;
+        let [_, ev_inflight, _, rx_inflight] = &mut self.inflight;
         for (id, stream) in self.device.streams_mut().iter_mut().enumerate() {
             // Losses no completion announced before the release: announced now.
-            for _ in 0..stream.take_unannounced_xruns() {
-                if send_event(events, mem, code::EVT_PCM_XRUN, id as u32) {
-                    self.stats.xrun_events_sent += 1;
-                    events_used = true;
-                } else {
-                    self.stats.xrun_events_dropped += 1;
+            let owed = stream.take_unannounced_xruns();
+            match send_events(events, mem, ev_inflight, code::EVT_PCM_XRUN, id as u32, owed) {
+                Ok(sent) => {
+                    self.stats.xrun_events_sent += sent;
+                    self.stats.xrun_events_dropped += owed - sent;
+                    events_used |= sent > 0;
+                    self.work += sent as usize;
                 }
+                Err(e) => guest_error = Some(e),
             }
             for chain in stream.take_flushed() {
-                complete_rx(vring, mem, &chain, Frames::none(&mut []), code::S_OK, 0);
+                complete_rx(vring, rx_inflight, mem, &chain, Frames::none(&mut []), code::S_OK, 0);
+                self.work += 1;
                 used = true;
             }
+        }
+        if let Some(e) = guest_error {
+            self.break_device(e);
+            return Ok(());
         }
         if events_used {
             notify(events, self.event_idx)?;
@@ -255,20 +425,28 @@ impl VdaqBackend {
         let vring = &vrings[usize::from(queue::RX)];
         // Refused chains and the completions of this round are signalled together.
         let mut round = RxRound::default();
-        for desc in pop_all(vring, mem, self.event_idx) {
+        let chains = match self.take_chains(queue::RX, vrings, mem) {
+            Ok(c) => c,
+            Err(e) => {
+                self.break_device(e);
+                return Ok(());
+            }
+        };
+        for desc in chains {
             let chain = match Chain::parse(desc, mem) {
                 Ok(c) => c,
                 Err((head, e)) => {
                     warn!("rx: refusing a descriptor chain: {e}");
                     self.stats.bad_chains += 1;
-                    add_used(vring, head, 0);
+                    add_used(vring, &mut self.inflight[usize::from(queue::RX)], head, 0);
                     round.add(true);
                     continue;
                 }
             };
             if let Err((chain, code)) = self.post_rx(chain, mem) {
                 self.stats.bad_chains += 1;
-                complete_rx(vring, mem, &chain, Frames::none(&mut []), code, 0);
+                let inflight = &mut self.inflight[usize::from(queue::RX)];
+                complete_rx(vring, inflight, mem, &chain, Frames::none(&mut []), code, 0);
                 round.add(true);
             }
         }
@@ -311,6 +489,8 @@ impl VdaqBackend {
         let now = now_ns();
         let event_idx = self.event_idx;
         let mut events_used = false;
+        let mut guest_error = None;
+        let [_, ev_inflight, _, rx_inflight] = &mut self.inflight;
         for (id, stream) in self.device.streams_mut().iter_mut().enumerate() {
             loop {
                 stream.produce(now);
@@ -318,21 +498,35 @@ impl VdaqBackend {
                     break;
                 }
                 let (stats, events_used, round) = (&mut self.stats, &mut events_used, &mut round);
+                let (work, guest_error) = (&mut self.work, &mut guest_error);
                 stream.complete_ready(|chain, frames, c| {
-                    // The loss before these frames is announced just before them.
-                    for _ in 0..c.xruns_before {
-                        if send_event(events, mem, code::EVT_PCM_XRUN, id as u32) {
-                            stats.xrun_events_sent += 1;
-                            *events_used = true;
-                        } else {
-                            stats.xrun_events_dropped += 1;
+                    // The loss before these frames is announced just before them; what finds
+                    // no event buffer is dropped at once, counted.
+                    let owed = c.xruns_before;
+                    match send_events(events, mem, ev_inflight, code::EVT_PCM_XRUN, id as u32, owed)
+                    {
+                        Ok(sent) => {
+                            stats.xrun_events_sent += sent;
+                            stats.xrun_events_dropped += owed - sent;
+                            *events_used |= sent > 0;
+                            *work += sent as usize;
+                            if sent > 0 {
+                                // The driver must see the events before the completion.
+                                let _ = notify(events, event_idx);
+                            }
                         }
+                        Err(e) => *guest_error = Some(e),
                     }
-                    if c.xruns_before > 0 {
-                        // The driver must see the events before the completion.
-                        let _ = notify(events, event_idx);
-                    }
-                    let written = complete_rx(rx, mem, &chain, frames, c.status, c.latency_bytes);
+                    *work += 1;
+                    let written = complete_rx(
+                        rx,
+                        rx_inflight,
+                        mem,
+                        &chain,
+                        frames,
+                        c.status,
+                        c.latency_bytes,
+                    );
                     round.add(c.notify);
                     written
                 });
@@ -348,6 +542,10 @@ impl VdaqBackend {
             };
             armed.map_err(io::Error::from)?;
         }
+        if let Some(e) = guest_error {
+            self.break_device(e);
+            return Ok(());
+        }
         if events_used {
             notify(events, self.event_idx)?;
         }
@@ -359,11 +557,38 @@ impl VdaqBackend {
         Ok(())
     }
 
+    /// Serves queue `q`'s available chains (one event's budget).
+    fn process_queue(
+        &mut self,
+        q: u16,
+        vrings: &[VringRwLock],
+        mem: &GuestMemoryMmap,
+    ) -> io::Result<()> {
+        if self.stats.broken.is_some() {
+            return Ok(());
+        }
+        match q {
+            queue::CONTROL => self.process_control(vrings, mem),
+            queue::RX => self.process_rx(vrings, mem),
+            queue::TX => self.drain_tx(vrings, mem),
+            // Event buffers are taken when an event is due.
+            _ => Ok(()),
+        }
+    }
+
     fn drain_tx(&mut self, vrings: &[VringRwLock], mem: &GuestMemoryMmap) -> io::Result<()> {
         // There are no playback streams: every tx message is refused.
         let vring = &vrings[usize::from(queue::TX)];
         let mut used = false;
-        for desc in pop_all(vring, mem, self.event_idx) {
+        let chains = match self.take_chains(queue::TX, vrings, mem) {
+            Ok(c) => c,
+            Err(e) => {
+                self.break_device(e);
+                return Ok(());
+            }
+        };
+        let inflight = &mut self.inflight[usize::from(queue::TX)];
+        for desc in chains {
             self.stats.bad_chains += 1;
             match Chain::parse(desc, mem) {
                 Ok(chain) => {
@@ -372,9 +597,9 @@ impl VdaqBackend {
                         && chain
                             .write_at(mem, len - 8, status(code::S_BAD_MSG, 0).as_bytes())
                             .is_ok();
-                    add_used(vring, chain.head, if ok { 8 } else { 0 });
+                    add_used(vring, inflight, chain.head, if ok { 8 } else { 0 });
                 }
-                Err((head, _)) => add_used(vring, head, 0),
+                Err((head, _)) => add_used(vring, inflight, head, 0),
             }
             used = true;
         }
@@ -411,29 +636,41 @@ fn pop<'a>(
     vring.get_mut().get_queue_mut().pop_descriptor_chain(mem)
 }
 
-/// Takes every available chain. With EVENT_IDX, re-enabling notifications publishes
-/// `avail_event` (without it the driver never kicks again); chains that arrived meanwhile are
-/// taken too.
-fn pop_all<'a>(
+/// Takes available chains, at most [`CHAINS_PER_EVENT`], each head held in `inflight`;
+/// returns them and whether the budget ran out (more may wait). With EVENT_IDX, re-enabling
+/// notifications publishes `avail_event` (without it the driver never kicks again); chains
+/// that arrived meanwhile are taken too. When the budget runs out, notifications stay off
+/// until the resume event takes the rest.
+fn take_chains<'a>(
     vring: &VringRwLock,
     mem: &'a GuestMemoryMmap,
     event_idx: bool,
-) -> Vec<virtio_queue::DescriptorChain<&'a GuestMemoryMmap>> {
+    inflight: &mut InFlight,
+    q: u16,
+) -> Result<(Vec<virtio_queue::DescriptorChain<&'a GuestMemoryMmap>>, bool), GuestError> {
+    let size = vring.get_ref().get_queue().size();
     let mut chains = Vec::new();
     loop {
         if event_idx {
             let _ = vring.disable_notification();
         }
-        while let Some(desc) = pop(vring, mem) {
+        while chains.len() < CHAINS_PER_EVENT {
+            let Some(desc) = pop(vring, mem) else { break };
+            inflight.take(q, desc.head_index(), size)?;
             chains.push(desc);
         }
+        if chains.len() >= CHAINS_PER_EVENT {
+            return Ok((chains, true));
+        }
         if !event_idx || !vring.enable_notification().unwrap_or(false) {
-            return chains;
+            return Ok((chains, false));
         }
     }
 }
 
-fn add_used(vring: &VringRwLock, head: u16, len: u32) {
+/// Puts `head` in the used ring with `len` bytes; the device no longer holds it.
+fn add_used(vring: &VringRwLock, inflight: &mut InFlight, head: u16, len: u32) {
+    inflight.release(head);
     if let Err(e) = vring.add_used(head, len) {
         warn!("cannot add a used buffer: {e}");
     }
@@ -455,6 +692,7 @@ fn notify(vring: &VringRwLock, event_idx: bool) -> io::Result<bool> {
 /// cannot be written). Returns whether the frames were written and reported.
 fn complete_rx(
     vring: &VringRwLock,
+    inflight: &mut InFlight,
     mem: &GuestMemoryMmap,
     chain: &Chain,
     frames: Frames<'_>,
@@ -466,7 +704,7 @@ fn complete_rx(
     let Some(status_at) = chain.writable_len().checked_sub(status_len).filter(|&room| room >= n)
     else {
         // The frames and the status do not fit: nothing is written.
-        add_used(vring, chain.head, 0);
+        add_used(vring, inflight, chain.head, 0);
         return n == 0;
     };
     let mut writer = chain.writer();
@@ -481,30 +719,44 @@ fn complete_rx(
     if !ok {
         warn!("rx: writing the status into guest memory failed");
     }
-    add_used(vring, chain.head, if ok { (frame_bytes + status_len) as u32 } else { 0 });
+    add_used(vring, inflight, chain.head, if ok { (frame_bytes + status_len) as u32 } else { 0 });
     written && ok
 }
 
-/// Sends an event on the event queue; false when the driver has posted no event buffer.
-fn send_event(vring: &VringRwLock, mem: &GuestMemoryMmap, code: u32, data: u32) -> bool {
-    loop {
-        let Some(desc) = pop(vring, mem) else { return false };
+/// Sends up to `count` events (`code`, `data`) on the event queue, one per event buffer the
+/// driver posted; returns how many were sent (the rest found no buffer). Takes at most the
+/// queue's size of chains per call, refused ones included.
+fn send_events(
+    vring: &VringRwLock,
+    mem: &GuestMemoryMmap,
+    inflight: &mut InFlight,
+    code: u32,
+    data: u32,
+    count: u64,
+) -> Result<u64, GuestError> {
+    let size = vring.get_ref().get_queue().size();
+    let mut sent = 0;
+    let mut taken = 0;
+    while sent < count && taken < size {
+        let Some(desc) = pop(vring, mem) else { break };
+        taken += 1;
+        inflight.take(queue::EVENT, desc.head_index(), size)?;
         match Chain::parse(desc, mem) {
             Ok(chain) if chain.writable_len() >= size_of::<Event>() => {
                 let ev = Event { hdr: Hdr::new(code), data: Le32::new(data) };
                 let ok = chain.write_at(mem, 0, ev.as_bytes()).is_ok();
-                add_used(vring, chain.head, if ok { size_of::<Event>() as u32 } else { 0 });
-                if ok {
-                    return true;
-                }
+                let len = if ok { size_of::<Event>() as u32 } else { 0 };
+                add_used(vring, inflight, chain.head, len);
+                sent += u64::from(ok);
             }
-            Ok(chain) => add_used(vring, chain.head, 0),
+            Ok(chain) => add_used(vring, inflight, chain.head, 0),
             Err((head, e)) => {
                 warn!("event: refusing a descriptor chain: {e}");
-                add_used(vring, head, 0);
+                add_used(vring, inflight, head, 0);
             }
         }
     }
+    Ok(sent)
 }
 
 impl VhostUserBackendMut for VdaqBackend {
@@ -579,23 +831,35 @@ impl VhostUserBackendMut for VdaqBackend {
         if evset != EventSet::IN {
             warn!("unexpected event set {evset:?} for event {device_event}");
         }
+        self.work = 0;
+        // Timer expirations and resume signals are consumed even when nothing else is done, or
+        // the level-triggered epoll would report them again at once.
+        let mut resume = [false; queue::COUNT];
+        if device_event == RESUME_EVENT {
+            let _ = self.resume.read();
+            resume = std::mem::take(&mut self.resume_pending);
+        } else if let Some(t) = device_event.checked_sub(TIMER_EVENT_BASE) {
+            if let Some(timer) = self.timers.get(usize::from(t)) {
+                // The expiration count does not matter: the clock counts periods by time.
+                let _ = timer.wait();
+            }
+        }
+        if self.stats.broken.is_some() {
+            // Broken until reset: the rings are not touched.
+            return Ok(());
+        }
         let Some(mem) = self.mem.as_ref().map(|m| m.memory().clone()) else {
             warn!("event {device_event} before guest memory was set up");
             return Ok(());
         };
         let result = match device_event {
-            queue::CONTROL => self.process_control(vrings, &mem),
-            queue::RX => self.process_rx(vrings, &mem),
-            queue::TX => self.drain_tx(vrings, &mem),
-            // Event buffers are taken when an event is due.
-            queue::EVENT => Ok(()),
-            t if t >= TIMER_EVENT_BASE => {
-                if let Some(timer) = self.timers.get(usize::from(t - TIMER_EVENT_BASE)) {
-                    // The expiration count does not matter: the clock counts periods by time.
-                    let _ = timer.wait();
-                }
-                self.service_streams(vrings, &mem)
+            queue::CONTROL | queue::RX | queue::TX | queue::EVENT => {
+                self.process_queue(device_event, vrings, &mem)
             }
+            RESUME_EVENT => (0..queue::COUNT as u16)
+                .filter(|&q| resume[usize::from(q)])
+                .try_for_each(|q| self.process_queue(q, vrings, &mem)),
+            t if t >= TIMER_EVENT_BASE => self.service_streams(vrings, &mem),
             other => {
                 warn!("unknown event {other}");
                 Ok(())

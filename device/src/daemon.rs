@@ -94,14 +94,14 @@ pub fn run_connection(
 ) -> Result<DeviceStats, String> {
     let backend = VdaqBackend::with_stats(caps, Arc::clone(&stats))
         .map_err(|e| format!("cannot create the device: {e}"))?;
-    let timers = backend.timer_events();
+    let listeners = backend.epoll_listeners();
     let backend = Arc::new(RwLock::new(backend));
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let mut daemon = VhostUserDaemon::new("vdaq-device".into(), Arc::clone(&backend), mem)
         .map_err(|e| format!("cannot create the vhost-user daemon: {e}"))?;
     let handler =
         daemon.get_epoll_handlers().into_iter().next().ok_or("the daemon has no worker thread")?;
-    for (fd, data) in timers {
+    for (fd, data) in listeners {
         handler
             .register_listener(fd, EventSet::IN, data)
             .map_err(|e| format!("cannot register a stream timer: {e}"))?;

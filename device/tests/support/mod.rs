@@ -130,6 +130,8 @@ pub struct Queue {
     kick: EventFd,
     call: EventFd,
     last_head: u16,
+    /// Chains are made available without a kick (see [`Queue::kick_again`]).
+    pub quiet: bool,
 }
 
 impl Queue {
@@ -146,6 +148,7 @@ impl Queue {
             kick: EventFd::new(EFD_NONBLOCK).expect("kick eventfd"),
             call: EventFd::new(EFD_NONBLOCK).expect("call eventfd"),
             last_head: 0,
+            quiet: false,
         }
     }
 
@@ -205,9 +208,33 @@ impl Queue {
         self.avail_idx = self.avail_idx.wrapping_add(1);
         mem.write_u16(self.avail + 2, self.avail_idx);
         fence(Ordering::SeqCst);
-        self.kick.write(1).expect("kick");
+        if !self.quiet {
+            self.kick.write(1).expect("kick");
+        }
         self.last_head = head;
         head
+    }
+
+    /// Makes `head` available again without touching its descriptors (a broken or hostile
+    /// driver: the spec forbids it while the device holds the chain) and kicks.
+    pub fn republish(&mut self, mem: &mut GuestMem, head: u16) {
+        let slot = self.avail + 4 + 2 * u64::from(self.avail_idx % QUEUE_SIZE);
+        mem.write_u16(slot, head);
+        fence(Ordering::SeqCst);
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        mem.write_u16(self.avail + 2, self.avail_idx);
+        fence(Ordering::SeqCst);
+        self.kick.write(1).expect("kick");
+    }
+
+    /// Signals the call eventfd received since the last read (the eventfd's counter).
+    pub fn take_calls(&self) -> u64 {
+        self.call.read().unwrap_or(0)
+    }
+
+    /// Kicks the device without making anything new available.
+    pub fn kick_again(&self) {
+        self.kick.write(1).expect("kick");
     }
 
     /// Head id of the chain added last.
