@@ -40,8 +40,9 @@ const MAX_CONTROL_REQUEST: usize = 64;
 const RESUME_EVENT: u16 = queue::COUNT as u16 + 1;
 /// First epoll `data` value of the stream timers.
 const TIMER_EVENT_BASE: u16 = queue::COUNT as u16 + 2;
-/// Queue size the device accepts (QEMU's sound frontend uses 64).
-pub const MAX_QUEUE_SIZE: usize = 1024;
+/// Queue size the device accepts (QEMU's sound frontend uses 64): it bounds the chains the
+/// device holds per queue.
+pub const MAX_QUEUE_SIZE: usize = 256;
 /// Chains the device takes from one queue in one event. The rest wait for the resume event,
 /// which epoll delivers after the other ready events: a busy queue cannot starve the others
 /// or keep the worker thread for itself.

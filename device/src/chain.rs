@@ -6,6 +6,11 @@ use std::ops::Deref;
 use virtio_queue::DescriptorChain;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
+/// Most descriptors a chain may have: a 16 MiB period in 4 KiB pages, plus the header and the
+/// status. The device keeps 16 bytes per descriptor of a chain it holds (at most 64 KiB a
+/// chain); a longer chain is refused, and costs the device no more than this to look at.
+pub const MAX_CHAIN_DESCRIPTORS: usize = 4096 + 2;
+
 /// A contiguous piece of guest memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
@@ -20,6 +25,8 @@ pub struct Segment {
 pub enum ChainError {
     /// A device-readable descriptor follows a device-writable one (VIRTIO 1.2, 2.7.4.2).
     ReadableAfterWritable,
+    /// More than [`MAX_CHAIN_DESCRIPTORS`] descriptors.
+    TooLong,
     /// A descriptor points outside guest memory.
     OutsideGuestMemory {
         /// Start of the descriptor's buffer.
@@ -34,6 +41,9 @@ impl std::fmt::Display for ChainError {
         match self {
             Self::ReadableAfterWritable => {
                 write!(f, "a readable descriptor follows a writable one")
+            }
+            Self::TooLong => {
+                write!(f, "more than {MAX_CHAIN_DESCRIPTORS} descriptors")
             }
             Self::OutsideGuestMemory { addr, len } => {
                 write!(f, "descriptor {addr:#x}+{len:#x} is outside guest memory")
@@ -65,7 +75,10 @@ impl Chain {
     {
         let head = chain.head_index();
         let mut out = Chain { head, ..Chain::default() };
-        for desc in chain {
+        for (n, desc) in chain.enumerate() {
+            if n >= MAX_CHAIN_DESCRIPTORS {
+                return Err((head, ChainError::TooLong));
+            }
             let seg = Segment { addr: desc.addr(), len: desc.len() as usize };
             let access = if desc.is_write_only() { Permissions::Write } else { Permissions::Read };
             if !mem.check_range(seg.addr, seg.len, access) {

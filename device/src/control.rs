@@ -10,6 +10,12 @@ use vdaq_proto::virtio_snd::{
 use vdaq_proto::wire::{Le32, Le64, Pod};
 
 use crate::stream::{Stream, StreamCaps};
+
+/// Largest item size a query may ask for: 8 times the largest the spec defines (PCM_INFO's
+/// 32 bytes). A driver's larger item size (a newer layout) gets its items padded with zeros
+/// up to this; past it the query is refused, so a reply is at most
+/// 4 + items x this bytes whatever the guest's buffer.
+pub const MAX_QUERY_ITEM_SIZE: usize = 8 * 32;
 use vdaq_proto::format::SampleFormat;
 
 /// The sound device: its capture streams (no jacks, no playback).
@@ -110,34 +116,48 @@ impl<R> Device<R> {
         }
     }
 
+    /// A query's reply: the status, then `count` items of `size` bytes. Its size is bounded by
+    /// what exists (`count` items of the device's streams or channel maps; there are no jacks)
+    /// and by [`MAX_QUERY_ITEM_SIZE`], never by the room the guest gave.
     fn query_info(&self, q: &QueryInfo, response_room: usize) -> Vec<u8> {
-        let items: Vec<Vec<u8>> = match q.hdr.code.get() {
-            code::R_PCM_INFO => {
-                self.streams.iter().enumerate().map(|(id, s)| pcm_info(id, s.caps())).collect()
-            }
+        let (op, item_size, available) = match q.hdr.code.get() {
+            code::R_PCM_INFO => (code::R_PCM_INFO, size_of::<PcmInfo>(), self.streams.len()),
             code::R_CHMAP_INFO => {
-                self.chmap_streams().map(|(id, s)| chmap_info(id, s.caps())).collect()
+                (code::R_CHMAP_INFO, size_of::<ChmapInfo>(), self.chmap_streams().count())
             }
-            code::R_JACK_INFO => Vec::<Vec<u8>>::new(),
+            code::R_JACK_INFO => (code::R_JACK_INFO, size_of::<JackInfo>(), 0),
             _ => return status(code::S_NOT_SUPP),
         };
-        let (start, count, size) =
-            (q.start_id.get() as usize, q.count.get() as usize, q.size.get() as usize);
-        let item_size = match q.hdr.code.get() {
-            code::R_PCM_INFO => size_of::<PcmInfo>(),
-            code::R_CHMAP_INFO => size_of::<ChmapInfo>(),
-            _ => size_of::<JackInfo>(),
-        };
-        let Some(end) = start.checked_add(count).filter(|&e| e <= items.len()) else {
+        let (Ok(start), Ok(count), Ok(size)) = (
+            usize::try_from(q.start_id.get()),
+            usize::try_from(q.count.get()),
+            usize::try_from(q.size.get()),
+        ) else {
             return status(code::S_BAD_MSG);
         };
-        let needed = count.checked_mul(size).and_then(|n| n.checked_add(size_of::<Hdr>()));
-        if size < item_size || needed.is_none_or(|n| n > response_room) {
+        if start.checked_add(count).is_none_or(|end| end > available)
+            || !(item_size..=MAX_QUERY_ITEM_SIZE).contains(&size)
+        {
             return status(code::S_BAD_MSG);
         }
-        let mut out = status(code::S_OK);
-        for item in &items[start..end] {
-            out.extend_from_slice(item);
+        // At most `available` items of MAX_QUERY_ITEM_SIZE: no overflow.
+        let needed = size_of::<Hdr>() + count * size;
+        if needed > response_room {
+            return status(code::S_BAD_MSG);
+        }
+        let mut out = Vec::with_capacity(needed);
+        out.extend_from_slice(&status(code::S_OK));
+        let items: Box<dyn Iterator<Item = Vec<u8>> + '_> = match op {
+            code::R_PCM_INFO => {
+                Box::new(self.streams.iter().enumerate().map(|(id, s)| pcm_info(id, s.caps())))
+            }
+            code::R_CHMAP_INFO => {
+                Box::new(self.chmap_streams().map(|(id, s)| chmap_info(id, s.caps())))
+            }
+            _ => Box::new(std::iter::empty()),
+        };
+        for item in items.skip(start).take(count) {
+            out.extend_from_slice(&item);
             // A driver's larger item size (a newer layout) gets zeros in the fields we lack.
             out.resize(out.len() + size - item.len(), 0);
         }
@@ -275,6 +295,23 @@ mod tests {
         assert_eq!(status_of(&r), code::S_BAD_MSG, "there are no jacks");
         let r = d.handle_control(&query(code::R_JACK_INFO, 0, 0, 24), 100, 0);
         assert_eq!(status_of(&r), code::S_OK, "an empty query is fine");
+    }
+
+    #[test]
+    fn a_query_reply_is_sized_by_its_items_never_by_the_guests_item_size() {
+        let mut d = device();
+        // A writable part of 4 GiB (overlapping descriptors cost the guest nothing) and a
+        // 64 MiB item size: the reply may not be what the guest asks for.
+        let room = 4usize << 30;
+        for op in [code::R_PCM_INFO, code::R_CHMAP_INFO] {
+            let r = d.handle_control(&query(op, 0, 1, 64 << 20), room, 0);
+            assert!(r.len() <= 4 + MAX_QUERY_ITEM_SIZE, "{op:#x}: a reply of {} bytes", r.len());
+            assert_eq!(status_of(&r), code::S_BAD_MSG, "{op:#x}");
+        }
+        // The largest item size accepted still gets its items, padded.
+        let r =
+            d.handle_control(&query(code::R_PCM_INFO, 0, 2, MAX_QUERY_ITEM_SIZE as u32), room, 0);
+        assert_eq!((status_of(&r), r.len()), (code::S_OK, 4 + 2 * MAX_QUERY_ITEM_SIZE));
     }
 
     #[test]

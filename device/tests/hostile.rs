@@ -103,3 +103,51 @@ fn more_chains_than_one_events_budget_are_all_served_in_later_rounds() {
     assert!(resps.iter().all(|&r| h.mem.read(r, 4) == code::S_OK.to_le_bytes()));
     h.finish().expect("clean disconnect");
 }
+
+#[test]
+fn a_query_with_a_huge_item_size_over_overlapping_descriptors_is_refused_at_once() {
+    let mut h = Harness::start(vec![caps(true)], false);
+    let req = h.mem.alloc(16, 8);
+    h.mem.write(
+        req,
+        vdaq_proto::virtio_snd::QueryInfo::new(code::R_PCM_INFO, 0, 1, 1 << 30).as_bytes(),
+    );
+    // A writable part of 4 GiB: 1024 descriptors of 4 MiB over the same guest pages.
+    let resp = h.mem.alloc(4 << 20, 4096);
+    let mut descs = vec![support::RawDesc { addr: req, len: 16, flags: 0 }];
+    descs.extend((0..1024).map(|_| support::RawDesc {
+        addr: resp,
+        len: 4 << 20,
+        flags: support::VIRTQ_DESC_F_WRITE,
+    }));
+    let start = std::time::Instant::now();
+    let head = h.queues[0].add_raw(&mut h.mem, &descs, true);
+    let used = h.queues[0].wait_used(&h.mem, 1, 5 * SEC);
+    assert_eq!(used, vec![support::Used { id: head, len: 4 }], "the status only");
+    assert_eq!(h.mem.read(resp, 4), code::S_BAD_MSG.to_le_bytes());
+    assert!(start.elapsed() < Duration::from_millis(500), "answered in {:?}", start.elapsed());
+    assert_eq!(h.set_params(0, 8_000, 1, BUFFER, PERIOD, false), code::S_OK, "still serving");
+    h.finish().expect("clean disconnect");
+}
+
+#[test]
+fn a_chain_of_more_descriptors_than_the_device_keeps_is_refused_not_held() {
+    let mut h = Harness::start(vec![caps(true)], false);
+    assert_eq!(h.set_params(0, 8_000, 1, 16384, 4096, false), code::S_OK);
+    assert_eq!(h.pcm(code::R_PCM_PREPARE, 0), code::S_OK);
+    // An rx message of 5,000 one-byte pieces (frame-aligned in total, within the buffer):
+    // each costs the device a segment to keep while it holds the chain.
+    let xfer = h.mem.alloc(4, 4);
+    h.mem.write(xfer, &0u32.to_le_bytes());
+    let data = h.mem.alloc(5000, 8);
+    let status = h.mem.alloc(8, 8);
+    let w = support::VIRTQ_DESC_F_WRITE;
+    let mut descs = vec![support::RawDesc { addr: xfer, len: 4, flags: 0 }];
+    descs.extend((0..5000u64).map(|i| support::RawDesc { addr: data + i, len: 1, flags: w }));
+    descs.push(support::RawDesc { addr: status, len: 8, flags: w });
+    let head = h.queues[3].add_raw(&mut h.mem, &descs, true);
+    let used = h.wait_rx(1, SEC);
+    assert_eq!(used, vec![support::Used { id: head, len: 0 }], "refused, not held");
+    assert_eq!(h.stats().bad_chains, 1);
+    h.finish().expect("clean disconnect");
+}
