@@ -9,9 +9,10 @@ Each file in ci/scenarios is one guest boot: its [boot] table gives the kernel v
 (`kernel`), the device's flags (`device`) or configuration file (`device_config`), a time limit
 (`timeout`), guest commands to run once (`setup`) and before each scenario (`before_each`),
 files to put in the guest's /mnt/host (`share`), whether to add vhost-device-rng (`rng`), the
-user to run the device as (`device_user`, when the suite runs as root), and another backend to
+user to run the device as (`device_user`, when the suite runs as root), another backend to
 run instead of vdaq-device (`device_cmd`, relative to the repository, given the socket and
-`device`); its scenarios run in order in that boot, each with a `run` snippet
+`device`), and `sound = "qemu"` for QEMU's own virtio-sound-pci (`-audiodev none`) with no
+backend at all (ci/vm.sh's VM_SOUND); its scenarios run in order in that boot, each with a `run` snippet
 of guest shell (helpers in ci/guest/prelude.sh), an expected exit status (`exit`, default 0)
 and `checks`: Python expressions over what the snippet left (see Checks below). Every
 scenario's dmesg must also be free of detector reports. A [[matrix]] table makes a scenario
@@ -403,6 +404,9 @@ def run_boot(boot, scenarios, live):
                VM_RNG="1" if boot.cfg.get("rng") else "0")
     if boot.cfg.get("device_user"):
         env["VM_DEVICE_USER"] = boot.cfg["device_user"]
+    if boot.cfg.get("sound"):
+        # "qemu": QEMU's own sound device instead of a vhost-user backend (no device process).
+        env["VM_SOUND"] = boot.cfg["sound"]
     if boot.cfg.get("device_cmd"):
         # Another backend instead of vdaq-device (the benchmarks' peer), given `device`.
         env["VM_DEVICE_CMD"] = str(ROOT / boot.cfg["device_cmd"])

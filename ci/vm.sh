@@ -9,6 +9,11 @@
 # console.log, device.log, qemu.log and share/ (guest outputs, dmesg.txt, exit-status).
 # Returns the guest script's exit status (124 on a time-out, 125 when the guest did not finish).
 #
+# VM_SOUND=qemu boots with QEMU's own virtio-sound-pci (`-audiodev none`: clocked silence,
+# MSI-X) instead of a vhost-user sound backend: no backend process is started (the device
+# arguments, VM_DEVICE_CMD and the device markers below have nothing to act on), and the
+# memfd-shared RAM stays as it is (harmless without vhost-user). Default: VM_SOUND=vhost-user.
+#
 # VM_RNG=1 adds rust-vmm's vhost-device-rng ($RNG_BIN, installed by ci/setup.sh) as a
 # vhost-user-rng-pci device (INTx, like the sound device), for the benchmarks.
 #
@@ -138,28 +143,40 @@ vm_run() {
 
   # Appended to, so that the marks of ci/vm.sh's loop (below) land between the device's lines.
   : >"$VM_DIR/device.log"
-  if [ -n "${VM_DEVICE_CMD:-}" ]; then
-    "$VM_DEVICE_CMD" "$sock" "$@" >>"$VM_DIR/device.log" 2>&1 &
-  else
-    local bin=$VDAQ_DEVICE_BIN
-    [ "${#run_as[@]}" -eq 0 ] || bin="$(dirname "$sock")/vdaq-device"
-    ${VM_DEVICE_WRAPPER:-} ${run_as[@]+"${run_as[@]}"} env RUST_LOG="${RUST_LOG:-info}" \
-      "$bin" --socket-path "$sock" --once "$@" >>"$VM_DIR/device.log" 2>&1 &
-  fi
-  dev_pid=$!
-  VM_PIDS+=("$dev_pid")
-  for ((i = 0; i < 100; i++)); do
-    [ -S "$sock" ] && break
-    kill -0 "$dev_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if [ ! -S "$sock" ]; then
-    cat "$VM_DIR/device.log" >&2
-    stop_pid "$dev_pid"
-    die "${VM_DEVICE_CMD:-vdaq-device} did not create its socket"
-  fi
-  # Who the device runs as (the owner of its /proc entry), for the guest: /mnt/host/device-user.
-  stat -c %U "/proc/$dev_pid" >"$VM_DIR/share/device-user" 2>/dev/null || true
+  local sound_dev=()
+  dev_pid=""
+  case "${VM_SOUND:-vhost-user}" in
+    qemu)
+      echo "QEMU's virtio-sound-pci with -audiodev none: no backend process" >>"$VM_DIR/device.log"
+      sound_dev=(-audiodev "none,id=snd0" -device "virtio-sound-pci,audiodev=snd0")
+      ;;
+    vhost-user)
+      if [ -n "${VM_DEVICE_CMD:-}" ]; then
+        "$VM_DEVICE_CMD" "$sock" "$@" >>"$VM_DIR/device.log" 2>&1 &
+      else
+        local bin=$VDAQ_DEVICE_BIN
+        [ "${#run_as[@]}" -eq 0 ] || bin="$(dirname "$sock")/vdaq-device"
+        ${VM_DEVICE_WRAPPER:-} ${run_as[@]+"${run_as[@]}"} env RUST_LOG="${RUST_LOG:-info}" \
+          "$bin" --socket-path "$sock" --once "$@" >>"$VM_DIR/device.log" 2>&1 &
+      fi
+      dev_pid=$!
+      VM_PIDS+=("$dev_pid")
+      for ((i = 0; i < 100; i++)); do
+        [ -S "$sock" ] && break
+        kill -0 "$dev_pid" 2>/dev/null || break
+        sleep 0.1
+      done
+      if [ ! -S "$sock" ]; then
+        cat "$VM_DIR/device.log" >&2
+        stop_pid "$dev_pid"
+        die "${VM_DEVICE_CMD:-vdaq-device} did not create its socket"
+      fi
+      # Who the device runs as (the owner of its /proc entry), for the guest: /mnt/host/device-user.
+      stat -c %U "/proc/$dev_pid" >"$VM_DIR/share/device-user" 2>/dev/null || true
+      sound_dev=(-chardev "socket,id=vdaq0,path=$sock" -device "vhost-user-snd-pci,chardev=vdaq0")
+      ;;
+    *) die "VM_SOUND must be vhost-user or qemu (got '$VM_SOUND')" ;;
+  esac
 
   local extra=()
   if [ "${VM_RNG:-0}" = 1 ]; then
@@ -186,8 +203,7 @@ vm_run() {
     -append "console=ttyS0 panic=-1 loglevel=4 $append" \
     -serial "file:$VM_DIR/console.log" \
     -virtfs "local,path=$VM_DIR/share,mount_tag=host,security_model=none,id=host" \
-    -chardev "socket,id=vdaq0,path=$sock" -device vhost-user-snd-pci,chardev=vdaq0 \
-    ${extra[@]+"${extra[@]}"} \
+    "${sound_dev[@]}" ${extra[@]+"${extra[@]}"} \
     >"$VM_DIR/qemu.log" 2>&1 &
   qemu_pid=$!
   VM_PIDS+=("$qemu_pid")
@@ -203,6 +219,8 @@ vm_run() {
     # it creates a marker in the shared directory; the marker is removed once done.
     for marker in freeze thaw kill stats mark; do
       [ -e "$VM_DIR/share/$marker-device" ] || continue
+      # With QEMU's own sound device there is no backend process to signal.
+      [ -n "$dev_pid" ] || [ "$marker" = mark ] || { rm -f "$VM_DIR/share/$marker-device"; continue; }
       case "$marker" in
         mark) cat "$VM_DIR/share/mark-device" >>"$VM_DIR/device.log" ;;
         # Only vdaq-device prints statistics on SIGUSR1; it would end another backend.
