@@ -146,6 +146,19 @@ impl Faults {
         drop
     }
 
+    /// `n` periods produced that are lost anyway (the FIFO is full): returns how many of them
+    /// `drop_every` would have dropped, counted as dropped.
+    pub fn drop_periods(&mut self, n: u64) -> u64 {
+        let before = self.produced;
+        self.produced += n;
+        let dropped = match self.plan.drop_every {
+            0 => 0,
+            k => self.produced / k - before / k,
+        };
+        self.stats.dropped += dropped;
+        dropped
+    }
+
     /// When a period produced at `now_ns` may complete.
     pub fn release_at(&mut self, now_ns: u64) -> u64 {
         let mut at = now_ns + self.plan.delay_ns;

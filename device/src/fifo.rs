@@ -49,6 +49,11 @@ impl Fifo {
         self.frames as usize * self.frame_bytes
     }
 
+    /// Number of runs held (one per gap in the frames, plus one).
+    pub fn runs(&self) -> usize {
+        self.runs.len()
+    }
+
     /// True when the FIFO holds no frames.
     pub fn is_empty(&self) -> bool {
         self.frames == 0

@@ -18,6 +18,14 @@ use vdaq_proto::format::SampleFormat;
 /// Largest buffer (and so device FIFO) a driver may request: bounds what a guest makes the
 /// device allocate.
 pub const MAX_BUFFER_BYTES: u32 = 64 << 20;
+/// Most periods per buffer (buffer_bytes / period_bytes) a driver may set: bounds the
+/// per-period lists (the FIFO's runs, its gaps, the held periods) at this many entries each.
+/// Linux's virtio_snd asks for at most 16 by default (its `pcm_periods_max`), vdaq.ko 64.
+pub const MAX_PERIODS: u32 = 1024;
+/// Shortest period (ns) a driver may set: the sample clock's timer fires at most 10,000 times
+/// a second per stream. 39 frames at 384 kHz, 1 frame at 5512 Hz; Linux's virtio_snd asks
+/// for 10 ms by default (its `pcm_period_ms_min`), the conformance runs for 5 ms.
+pub const MIN_PERIOD_NS: u64 = 100_000;
 
 /// What a stream offers, from the device configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -241,6 +249,12 @@ impl<R> Stream<R> {
         self.posted.len()
     }
 
+    /// Entries of the per-period lists: the FIFO's runs, the gaps, the held periods (each at
+    /// most [`MAX_PERIODS`] plus one).
+    pub fn bookkeeping_len(&self) -> usize {
+        self.fifo.runs() + self.gaps.len() + self.held.len()
+    }
+
     /// PCM_SET_PARAMS. Errors are the spec's status codes.
     pub fn set_params(&mut self, req: &PcmSetParams) -> Result<(), u32> {
         if !matches!(
@@ -277,6 +291,11 @@ impl<R> Stream<R> {
             || buffer > MAX_BUFFER_BYTES
         {
             return Err(code::S_BAD_MSG);
+        }
+        // Well-formed, but more work per period or more periods than the device takes.
+        let period_ns = params.period_frames() * 1_000_000_000 / u64::from(rate);
+        if period_ns < MIN_PERIOD_NS || buffer / period > MAX_PERIODS {
+            return Err(code::S_NOT_SUPP);
         }
         self.flush_posted();
         self.params = Some(params);
@@ -419,8 +438,16 @@ impl<R> Stream<R> {
         } else {
             (self.fifo.free() / period) as u64
         };
-        for _ in 0..due {
+        let mut left = due;
+        // Once the FIFO has no room for a period, every period still due is lost: counted in
+        // one step, so the work is bounded by the FIFO's periods, not by the time waited.
+        while left > 0 && self.fifo.free() >= period {
             self.produce_period(period, p.period_frames(), now_ns);
+            left -= 1;
+        }
+        if left > 0 {
+            self.faults.drop_periods(left);
+            self.lose_periods(left, p.period_frames());
         }
         self.release_held(now_ns);
     }
@@ -465,11 +492,16 @@ impl<R> Stream<R> {
     /// A period lost whole (FIFO full, or dropped on purpose): counted, and announced before
     /// the next period that makes it into the FIFO.
     fn lose_period(&mut self, period_frames: u64) {
-        self.stats.xruns += 1;
-        self.stats.frames_lost += period_frames;
-        self.lost_before_next_push += 1;
-        self.stats.periods_produced += 1;
-        self.next_frame += period_frames;
+        self.lose_periods(1, period_frames);
+    }
+
+    /// `n` periods lost whole.
+    fn lose_periods(&mut self, n: u64, period_frames: u64) {
+        self.stats.xruns += n;
+        self.stats.frames_lost += n * period_frames;
+        self.lost_before_next_push += n;
+        self.stats.periods_produced += n;
+        self.next_frame = self.next_frame.wrapping_add(n * period_frames);
     }
 
     /// Periods lost just before (or within) the next `n` bytes taken out of the FIFO; takes
@@ -642,6 +674,76 @@ mod tests {
             );
         }
         assert_eq!(s.state(), PcmState::Initial, "a refused request changes nothing");
+    }
+
+    #[test]
+    fn set_params_refuses_periods_under_100_us_and_more_than_1024_periods_per_buffer() {
+        let mut all = caps(true);
+        all.rates = vdaq_proto::virtio_snd::RATES.to_vec();
+        all.formats = SampleFormat::ALL.to_vec();
+        all.channels_max = 8;
+        let mut s: Stream<u32> = Stream::new(all);
+        let with = |rate: u32, ch: u8, format: SampleFormat, period_frames: u32, periods: u32| {
+            let frame = format.width() as u32 * u32::from(ch);
+            PcmSetParams {
+                buffer_bytes: Le32::new(period_frames * frame * periods),
+                period_bytes: Le32::new(period_frames * frame),
+                channels: ch,
+                format: format.wire_code(),
+                rate: rate_code(rate).unwrap_or(0),
+                ..params(0, 0, 1, false)
+            }
+        };
+        // 1-frame periods at 384 kHz (2.6 us), 38 frames (99 us): refused.
+        for frames in [1, 38] {
+            let p = with(384_000, 1, SampleFormat::U8, frames, 4);
+            assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "{frames} frames at 384 kHz");
+        }
+        // A 2-byte period in a 64 MiB buffer: 33,554,432 periods per buffer.
+        let p = with(8_000, 1, SampleFormat::S16, 1, 32 << 20);
+        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "periods per buffer");
+        let p = with(8_000, 1, SampleFormat::S16, 80, MAX_PERIODS + 1);
+        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "1025 periods");
+        assert_eq!(s.state(), PcmState::Initial);
+        // What Linux's virtio_snd and arecord ask for here: max(rate / 200, 32)-frame periods
+        // (5 ms; 32 frames at 5512 Hz), in every format and channel count, and a 1-frame
+        // period at 5512 Hz (181 us); 39 frames at 384 kHz (101 us); 1024 periods.
+        for rate in vdaq_proto::virtio_snd::RATES {
+            for format in SampleFormat::ALL {
+                for ch in [1, 2, 8] {
+                    let p = with(rate, ch, format, (rate / 200).max(32), 4);
+                    assert_eq!(s.set_params(&p), Ok(()), "{rate} Hz {format:?} x{ch}");
+                }
+            }
+        }
+        assert_eq!(s.set_params(&with(5_512, 1, SampleFormat::U8, 1, 2)), Ok(()));
+        assert_eq!(s.set_params(&with(384_000, 1, SampleFormat::U8, 39, 2)), Ok(()));
+        assert_eq!(s.set_params(&with(8_000, 1, SampleFormat::S16, 80, MAX_PERIODS)), Ok(()));
+    }
+
+    #[test]
+    fn a_long_wait_loses_its_periods_in_one_step_and_the_lists_stay_bounded() {
+        // 5-frame periods at 48 kHz with XRUN events, never serviced for a minute: 576,000
+        // periods due at once.
+        let mut s: Stream<u32> = Stream::new(caps(true));
+        let p = PcmSetParams { rate: rate_code(48_000).unwrap_or(0), ..params(40, 10, 1, true) };
+        assert_eq!(s.set_params(&p), Ok(()));
+        assert_eq!(s.prepare(), Ok(()));
+        assert_eq!(s.start(0), Ok(()));
+        s.produce(60_000_000_000);
+        let st = s.stats();
+        // 5 frames at 48 kHz: 104.2 us.
+        assert_eq!(st.periods_produced, 576_000);
+        assert_eq!(st.xruns, 576_000 - 4, "the FIFO kept four");
+        assert!(s.bookkeeping_len() <= 3 * MAX_PERIODS as usize);
+        for id in 0..5 {
+            assert!(s.post(id, 10).is_ok());
+        }
+        let mut done = drain(&mut s);
+        s.produce(60_000_200_000);
+        done.extend(drain(&mut s));
+        assert_eq!(done.len(), 5);
+        assert_eq!(done[4].2.xruns_before, 576_000 - 4, "owed as one count");
     }
 
     #[test]
