@@ -161,7 +161,8 @@ vm_run() {
       fi
       dev_pid=$!
       VM_PIDS+=("$dev_pid")
-      for ((i = 0; i < 100; i++)); do
+      # 30 s at most: a peer script may build what it needs first (ci/peer/).
+      for ((i = 0; i < 300; i++)); do
         [ -S "$sock" ] && break
         kill -0 "$dev_pid" 2>/dev/null || break
         sleep 0.1
