@@ -6,7 +6,8 @@
 //! - p4-jitter.svg: period jitter histograms of the paced 384 kHz runs;
 //! - p5-device.svg: the device alone against the host's write bandwidth, by period size;
 //! - p6-arecord.svg: arecord captures through virtio_snd, stream time over real time for each
-//!   run of each device (a failed run is a cross at 0).
+//!   run of each device (a failed run is a cross at 0; the legend says when a device's content
+//!   is not checkable, QEMU's silence, or when none of its captures ran).
 
 use std::error::Error;
 use std::path::Path;
@@ -220,7 +221,13 @@ fn run(results: &Value, out: &Path) -> Res {
         .map(|d| {
             let runs = arr(&d["run_results"]).iter();
             let ratio = |r: &Value| (r["ok"] == true).then(|| num(&r["elapsed_over_real"]));
-            (d["device"].as_str().unwrap_or("?").to_string(), runs.map(ratio).collect())
+            let mut name = d["device"].as_str().unwrap_or("?").to_string();
+            if !d["error"].is_null() {
+                name.push_str(": no capture ran");
+            } else if d["content_checked"] == false {
+                name.push_str(": content not checkable");
+            }
+            (name, runs.map(ratio).collect())
         })
         .collect();
     let runs = p6.iter().map(|d| d.1.len()).max().unwrap_or(0);
