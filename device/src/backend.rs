@@ -27,6 +27,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::chain::Chain;
 use crate::control::Device;
+use crate::faults::UsedLenLie;
 use crate::frames::Frames;
 use crate::stream::{StreamCaps, StreamStats};
 
@@ -40,6 +41,8 @@ const MAX_CONTROL_REQUEST: usize = 64;
 const RESUME_EVENT: u16 = queue::COUNT as u16 + 1;
 /// First epoll `data` value of the stream timers.
 const TIMER_EVENT_BASE: u16 = queue::COUNT as u16 + 2;
+/// The unknown event code `event_flood` sends.
+const FLOOD_UNKNOWN_EVENT: u32 = 0x7fff;
 /// Queue size the device accepts (QEMU's sound frontend uses 64): it bounds the chains the
 /// device holds per queue.
 pub const MAX_QUEUE_SIZE: usize = 256;
@@ -139,6 +142,10 @@ pub struct DeviceStats {
     pub xrun_events_sent: u64,
     /// Why the device is broken (until the guest resets it), if it is.
     pub broken: Option<GuestError>,
+    /// Spurious events sent (the `event_flood` fault).
+    pub spurious_events: u64,
+    /// Extra notifications sent with nothing new in the used ring (`spurious_notify`).
+    pub spurious_notifications: u64,
 }
 
 /// The vdaq vhost-user backend.
@@ -344,9 +351,9 @@ impl VdaqBackend {
             } else {
                 chain.read_all(mem).ok()
             };
-            let response = match request {
+            let response = match &request {
                 Some(request) => {
-                    self.device.handle_control(&request, chain.writable_len(), now_ns())
+                    self.device.handle_control(request, chain.writable_len(), now_ns())
                 }
                 None if chain.writable_len() >= size_of::<Hdr>() => {
                     Hdr::new(code::S_BAD_MSG).as_bytes().to_vec()
@@ -364,13 +371,16 @@ impl VdaqBackend {
             if self.stats.broken.is_some() {
                 return Ok(());
             }
-            let len = match chain.write_at(mem, 0, &response) {
+            let mut len = match chain.write_at(mem, 0, &response) {
                 Ok(()) => response.len() as u32,
                 Err(e) => {
                     warn!("control: cannot write the response: {e}");
                     0
                 }
             };
+            if let Some(lie) = self.control_lie(request.as_deref()) {
+                len = lie.apply(len, size_of::<Hdr>() as u32);
+            }
             add_used(vring, &mut self.inflight[usize::from(queue::CONTROL)], chain.head, len);
             used = true;
         }
@@ -404,7 +414,8 @@ impl VdaqBackend {
                 Err(e) => guest_error = Some(e),
             }
             for chain in stream.take_flushed() {
-                complete_rx(vring, rx_inflight, mem, &chain, Frames::none(&mut []), code::S_OK, 0);
+                let done = RxStatus::plain(code::S_OK);
+                complete_rx(vring, rx_inflight, mem, &chain, Frames::none(&mut []), done);
                 self.work += 1;
                 used = true;
             }
@@ -447,11 +458,33 @@ impl VdaqBackend {
             if let Err((chain, code)) = self.post_rx(chain, mem) {
                 self.stats.bad_chains += 1;
                 let inflight = &mut self.inflight[usize::from(queue::RX)];
-                complete_rx(vring, inflight, mem, &chain, Frames::none(&mut []), code, 0);
+                let done = RxStatus::plain(code);
+                complete_rx(vring, inflight, mem, &chain, Frames::none(&mut []), done);
                 round.add(true);
             }
         }
         self.service_streams_in(vrings, mem, round)
+    }
+
+    /// The used-length lie of the response to `request`: the faults of the stream a PCM
+    /// command names, else of stream 0.
+    fn control_lie(&mut self, request: Option<&[u8]>) -> Option<UsedLenLie> {
+        let named = request.and_then(|r| {
+            let hdr = Hdr::from_prefix(r)?;
+            let pcm = matches!(
+                hdr.code.get(),
+                code::R_PCM_SET_PARAMS
+                    | code::R_PCM_PREPARE
+                    | code::R_PCM_RELEASE
+                    | code::R_PCM_START
+                    | code::R_PCM_STOP
+            );
+            let id = vdaq_proto::virtio_snd::PcmHdr::from_prefix(r).filter(|_| pcm)?;
+            usize::try_from(id.stream_id.get()).ok()
+        });
+        let streams = self.device.streams_mut();
+        let id = named.filter(|&id| id < streams.len()).unwrap_or(0);
+        streams.get_mut(id)?.control_lie()
     }
 
     /// Hands an rx message to its stream, or returns it with the status to complete it with.
@@ -492,6 +525,7 @@ impl VdaqBackend {
         let mut events_used = false;
         let mut guest_error = None;
         let [_, ev_inflight, _, rx_inflight] = &mut self.inflight;
+        let n_streams = self.device.streams().len();
         for (id, stream) in self.device.streams_mut().iter_mut().enumerate() {
             loop {
                 stream.produce(now);
@@ -519,16 +553,33 @@ impl VdaqBackend {
                         Err(e) => *guest_error = Some(e),
                     }
                     *work += 1;
-                    let written = complete_rx(
-                        rx,
-                        rx_inflight,
-                        mem,
-                        &chain,
-                        frames,
-                        c.status,
-                        c.latency_bytes,
-                    );
+                    let done =
+                        RxStatus { code: c.status, latency_bytes: c.latency_bytes, lie: c.lie };
+                    let written = complete_rx(rx, rx_inflight, mem, &chain, frames, done);
                     round.add(c.notify);
+                    round.spurious += u64::from(c.spurious_notify);
+                    // Injected spurious events, while event buffers wait.
+                    let streams = n_streams as u32;
+                    for k in 0..c.flood {
+                        let (code, data) = match k % 4 {
+                            0 => (code::EVT_PCM_XRUN, id as u32),
+                            1 => (code::EVT_PCM_XRUN, streams.wrapping_add(k)),
+                            2 => (FLOOD_UNKNOWN_EVENT, id as u32),
+                            _ => (code::EVT_PCM_PERIOD_ELAPSED, id as u32),
+                        };
+                        match send_events(events, mem, ev_inflight, code, data, 1) {
+                            Ok(0) => break,
+                            Ok(sent) => {
+                                stats.spurious_events += sent;
+                                *events_used = true;
+                                *work += 1;
+                            }
+                            Err(e) => {
+                                *guest_error = Some(e);
+                                break;
+                            }
+                        }
+                    }
                     written
                 });
             }
@@ -553,6 +604,13 @@ impl VdaqBackend {
         // Injected faults may withhold the notification: the used buffers wait for the next.
         if round.notify {
             self.stats.rx_interrupts += u64::from(notify(rx, self.event_idx)?);
+        }
+        // Injected: notifications with nothing new in the rx and control used rings.
+        let control = &vrings[usize::from(queue::CONTROL)];
+        for _ in 0..round.spurious {
+            rx.signal_used_queue()?;
+            control.signal_used_queue()?;
+            self.stats.spurious_notifications += 2;
         }
         self.publish_stats();
         Ok(())
@@ -617,6 +675,8 @@ struct RxRound {
     /// Some completion of the round asks for a notification (an injected fault may withhold
     /// one: its buffer waits in the used ring for the next).
     notify: bool,
+    /// Injected extra notifications to send on the rx and control queues after the round's.
+    spurious: u64,
 }
 
 impl RxRound {
@@ -686,6 +746,23 @@ fn notify(vring: &VringRwLock, event_idx: bool) -> io::Result<bool> {
     Ok(needed)
 }
 
+/// What an rx completion reports besides its frames.
+#[derive(Clone, Copy, Debug)]
+struct RxStatus {
+    /// The status code.
+    code: u32,
+    /// The FIFO level.
+    latency_bytes: u32,
+    /// An injected lie about the used length.
+    lie: Option<UsedLenLie>,
+}
+
+impl RxStatus {
+    fn plain(code: u32) -> Self {
+        Self { code, latency_bytes: 0, lie: None }
+    }
+}
+
 /// Completes an rx message: its frames rendered straight into the buffer from its start, then
 /// the status (`code`, `latency_bytes`) right after them. The used length is the frame bytes
 /// written plus the status (rule b). When the frames cannot all be written, none are reported:
@@ -697,15 +774,15 @@ fn complete_rx(
     mem: &GuestMemoryMmap,
     chain: &Chain,
     frames: Frames<'_>,
-    code: u32,
-    latency_bytes: u32,
+    done: RxStatus,
 ) -> bool {
+    let RxStatus { code, latency_bytes, lie } = done;
     let status_len = size_of::<PcmStatus>();
     let n = frames.len();
     let Some(status_at) = chain.writable_len().checked_sub(status_len).filter(|&room| room >= n)
     else {
         // The frames and the status do not fit: nothing is written.
-        add_used(vring, inflight, chain.head, 0);
+        add_used(vring, inflight, chain.head, lie.map_or(0, |lie| lie.apply(0, status_len as u32)));
         return n == 0;
     };
     let mut writer = chain.writer();
@@ -720,7 +797,10 @@ fn complete_rx(
     if !ok {
         warn!("rx: writing the status into guest memory failed");
     }
-    add_used(vring, inflight, chain.head, if ok { (frame_bytes + status_len) as u32 } else { 0 });
+    let len = if ok { (frame_bytes + status_len) as u32 } else { 0 };
+    // An injected lie changes the length reported, never what was written.
+    let len = lie.map_or(len, |lie| lie.apply(len, status_len as u32));
+    add_used(vring, inflight, chain.head, len);
     written && ok
 }
 

@@ -114,6 +114,30 @@ pub struct Cli {
     /// Length of the stall.
     #[arg(long, value_name = "MS", help_heading = "Fault injection")]
     pub fault_stall_ms: Option<f64>,
+    /// Status of --fault-error-every's completions: io_err (default), bad_msg, not_supp or
+    /// any number (e.g. 0x1234, not a status the spec has).
+    #[arg(long, value_name = "STATUS", help_heading = "Fault injection")]
+    pub fault_status: Option<String>,
+    /// A lying device: report used lengths N bytes (1 to 16 MiB) past what was written, on rx
+    /// completions and control responses (nothing is written past the buffer).
+    #[arg(long, value_name = "N", help_heading = "Fault injection")]
+    pub fault_used_len_extra: Option<i64>,
+    /// A lying device: report used lengths of L bytes (0 to 7), shorter than the status
+    /// written (control responses: at most 3).
+    #[arg(long, value_name = "L", help_heading = "Fault injection")]
+    pub fault_used_len_short: Option<i64>,
+    /// Lie about the used length on every Nth rx completion and control response (default 1).
+    #[arg(long, value_name = "N", help_heading = "Fault injection")]
+    pub fault_lie_every: Option<i64>,
+    /// With each completed period, up to N (1 to 64) spurious events while event buffers
+    /// wait: XRUNs for this stream and for one that does not exist, an unknown event code,
+    /// PCM_PERIOD_ELAPSED.
+    #[arg(long, value_name = "N", help_heading = "Fault injection")]
+    pub fault_event_flood: Option<i64>,
+    /// With each completed period, N (1 to 64) extra notifications on the rx and control
+    /// queues with nothing new in their used rings.
+    #[arg(long, value_name = "N", help_heading = "Fault injection")]
+    pub fault_spurious_notify: Option<i64>,
     /// Serve one connection, then exit (default: serve connections until stopped).
     #[arg(long)]
     pub once: bool,
@@ -182,6 +206,14 @@ impl Cli {
             f.seed = self.fault_seed.or(f.seed);
             f.stall_at_ms = self.fault_stall_at_ms.or(f.stall_at_ms);
             f.stall_ms = self.fault_stall_ms.or(f.stall_ms);
+            if let Some(status) = &self.fault_status {
+                f.status = Some(crate::faults::StatusConfig::Name(status.clone()));
+            }
+            f.used_len_extra = self.fault_used_len_extra.or(f.used_len_extra);
+            f.used_len_short = self.fault_used_len_short.or(f.used_len_short);
+            f.lie_every = self.fault_lie_every.or(f.lie_every);
+            f.event_flood = self.fault_event_flood.or(f.event_flood);
+            f.spurious_notify = self.fault_spurious_notify.or(f.spurious_notify);
             if let Some(source) = &self.signal {
                 s.channels = vec![ChannelConfig {
                     source: source.clone(),
@@ -277,6 +309,36 @@ mod tests {
     }
 
     #[test]
+    fn lying_device_flags_reach_every_stream() {
+        use crate::faults::{FaultStatus, UsedLenLie};
+        let s = parse(&[
+            "--socket-path",
+            "/s",
+            "--streams",
+            "2",
+            "--fault-error-every",
+            "3",
+            "--fault-status",
+            "0x1234",
+            "--fault-used-len-extra",
+            "4096",
+            "--fault-lie-every",
+            "2",
+            "--fault-event-flood",
+            "4",
+            "--fault-spurious-notify",
+            "2",
+        ])
+        .expect("flags");
+        for c in &s.streams {
+            let f = c.faults;
+            assert_eq!((f.error_every, f.error_status), (3, FaultStatus::Code(0x1234)));
+            assert_eq!((f.used_len, f.lie_every), (Some(UsedLenLie::Extra(4096)), 2));
+            assert_eq!((f.event_flood, f.spurious_notify), (4, 2));
+        }
+    }
+
+    #[test]
     fn bad_flags_are_refused_with_the_value_named() {
         let e = parse(&["--socket-path", "/s", "--rates", "48000,44000"]).expect_err("rate");
         assert!(e.contains("44000 is not a virtio-snd rate"), "{e}");
@@ -292,6 +354,10 @@ mod tests {
         assert!(e.contains("frequency = NaN is out of range"), "{e}");
         let e = parse(&["--socket-path", "/s", "--stats-interval=-1"]).expect_err("stats");
         assert!(e.contains("--stats-interval"), "{e}");
+        let e = parse(&["--socket-path", "/s", "--fault-status", "loud"]).expect_err("status");
+        assert!(e.contains("stream[0].faults.status = \"loud\" is not a status"), "{e}");
+        let e = parse(&["--socket-path", "/s", "--fault-used-len-short", "9"]).expect_err("short");
+        assert!(e.contains("used_len_short = 9 is out of range"), "{e}");
         let e = parse(&["--config", "/nonexistent/daq.toml"]).expect_err("file");
         assert!(e.contains("/nonexistent/daq.toml"), "{e}");
     }

@@ -40,10 +40,19 @@ pub fn stats_line(stats: &DeviceStats, prev: &DeviceStats, secs: f64) -> String 
         let f = s.faults;
         if f != FaultStats::default() {
             parts.push(format!(
-                "stream {i} faults: {} dropped, {} errors, {} withheld, {} delayed, {} stalls",
-                f.dropped, f.errors, f.withheld, f.delayed, f.stalls
+                "stream {i} faults: {} dropped, {} errors, {} withheld, {} delayed, {} stalls, {} lies",
+                f.dropped, f.errors, f.withheld, f.delayed, f.stalls, f.lies
             ));
         }
+    }
+    if stats.spurious_events > 0 || stats.spurious_notifications > 0 {
+        parts.push(format!(
+            "spurious events {}, spurious notifications {}",
+            stats.spurious_events, stats.spurious_notifications
+        ));
+    }
+    if let Some(e) = stats.broken {
+        parts.push(format!("BROKEN until reset: {e}"));
     }
     format!(
         "{}; rx interrupts {}; control requests {} ({} refused); bad chains {}",

@@ -14,8 +14,31 @@
 //!   sample clock produced it. Periods stay in order.
 //! - `stall_at_ms`, `stall_ms`: after each START, from `stall_at_ms` on, nothing completes for
 //!   `stall_ms`; the clock runs on (periods that find the FIFO full are lost and counted).
+//! - `status = "io_err" | "bad_msg" | "not_supp" | N`: the status of `error_every`'s
+//!   completions (default `io_err`); a number is any status code, the spec's or not (e.g.
+//!   `0x1234`).
+//!
+//! A lying device, for testing how a driver copes with a device it cannot trust (what hardened
+//! drivers must survive; each lie is in what the device reports, never in what it writes: it
+//! writes nothing outside the buffer the driver posted):
+//!
+//! - `used_len_extra = N`: the used length of rx completions and control responses is N bytes
+//!   (1 to 16 MiB) more than the device wrote.
+//! - `used_len_short = L`: the used length is L bytes (0 to 7), shorter than the status the
+//!   device wrote (8 bytes for rx, the 4-byte header for control; control gets at most 3).
+//! - `lie_every = N`: `used_len_extra` and `used_len_short` lie on every Nth rx completion and
+//!   every Nth control response (default 1: every one).
+//! - `event_flood = N`: with each completed period, up to N (1 to 64) spurious events, while
+//!   event buffers wait: in turn an XRUN for this stream, an XRUN for a stream that does not
+//!   exist, an unknown event code (0x7fff) and a PCM_PERIOD_ELAPSED (a feature not offered).
+//! - `spurious_notify = N`: with each completed period, N (1 to 64) extra used-buffer
+//!   notifications on the rx and the control queue, with nothing new in their used rings.
+//!
+//! Control responses lie with the faults of the stream the request names (a PCM command's
+//! stream id), or of stream 0 for requests that name none (queries, unknown codes).
 
 use serde::Deserialize;
+use vdaq_proto::virtio_snd::code;
 
 /// `[stream.faults]` as written.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -29,10 +52,103 @@ pub struct FaultsConfig {
     pub seed: Option<u64>,
     pub stall_at_ms: Option<f64>,
     pub stall_ms: Option<f64>,
+    pub status: Option<StatusConfig>,
+    pub used_len_extra: Option<i64>,
+    pub used_len_short: Option<i64>,
+    pub lie_every: Option<i64>,
+    pub event_flood: Option<i64>,
+    pub spurious_notify: Option<i64>,
+}
+
+/// `status` as written: a name or a number.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum StatusConfig {
+    /// `io_err`, `bad_msg`, `not_supp` or a number as text (`0x1234`, `4660`).
+    Name(String),
+    /// A number.
+    Code(i64),
+}
+
+/// The status of an injected error completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultStatus {
+    /// VIRTIO_SND_S_IO_ERR.
+    IoErr,
+    /// VIRTIO_SND_S_BAD_MSG.
+    BadMsg,
+    /// VIRTIO_SND_S_NOT_SUPP.
+    NotSupp,
+    /// Any other status code, the spec's or not.
+    Code(u32),
+}
+
+/// Why a `status` value was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a status (io_err, bad_msg, not_supp or a number from 0 to 0xffffffff)")]
+pub struct BadStatus(pub String);
+
+impl TryFrom<&str> for FaultStatus {
+    type Error = BadStatus;
+
+    fn try_from(s: &str) -> Result<Self, BadStatus> {
+        let number = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+            None => s.parse::<u32>().ok(),
+        };
+        match (s.to_ascii_lowercase().as_str(), number) {
+            ("io_err", _) => Ok(Self::IoErr),
+            ("bad_msg", _) => Ok(Self::BadMsg),
+            ("not_supp", _) => Ok(Self::NotSupp),
+            (_, Some(n)) => Ok(Self::from(n)),
+            _ => Err(BadStatus(s.to_string())),
+        }
+    }
+}
+
+impl From<u32> for FaultStatus {
+    fn from(n: u32) -> Self {
+        match n {
+            code::S_IO_ERR => Self::IoErr,
+            code::S_BAD_MSG => Self::BadMsg,
+            code::S_NOT_SUPP => Self::NotSupp,
+            n => Self::Code(n),
+        }
+    }
+}
+
+impl From<FaultStatus> for u32 {
+    fn from(s: FaultStatus) -> u32 {
+        match s {
+            FaultStatus::IoErr => code::S_IO_ERR,
+            FaultStatus::BadMsg => code::S_BAD_MSG,
+            FaultStatus::NotSupp => code::S_NOT_SUPP,
+            FaultStatus::Code(n) => n,
+        }
+    }
+}
+
+/// A used length that lies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsedLenLie {
+    /// This many bytes more than were written.
+    Extra(u32),
+    /// This many bytes in all, fewer than the status written.
+    Short(u32),
+}
+
+impl UsedLenLie {
+    /// The used length reported for `written` bytes, of which the status is `status_len`.
+    pub fn apply(self, written: u32, status_len: u32) -> u32 {
+        match self {
+            Self::Extra(n) => written.saturating_add(n),
+            Self::Short(l) => l.min(status_len.saturating_sub(1)),
+        }
+    }
 }
 
 /// The faults of one stream, validated. The default injects nothing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FaultPlan {
     pub drop_every: u64,
     pub error_every: u64,
@@ -42,10 +158,43 @@ pub struct FaultPlan {
     pub seed: u64,
     /// (from START, for) in ns.
     pub stall: Option<(u64, u64)>,
+    /// Status of the error completions.
+    pub error_status: FaultStatus,
+    /// The used-length lie, if any.
+    pub used_len: Option<UsedLenLie>,
+    /// Lie on every Nth completion or response (1 when lying on all).
+    pub lie_every: u64,
+    /// Spurious events per completed period.
+    pub event_flood: u32,
+    /// Extra notifications per completed period.
+    pub spurious_notify: u32,
+}
+
+impl Default for FaultPlan {
+    fn default() -> Self {
+        Self {
+            drop_every: 0,
+            error_every: 0,
+            withhold_every: 0,
+            delay_ns: 0,
+            jitter_ns: 0,
+            seed: 0,
+            stall: None,
+            error_status: FaultStatus::IoErr,
+            used_len: None,
+            lie_every: 1,
+            event_flood: 0,
+            spurious_notify: 0,
+        }
+    }
 }
 
 /// The longest delay or stall accepted: one minute.
 const MAX_MS: f64 = 60_000.0;
+/// The largest `used_len_extra`: 16 MiB.
+const MAX_EXTRA: i64 = 16 << 20;
+/// The most spurious events or notifications per period.
+const MAX_PER_PERIOD: i64 = 64;
 
 impl FaultsConfig {
     /// Checks every value; `at` names the table (e.g. `stream[1].faults`).
@@ -65,7 +214,38 @@ impl FaultsConfig {
             (at_ms, Some(len)) => Some((ms("stall_at_ms", at_ms)?, ms("stall_ms", Some(len))?)),
             (Some(_), None) => return Err(format!("{at}.stall_at_ms needs stall_ms")),
         };
+        let range = |name: &str, v: Option<i64>, min: i64, max: i64| match v {
+            None => Ok(None),
+            Some(n) if (min..=max).contains(&n) => Ok(Some(n as u32)),
+            Some(n) => Err(format!("{at}.{name} = {n} is out of range ({min} to {max})")),
+        };
+        let used_len = match (
+            range("used_len_extra", self.used_len_extra, 1, MAX_EXTRA)?,
+            range("used_len_short", self.used_len_short, 0, 7)?,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(format!("{at}: used_len_extra and used_len_short exclude each other"))
+            }
+            (Some(n), None) => Some(UsedLenLie::Extra(n)),
+            (None, Some(l)) => Some(UsedLenLie::Short(l)),
+            (None, None) => None,
+        };
+        let error_status = match &self.status {
+            None => FaultStatus::IoErr,
+            Some(StatusConfig::Name(name)) => {
+                FaultStatus::try_from(name.as_str()).map_err(|e| format!("{at}.status = {e}"))?
+            }
+            Some(StatusConfig::Code(n)) => u32::try_from(*n)
+                .map(FaultStatus::from)
+                .map_err(|_| format!("{at}.status = {n} is out of range (0 to 0xffffffff)"))?,
+        };
         Ok(FaultPlan {
+            error_status,
+            used_len,
+            lie_every: every("lie_every", self.lie_every)?.max(1),
+            event_flood: range("event_flood", self.event_flood, 1, MAX_PER_PERIOD)?.unwrap_or(0),
+            spurious_notify: range("spurious_notify", self.spurious_notify, 1, MAX_PER_PERIOD)?
+                .unwrap_or(0),
             drop_every: every("drop_every", self.drop_every)?,
             error_every: every("error_every", self.error_every)?,
             withhold_every: every("withhold_every", self.withhold_every)?,
@@ -90,6 +270,8 @@ pub struct FaultStats {
     pub delayed: u64,
     /// Stalls begun.
     pub stalls: u64,
+    /// Used lengths that lied.
+    pub lies: u64,
 }
 
 impl std::ops::AddAssign for FaultStats {
@@ -99,6 +281,7 @@ impl std::ops::AddAssign for FaultStats {
         self.withheld += o.withheld;
         self.delayed += o.delayed;
         self.stalls += o.stalls;
+        self.lies += o.lies;
     }
 }
 
@@ -109,6 +292,8 @@ pub struct Faults {
     produced: u64,
     completed: u64,
     notified: u64,
+    rx_lies: u64,
+    control_lies: u64,
     /// The stall window of the current START, in CLOCK_MONOTONIC ns.
     stall_window: Option<(u64, u64)>,
     stall_counted: bool,
@@ -196,6 +381,32 @@ impl Faults {
         let error = nth(&mut self.completed, self.plan.error_every);
         self.stats.errors += u64::from(error);
         error
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &FaultPlan {
+        &self.plan
+    }
+
+    /// The status of an error completion.
+    pub fn error_status(&self) -> u32 {
+        self.plan.error_status.into()
+    }
+
+    /// The used-length lie of the rx buffer being completed, if it lies.
+    pub fn rx_lie(&mut self) -> Option<UsedLenLie> {
+        let lie = self.plan.used_len?;
+        let now = nth(&mut self.rx_lies, self.plan.lie_every);
+        self.stats.lies += u64::from(now);
+        now.then_some(lie)
+    }
+
+    /// The used-length lie of the control response being written, if it lies.
+    pub fn control_lie(&mut self) -> Option<UsedLenLie> {
+        let lie = self.plan.used_len?;
+        let now = nth(&mut self.control_lies, self.plan.lie_every);
+        self.stats.lies += u64::from(now);
+        now.then_some(lie)
     }
 
     /// Whether the buffer being completed is announced by a notification.
@@ -287,6 +498,35 @@ mod tests {
     }
 
     #[test]
+    fn the_lies_are_configured_by_name_and_number() {
+        let p = plan("used_len_extra = 4096\nlie_every = 3\nstatus = \"bad_msg\"").unwrap();
+        assert_eq!(p.used_len, Some(UsedLenLie::Extra(4096)));
+        assert_eq!(p.error_status, FaultStatus::BadMsg);
+        for (text, want) in [
+            ("status = \"io_err\"", code::S_IO_ERR),
+            ("status = \"NOT_SUPP\"", code::S_NOT_SUPP),
+            ("status = \"0x1234\"", 0x1234),
+            ("status = 0x8001", code::S_BAD_MSG),
+            ("status = 7", 7),
+        ] {
+            assert_eq!(u32::from(plan(text).unwrap().error_status), want, "{text}");
+        }
+        let mut f = Faults::new(p);
+        let lies: Vec<bool> = (0..6).map(|_| f.rx_lie().is_some()).collect();
+        assert_eq!(lies, [false, false, true, false, false, true]);
+        assert_eq!(f.control_lie(), None, "counted on its own");
+        assert_eq!(f.stats().lies, 2);
+        assert_eq!(UsedLenLie::Extra(4096).apply(168, 8), 4264);
+        assert_eq!(UsedLenLie::Short(7).apply(168, 8), 7);
+        assert_eq!(UsedLenLie::Short(7).apply(4, 4), 3, "control: shorter than its header");
+        let p = plan("used_len_short = 0\nevent_flood = 4\nspurious_notify = 2").unwrap();
+        assert_eq!(
+            (p.used_len, p.event_flood, p.spurious_notify),
+            (Some(UsedLenLie::Short(0)), 4, 2)
+        );
+    }
+
+    #[test]
     fn bad_values_are_refused_with_the_field_named() {
         for (text, want) in [
             ("drop_every = 0", "stream[0].faults.drop_every = 0 must be 1 or more"),
@@ -296,6 +536,14 @@ mod tests {
             ("stall_ms = 1e9", "stall_ms = 1000000000 is out of range"),
             ("stall_at_ms = 5.0", "stall_at_ms needs stall_ms"),
             ("drop = 3", "unknown field"),
+            ("used_len_extra = 0", "used_len_extra = 0 is out of range (1 to 16777216)"),
+            ("used_len_short = 8", "used_len_short = 8 is out of range (0 to 7)"),
+            ("used_len_extra = 4\nused_len_short = 1", "exclude each other"),
+            ("status = \"loud\"", "status = \"loud\" is not a status"),
+            ("status = -1", "status = -1 is out of range"),
+            ("event_flood = 65", "event_flood = 65 is out of range (1 to 64)"),
+            ("spurious_notify = 0", "spurious_notify = 0 is out of range"),
+            ("lie_every = 0", "lie_every = 0 must be 1 or more"),
         ] {
             let e = plan(text).unwrap_err();
             assert!(e.contains(want), "{text}: {e}");

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use vdaq_proto::virtio_snd::{code, pcm_feature, rate_hz, PcmSetParams};
 
 use crate::clock::SampleClock;
-use crate::faults::{FaultPlan, FaultStats, Faults};
+use crate::faults::{FaultPlan, FaultStats, Faults, UsedLenLie};
 use crate::fifo::Fifo;
 use crate::frames::{chunk_buffer, Frames};
 use crate::source::{Generator, StreamSignal};
@@ -153,6 +153,12 @@ pub struct Completion {
     pub xruns_before: u64,
     /// Whether the driver is notified of this completion (false: a withheld notification).
     pub notify: bool,
+    /// An injected lie about the used length.
+    pub lie: Option<UsedLenLie>,
+    /// Injected spurious events to send after this completion.
+    pub flood: u32,
+    /// Injected extra notifications after this completion.
+    pub spurious_notify: u32,
 }
 
 /// One capture stream.
@@ -247,6 +253,11 @@ impl<R> Stream<R> {
     /// Number of posted buffers waiting for data.
     pub fn posted(&self) -> usize {
         self.posted.len()
+    }
+
+    /// The used-length lie of a control response addressed to this stream, if it lies.
+    pub fn control_lie(&mut self) -> Option<UsedLenLie> {
+        self.faults.control_lie()
     }
 
     /// Entries of the per-period lists: the FIFO's runs, the gaps, the held periods (each at
@@ -542,13 +553,22 @@ impl<R> Stream<R> {
             let notify = self.faults.notify();
             let frame_bytes = self.fifo.frame_bytes();
             let frames = (n / frame_bytes) as u64;
+            let plan = *self.faults.plan();
+            let c = Completion {
+                status: code::S_OK,
+                latency_bytes,
+                xruns_before,
+                notify,
+                lie: self.faults.rx_lie(),
+                flood: plan.event_flood,
+                spurious_notify: plan.spurious_notify,
+            };
             if self.faults.error_completion() {
                 // An injected error: the frames are lost, the buffer comes back without them.
                 self.stats.frames_lost += frames;
-                let c = Completion { status: code::S_IO_ERR, latency_bytes, xruns_before, notify };
+                let c = Completion { status: self.faults.error_status(), ..c };
                 deliver(buffer.request, Frames::none(&mut self.chunk), c);
             } else {
-                let c = Completion { status: code::S_OK, latency_bytes, xruns_before, notify };
                 let data =
                     Frames::new(runs, n, self.generator.as_mut(), &mut self.chunk, frame_bytes);
                 if deliver(buffer.request, data, c) {
@@ -765,7 +785,15 @@ mod tests {
         assert_eq!(done[1].1, (80..160).collect::<Vec<u16>>());
         assert_eq!(
             done[1].2,
-            Completion { status: code::S_OK, latency_bytes: 0, xruns_before: 0, notify: true }
+            Completion {
+                status: code::S_OK,
+                latency_bytes: 0,
+                xruns_before: 0,
+                notify: true,
+                lie: None,
+                flood: 0,
+                spurious_notify: 0
+            }
         );
     }
 

@@ -47,6 +47,7 @@ fuzz_target!(|input: &[u8]| {
         jitter_ns: 3_000_000,
         seed: 1,
         stall: Some((20_000_000, 15_000_000)),
+        ..Default::default()
     };
     let mut device: Device<u32> = Device::new(vec![
         caps(true, Default::default()),
