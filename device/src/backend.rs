@@ -29,6 +29,7 @@ use crate::chain::Chain;
 use crate::control::Device;
 use crate::faults::UsedLenLie;
 use crate::frames::Frames;
+use crate::ratelimit::refusal;
 use crate::stream::{StreamCaps, StreamStats};
 
 /// Guest memory as the daemon hands it over.
@@ -336,10 +337,20 @@ impl VdaqBackend {
             let inflight = &mut self.inflight[usize::from(queue::CONTROL)];
             let chain = match Chain::parse(desc, mem) {
                 Ok(c) => c,
-                Err((head, e)) => {
-                    warn!("control: refusing a descriptor chain: {e}");
+                Err(r) => {
+                    refusal(format_args!("control: refusing a descriptor chain: {}", r.error));
                     self.stats.bad_chains += 1;
-                    add_used(vring, inflight, head, 0);
+                    // The response's place is known (the start of the writable part): the
+                    // refusal gets its status there when it fits.
+                    let bad = Hdr::new(code::S_BAD_MSG);
+                    let len = if r.partial.writable_len() >= size_of::<Hdr>()
+                        && r.partial.write_at(mem, 0, bad.as_bytes()).is_ok()
+                    {
+                        size_of::<Hdr>() as u32
+                    } else {
+                        0
+                    };
+                    add_used(vring, inflight, r.head, len);
                     used = true;
                     continue;
                 }
@@ -374,7 +385,7 @@ impl VdaqBackend {
             let mut len = match chain.write_at(mem, 0, &response) {
                 Ok(()) => response.len() as u32,
                 Err(e) => {
-                    warn!("control: cannot write the response: {e}");
+                    refusal(format_args!("control: cannot write the response: {e}"));
                     0
                 }
             };
@@ -447,10 +458,12 @@ impl VdaqBackend {
         for desc in chains {
             let chain = match Chain::parse(desc, mem) {
                 Ok(c) => c,
-                Err((head, e)) => {
-                    warn!("rx: refusing a descriptor chain: {e}");
+                Err(r) => {
+                    // The status goes after the frames, at the chain's end: for a chain refused
+                    // whole, where that is is not known, and nothing is written.
+                    refusal(format_args!("rx: refusing a descriptor chain: {}", r.error));
                     self.stats.bad_chains += 1;
-                    add_used(vring, &mut self.inflight[usize::from(queue::RX)], head, 0);
+                    add_used(vring, &mut self.inflight[usize::from(queue::RX)], r.head, 0);
                     round.add(true);
                     continue;
                 }
@@ -658,7 +671,10 @@ impl VdaqBackend {
                             .is_ok();
                     add_used(vring, inflight, chain.head, if ok { 8 } else { 0 });
                 }
-                Err((head, _)) => add_used(vring, inflight, head, 0),
+                Err(r) => {
+                    refusal(format_args!("tx: refusing a descriptor chain: {}", r.error));
+                    add_used(vring, inflight, r.head, 0);
+                }
             }
             used = true;
         }
@@ -733,7 +749,7 @@ fn take_chains<'a>(
 fn add_used(vring: &VringRwLock, inflight: &mut InFlight, head: u16, len: u32) {
     inflight.release(head);
     if let Err(e) = vring.add_used(head, len) {
-        warn!("cannot add a used buffer: {e}");
+        refusal(format_args!("cannot add a used buffer: {e}"));
     }
 }
 
@@ -790,12 +806,12 @@ fn complete_rx(
     let (code, frame_bytes) = if written {
         (code, n)
     } else {
-        warn!("rx: writing {n} bytes of frames into guest memory failed");
+        refusal(format_args!("rx: writing {n} bytes of frames into guest memory failed"));
         (code::S_IO_ERR, 0)
     };
     let ok = chain.write_at(mem, status_at, status(code, latency_bytes).as_bytes()).is_ok();
     if !ok {
-        warn!("rx: writing the status into guest memory failed");
+        refusal(format_args!("rx: writing the status into guest memory failed"));
     }
     let len = if ok { (frame_bytes + status_len) as u32 } else { 0 };
     // An injected lie changes the length reported, never what was written.
@@ -831,9 +847,9 @@ fn send_events(
                 sent += u64::from(ok);
             }
             Ok(chain) => add_used(vring, inflight, chain.head, 0),
-            Err((head, e)) => {
-                warn!("event: refusing a descriptor chain: {e}");
-                add_used(vring, inflight, head, 0);
+            Err(r) => {
+                refusal(format_args!("event: refusing a descriptor chain: {}", r.error));
+                add_used(vring, inflight, r.head, 0);
             }
         }
     }

@@ -21,13 +21,21 @@ pub struct Segment {
 }
 
 /// Why a chain was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
     /// A device-readable descriptor follows a device-writable one (VIRTIO 1.2, 2.7.4.2).
+    #[error("a readable descriptor follows a writable one")]
     ReadableAfterWritable,
     /// More than [`MAX_CHAIN_DESCRIPTORS`] descriptors.
+    #[error("more than {MAX_CHAIN_DESCRIPTORS} descriptors")]
     TooLong,
+    /// The chain has no descriptor, or its last says NEXT but no descriptor follows: a next
+    /// index past the table, a loop, an indirect table inside one or a bad table length, or
+    /// more than 4 GiB (virtio-queue ends such a chain early; the device refuses it whole).
+    #[error("the chain is malformed (empty, or cut short by a bad next, a loop or a bad indirect table)")]
+    Malformed,
     /// A descriptor points outside guest memory.
+    #[error("descriptor {addr:#x}+{len:#x} is outside guest memory")]
     OutsideGuestMemory {
         /// Start of the descriptor's buffer.
         addr: u64,
@@ -36,20 +44,16 @@ pub enum ChainError {
     },
 }
 
-impl std::fmt::Display for ChainError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::ReadableAfterWritable => {
-                write!(f, "a readable descriptor follows a writable one")
-            }
-            Self::TooLong => {
-                write!(f, "more than {MAX_CHAIN_DESCRIPTORS} descriptors")
-            }
-            Self::OutsideGuestMemory { addr, len } => {
-                write!(f, "descriptor {addr:#x}+{len:#x} is outside guest memory")
-            }
-        }
-    }
+/// A chain the device refuses: its head (to return it with), why, and the part of it read
+/// before the error (every segment of which lies in guest memory), where a status may go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// Head descriptor index.
+    pub head: u16,
+    /// Why.
+    pub error: ChainError,
+    /// The segments read before the error.
+    pub partial: Chain,
 }
 
 /// A descriptor chain's buffers, in order, with the head index to complete it with.
@@ -64,36 +68,39 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// Takes a chain apart. Every segment is checked to lie within `mem`.
-    pub fn parse<M>(
-        chain: DescriptorChain<M>,
-        mem: &impl GuestMemory,
-    ) -> Result<Self, (u16, ChainError)>
+    /// Takes a chain apart. Every segment is checked to lie within `mem`; a chain that
+    /// virtio-queue ended early (its last descriptor says NEXT) is refused, not cut short.
+    pub fn parse<M>(chain: DescriptorChain<M>, mem: &impl GuestMemory) -> Result<Self, Refused>
     where
         M: Deref,
         M::Target: GuestMemory,
     {
         let head = chain.head_index();
         let mut out = Chain { head, ..Chain::default() };
+        let refuse = |error, partial| Err(Refused { head, error, partial });
+        // Before the first descriptor, one is owed.
+        let mut more = true;
         for (n, desc) in chain.enumerate() {
             if n >= MAX_CHAIN_DESCRIPTORS {
-                return Err((head, ChainError::TooLong));
+                return refuse(ChainError::TooLong, out);
             }
+            more = desc.has_next();
             let seg = Segment { addr: desc.addr(), len: desc.len() as usize };
             let access = if desc.is_write_only() { Permissions::Write } else { Permissions::Read };
             if !mem.check_range(seg.addr, seg.len, access) {
-                return Err((
-                    head,
-                    ChainError::OutsideGuestMemory { addr: seg.addr.0, len: desc.len() },
-                ));
+                let error = ChainError::OutsideGuestMemory { addr: seg.addr.0, len: desc.len() };
+                return refuse(error, out);
             }
             if desc.is_write_only() {
                 out.writable.push(seg);
             } else if out.writable.is_empty() {
                 out.readable.push(seg);
             } else {
-                return Err((head, ChainError::ReadableAfterWritable));
+                return refuse(ChainError::ReadableAfterWritable, out);
             }
+        }
+        if more {
+            return refuse(ChainError::Malformed, out);
         }
         Ok(out)
     }

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod faults;
 pub mod fifo;
 pub mod frames;
+pub mod ratelimit;
 pub mod recording;
 pub mod source;
 pub mod stream;

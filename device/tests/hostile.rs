@@ -151,3 +151,76 @@ fn a_chain_of_more_descriptors_than_the_device_keeps_is_refused_not_held() {
     assert_eq!(h.stats().bad_chains, 1);
     h.finish().expect("clean disconnect");
 }
+
+/// Posts an rx message of raw descriptors (header, frames, status) whose status descriptor
+/// says NEXT to `next` (with `indirect`, an index in the table), or is followed by `extra`.
+fn post_malformed(
+    h: &mut Harness,
+    indirect: bool,
+    next: Option<u16>,
+    extra: Option<support::RawDesc>,
+) -> (u16, support::RxBuffer) {
+    let xfer = h.mem.alloc(4, 4);
+    h.mem.write(xfer, &0u32.to_le_bytes());
+    let data = h.mem.alloc(PERIOD as usize, 8);
+    let status = h.mem.alloc(8, 8);
+    let w = support::VIRTQ_DESC_F_WRITE;
+    let mut descs = vec![
+        support::RawDesc { addr: xfer, len: 4, flags: 0 },
+        support::RawDesc { addr: data, len: PERIOD, flags: w },
+        support::RawDesc {
+            addr: status,
+            len: 8,
+            flags: w | if next.is_some() { support::VIRTQ_DESC_F_NEXT } else { 0 },
+        },
+    ];
+    descs.extend(extra);
+    let head = h.queues[3].add_raw_next(&mut h.mem, &descs, indirect, next.unwrap_or(0));
+    (head, support::RxBuffer { head, xfer, data, payload: PERIOD, status })
+}
+
+#[test]
+fn a_chain_cut_short_by_a_bad_next_or_a_nested_table_is_refused_not_used_as_if_whole() {
+    let mut h = prepared(false);
+    assert_eq!(h.pcm(code::R_PCM_START, 0), code::S_OK);
+    let nested = support::RawDesc { addr: 0x1000, len: 16, flags: support::VIRTQ_DESC_F_INDIRECT };
+    let cases = [
+        ("next past the queue", false, Some(200), None),
+        ("next past the indirect table", true, Some(9), None),
+        ("an indirect table inside one", true, None, Some(nested)),
+    ];
+    for (i, (name, indirect, next, extra)) in cases.into_iter().enumerate() {
+        let (head, b) = post_malformed(&mut h, indirect, next, extra);
+        let used = h.wait_rx(1, SEC);
+        assert_eq!(used, vec![support::Used { id: head, len: 0 }], "{name}: refused");
+        assert_eq!(h.mem.read(b.status, 8), vec![0; 8], "{name}: no status where none is known");
+        assert_eq!(h.mem.read(b.data, PERIOD as usize), vec![0; PERIOD as usize], "{name}");
+        assert_eq!(h.stats().bad_chains, i as u64 + 1, "{name}: counted");
+    }
+    // The next good buffer is served.
+    let b = h.post_rx(0, PERIOD, false);
+    assert_eq!(h.wait_rx(1, SEC), vec![support::Used { id: b.head, len: PERIOD + 8 }]);
+    h.finish().expect("clean disconnect");
+}
+
+#[test]
+fn a_control_request_cut_short_gets_bad_msg_and_changes_nothing() {
+    let mut h = Harness::start(vec![caps(true)], false);
+    let req = h.mem.alloc(24, 8);
+    h.mem.write(req, support::set_params(0, 8_000, 1, BUFFER, PERIOD, false).as_bytes());
+    let resp = h.mem.alloc(4, 4);
+    let descs = [
+        support::RawDesc { addr: req, len: 24, flags: 0 },
+        support::RawDesc {
+            addr: resp,
+            len: 4,
+            flags: support::VIRTQ_DESC_F_WRITE | support::VIRTQ_DESC_F_NEXT,
+        },
+    ];
+    let head = h.queues[0].add_raw_next(&mut h.mem, &descs, false, 300);
+    let used = h.queues[0].wait_used(&h.mem, 1, SEC);
+    assert_eq!(used, vec![support::Used { id: head, len: 4 }]);
+    assert_eq!(h.mem.read(resp, 4), code::S_BAD_MSG.to_le_bytes(), "refused");
+    assert_eq!(h.pcm(code::R_PCM_PREPARE, 0), code::S_BAD_MSG, "the parameters were not set");
+    h.finish().expect("clean disconnect");
+}

@@ -164,18 +164,26 @@ impl Queue {
     /// Makes a chain of raw descriptors available (in the ring, or in an indirect table) and
     /// kicks; returns the head id.
     pub fn add_raw(&mut self, mem: &mut GuestMem, descs: &[RawDesc], indirect: bool) -> u16 {
+        self.add_raw_next(mem, descs, indirect, 0)
+    }
+
+    /// As [`Self::add_raw`], with `last_next` in the `next` field of the last descriptor (a
+    /// chain whose last descriptor says NEXT points there).
+    pub fn add_raw_next(
+        &mut self,
+        mem: &mut GuestMem,
+        descs: &[RawDesc],
+        indirect: bool,
+        last_next: u16,
+    ) -> u16 {
         let head;
         if indirect {
             let table = mem.alloc(16 * descs.len(), 16);
             for (i, d) in descs.iter().enumerate() {
                 let last = i + 1 == descs.len();
                 let flags = if last { d.flags } else { d.flags | VIRTQ_DESC_F_NEXT };
-                Self::write_desc(
-                    mem,
-                    table + 16 * i as u64,
-                    RawDesc { flags, ..*d },
-                    (i + 1) as u16,
-                );
+                let next = if last { last_next } else { (i + 1) as u16 };
+                Self::write_desc(mem, table + 16 * i as u64, RawDesc { flags, ..*d }, next);
             }
             head = self.free.pop().expect("free descriptor");
             let d = RawDesc {
@@ -191,7 +199,7 @@ impl Queue {
             for (i, d) in descs.iter().enumerate() {
                 let last = i + 1 == descs.len();
                 let flags = if last { d.flags } else { d.flags | VIRTQ_DESC_F_NEXT };
-                let next = if last { 0 } else { ids[i + 1] };
+                let next = if last { last_next } else { ids[i + 1] };
                 Self::write_desc(
                     mem,
                     self.desc + 16 * u64::from(ids[i]),
