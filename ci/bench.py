@@ -45,10 +45,10 @@ import e2e  # noqa: E402  (the scenario runner: boots, guest scripts, logs)
 ROOT = e2e.ROOT
 SCHEMA = "vdaq-bench/1"
 
-FULL = {"latency_seconds": 10, "paced_seconds": 60, "frames": 16 << 20, "device_run_ms": 700,
+FULL = {"check_seconds": 0.5, "latency_seconds": 10, "paced_seconds": 60, "frames": 16 << 20, "device_run_ms": 700,
         "irq_frames": 1 << 22, "rng_reads": 20000, "p6_seconds": 5, "p6_runs": 10,
         "p6_peer_sources": ["fifo", "file"]}
-SMOKE = {"latency_seconds": 1, "paced_seconds": 2, "frames": 1 << 18, "device_run_ms": 100,
+SMOKE = {"check_seconds": 0.05, "latency_seconds": 1, "paced_seconds": 2, "frames": 1 << 18, "device_run_ms": 100,
          "irq_frames": 1 << 15, "rng_reads": 500, "p6_seconds": 1, "p6_runs": 2,
          "p6_peer_sources": ["fifo"]}
 # P6's capture settings: what vdaq, vhost-device-sound 0.3.0 (its rates stop at 48 kHz; its
@@ -308,7 +308,8 @@ def summarise(paced, freerun, p5, p6, durations, command, mode, accel):
     return {
         "schema": SCHEMA, "mode": mode, "command": command,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(accel),
-        "p1": {"guest_copy_bytes_per_s": copy, "free_run": free},
+        "p1": {"guest_copy_bytes_per_s": copy, "free_run": free,
+               "check": (paced.get("p1-check-bandwidth") or {}).get("results")},
         "breakdown": breakdown(free, p5, copy),
         "p2": p2, "p3": p3, "p4": p4, "p5": p5,
         "p6": {**{k: P6[k] for k in ("rate", "channels", "format", "period_frames")},
@@ -325,6 +326,8 @@ def check(results):
         problems.append("P1: no guest copy bandwidth")
     if len(p1["free_run"]) != 26 or any(not r["bytes_per_s"] for r in p1["free_run"]):
         problems.append(f"P1: {len(p1['free_run'])} free-run results of 26, or one without a rate")
+    if not p1["check"]:
+        problems.append("P1: no counter-check bandwidth")
     if not any(r["transport_and_driver_us"] for r in results["breakdown"]):
         problems.append("breakdown: no layer measured")
     p2 = results["p2"]
@@ -374,6 +377,12 @@ def report(results, plots, path):
         ratio = f"{r['ratio_to_copy']:.3f}" if r["ratio_to_copy"] else "-"
         lines.append(f"| {r['path']} | {r['check']} | {r['period_bytes'] // 1024} KiB | {mb(r['bytes_per_s'])} "
                      f"| {ratio} | {r['interrupts']} |")
+    if results["p1"]["check"]:
+        lines += ["", "The counter check alone (16 MiB buffer, in the guest), against a copy of the same buffer:", "",
+                  "| format | channels | check MB/s | copy MB/s | check / copy |", "| --- | --- | --- | --- | --- |"]
+        for r in results["p1"]["check"]:
+            lines.append(f"| {r['format']} | {r['channels']} | {r['check_mb_s']:.0f} | {r['memcpy_mb_s']:.0f} "
+                         f"| {r['check_over_memcpy']:.2f} |")
     us = lambda v: f"{v:.0f}" if v is not None else "-"  # noqa: E731
     lines += ["", "## Where a period's time goes (us per period)", "",
               "Each guest layer is the difference of two P1 paths measured in the same boot; the device's "
