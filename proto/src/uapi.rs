@@ -182,8 +182,14 @@ pod!(
     MmapRecord = 48
 );
 
-/// ioctl type ('V') shared by every vdaq ioctl.
-pub const IOC_TYPE: u32 = b'V' as u32;
+/// ioctl type shared by every vdaq ioctl: `'Y'` (0x59), numbers 0x00 to 0x1F.
+///
+/// Linux's list of ioctl types (Documentation/userspace-api/ioctl/ioctl-number.rst, 6.12)
+/// has no entry for `'Y'`, and no ioctl in the 6.12 source uses it; the block 0x00-0x1F
+/// leaves room to grow. (The type was `'V'` before: taken twice over, by linux/vt.h and
+/// linux/videodev2.h, so a vdaq ioctl sent to a terminal or a V4L2 node could mean something
+/// there.)
+pub const IOC_TYPE: u32 = b'Y' as u32;
 
 const IOC_WRITE: u32 = 1;
 const IOC_READ: u32 = 2;
@@ -230,14 +236,14 @@ mod tests {
 
     #[test]
     fn ioctl_numbers_match_linux_ior() {
-        // _IOR('V', 0x10, 128 bytes) as computed by <asm-generic/ioctl.h>.
-        assert_eq!(VDAQ_IOC_STATS, 0x8080_5610);
-        // _IOR('V', 1, 80), _IOW('V', 2, 32), _IO('V', 3), _IO('V', 4).
-        assert_eq!(VDAQ_IOC_INFO, 0x8050_5601);
-        assert_eq!(VDAQ_IOC_SET_PARAMS, 0x4020_5602);
-        assert_eq!((VDAQ_IOC_START, VDAQ_IOC_STOP), (0x5603, 0x5604));
-        // _IOR('V', 5, 48), _IOW('V', 6, 8).
-        assert_eq!((VDAQ_IOC_MMAP_LAYOUT, VDAQ_IOC_MMAP_ACK), (0x8030_5605, 0x4008_5606));
+        // _IOR('Y', 0x10, 128 bytes) as computed by <asm-generic/ioctl.h>.
+        assert_eq!(VDAQ_IOC_STATS, 0x8080_5910);
+        // _IOR('Y', 1, 80), _IOW('Y', 2, 32), _IO('Y', 3), _IO('Y', 4).
+        assert_eq!(VDAQ_IOC_INFO, 0x8050_5901);
+        assert_eq!(VDAQ_IOC_SET_PARAMS, 0x4020_5902);
+        assert_eq!((VDAQ_IOC_START, VDAQ_IOC_STOP), (0x5903, 0x5904));
+        // _IOR('Y', 5, 48), _IOW('Y', 6, 8).
+        assert_eq!((VDAQ_IOC_MMAP_LAYOUT, VDAQ_IOC_MMAP_ACK), (0x8030_5905, 0x4008_5906));
         assert_eq!(&PERIOD_MAGIC.to_le_bytes(), b"VDAQ");
     }
 }
