@@ -4,8 +4,11 @@
 #   images/build-initramfs.sh [plain|debug]
 #
 # It holds busybox-static, the kernel's modules, vdaq.ko, arecord with its libraries and ALSA's
-# configuration (the conformance client), the vdaq app (static), and the init script that runs
-# the host's guest script. Cached under $VDAQ_CACHE/initramfs by its inputs. Prints its path.
+# configuration (the conformance client), the vdaq app (static), the C example
+# examples/sigio-capture.c as /bin/vdaq-sigio-example (static, built here with the host's gcc
+# against proto/include/vdaq.h and Linux's uapi headers from linux-libc-dev), and the init
+# script that runs the host's guest script. Cached under $VDAQ_CACHE/initramfs by its inputs.
+# Prints its path.
 set -euo pipefail
 # shellcheck source=../ci/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../ci/lib.sh"
@@ -18,8 +21,10 @@ module=$("$VDAQ_ROOT/images/build-module.sh" "$variant")
 
 key=$( {
   echo "$kernel_dir"
-  hash_inputs "${BASH_SOURCE[0]}" "$VDAQ_ROOT/images/guest" "$app" "$module"
-  dpkg-query -W -f='${Version}\n' busybox-static alsa-utils libasound2
+  hash_inputs "${BASH_SOURCE[0]}" "$VDAQ_ROOT/images/guest" "$app" "$module" \
+    "$VDAQ_ROOT/examples/sigio-capture.c" "$VDAQ_ROOT/proto/include/vdaq.h"
+  dpkg-query -W -f='${Version}\n' busybox-static alsa-utils libasound2 libc6-dev linux-libc-dev
+  gcc -dumpfullversion
 } | sha256sum | cut -c1-16)
 out="$VDAQ_CACHE/initramfs/$variant-$key.cpio.gz"
 if [ -f "$out" ]; then
@@ -37,6 +42,9 @@ install -m 0755 "$VDAQ_ROOT/images/guest/init" "$stage/init"
 cp -a "$kernel_dir/modroot/lib/modules" "$stage/lib/"
 install -m 0755 "$app" "$stage/bin/vdaq"
 install -m 0644 "$module" "$stage/lib/modules/vdaq.ko"
+# The C example, static: the guest has no libc.
+gcc -Wall -Wextra -Werror -O2 -static -I "$VDAQ_ROOT/proto/include" \
+  -o "$stage/bin/vdaq-sigio-example" "$VDAQ_ROOT/examples/sigio-capture.c"
 
 # A dynamically linked program with the libraries it loads.
 copy_with_libs() {
