@@ -9,7 +9,8 @@ Each file in ci/scenarios is one guest boot: its [boot] table gives the kernel v
 (`kernel`), the device's flags (`device`) or configuration file (`device_config`), a time limit
 (`timeout`), guest commands to run once (`setup`) and before each scenario (`before_each`),
 files to put in the guest's /mnt/host (`share`), whether to add vhost-device-rng (`rng`), the
-user to run the device as (`device_user`, when the suite runs as root), another backend to
+user to run the device as (`device_user`, when the suite runs as root), extra guest kernel
+arguments (`append`), another backend to
 run instead of vdaq-device (`device_cmd`, relative to the repository, given the socket and
 `device`), and `sound = "qemu"` for QEMU's own virtio-sound-pci (`-audiodev none`) with no
 backend at all (ci/vm.sh's VM_SOUND); its scenarios run in order in that boot, each with a `run` snippet
@@ -404,6 +405,9 @@ def run_boot(boot, scenarios, live):
                VM_RNG="1" if boot.cfg.get("rng") else "0")
     if boot.cfg.get("device_user"):
         env["VM_DEVICE_USER"] = boot.cfg["device_user"]
+    if boot.cfg.get("append"):
+        # Extra guest kernel arguments (e.g. panic_on_warn=1: a warning ends the boot).
+        env["VM_APPEND"] = boot.cfg["append"]
     if boot.cfg.get("sound"):
         # "qemu": QEMU's own sound device instead of a vhost-user backend (no device process).
         env["VM_SOUND"] = boot.cfg["sound"]
