@@ -6,6 +6,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use log::{debug, error, warn};
@@ -67,6 +68,19 @@ pub enum GuestError {
         queue: u16,
         /// The head.
         head: u16,
+    },
+    /// The available index is more than the queue's size past the last chain the device took
+    /// (VIRTIO 1.2, 2.7.6: the driver makes at most the queue's size of chains available).
+    #[error("queue {queue}: the available index {avail} is more than {size} past {taken}")]
+    AvailIndexTooFar {
+        /// Queue index.
+        queue: u16,
+        /// The driver's available index.
+        avail: u16,
+        /// The index of the next chain the device takes.
+        taken: u16,
+        /// The queue's size.
+        size: u16,
     },
     /// A head past the queue's size.
     #[error("queue {queue}: head {head} is past the queue size {size}")]
@@ -171,12 +185,34 @@ pub struct VdaqBackend {
     resume_pending: [bool; queue::COUNT],
     /// Chains taken, buffers completed and events sent in the last event.
     work: usize,
+    clock: Clock,
 }
 
 fn now_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)
+}
+
+/// Where the backend reads the time: CLOCK_MONOTONIC, or a clock its user sets (the fuzz
+/// target drives time itself).
+#[derive(Clone, Debug, Default)]
+pub enum Clock {
+    /// CLOCK_MONOTONIC.
+    #[default]
+    Monotonic,
+    /// Nanoseconds set by the user.
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    /// The time in ns.
+    pub fn now_ns(&self) -> u64 {
+        match self {
+            Self::Monotonic => now_ns(),
+            Self::Manual(ns) => ns.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl VdaqBackend {
@@ -219,6 +255,7 @@ impl VdaqBackend {
             resume: EventFd::new(EFD_NONBLOCK)?,
             resume_pending: [false; queue::COUNT],
             work: 0,
+            clock: Clock::Monotonic,
         };
         // Statistics are readable (all zero) before the first event.
         if let Ok(mut shared) = backend.shared.lock() {
@@ -275,6 +312,16 @@ impl VdaqBackend {
     /// The epoll `data` value of the resume event.
     pub fn resume_event() -> u16 {
         RESUME_EVENT
+    }
+
+    /// Reads the time from `clock` from now on.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    /// The streams (their state, held buffers and bookkeeping).
+    pub fn streams(&self) -> &[crate::stream::Stream<Chain>] {
+        self.device.streams()
     }
 
     /// Chains the device holds on queue `q` (at most the queue's size).
@@ -364,7 +411,7 @@ impl VdaqBackend {
             };
             let response = match &request {
                 Some(request) => {
-                    self.device.handle_control(request, chain.writable_len(), now_ns())
+                    self.device.handle_control(request, chain.writable_len(), self.clock.now_ns())
                 }
                 None if chain.writable_len() >= size_of::<Hdr>() => {
                     Hdr::new(code::S_BAD_MSG).as_bytes().to_vec()
@@ -533,7 +580,7 @@ impl VdaqBackend {
     ) -> io::Result<()> {
         let rx = &vrings[usize::from(queue::RX)];
         let events = &vrings[usize::from(queue::EVENT)];
-        let now = now_ns();
+        let now = self.clock.now_ns();
         let event_idx = self.event_idx;
         let mut events_used = false;
         let mut guest_error = None;
@@ -727,12 +774,19 @@ fn take_chains<'a>(
 ) -> Result<(Vec<virtio_queue::DescriptorChain<&'a GuestMemoryMmap>>, bool), GuestError> {
     let size = vring.get_ref().get_queue().size();
     let mut chains = Vec::new();
-    loop {
+    // Each round but the last takes a chain (or returns): at most the budget's rounds.
+    for _ in 0..=CHAINS_PER_EVENT {
         if event_idx {
             let _ = vring.disable_notification();
         }
         while chains.len() < CHAINS_PER_EVENT {
-            let Some(desc) = pop(vring, mem) else { break };
+            let Some(desc) = pop(vring, mem) else {
+                // virtio-queue takes nothing from a ring whose available index is more than
+                // its size ahead, and says nothing: a broken guest, which would otherwise keep
+                // this loop (re-enabling notifications finds entries) going for ever.
+                check_avail_index(vring, mem, q, size)?;
+                break;
+            };
             inflight.take(q, desc.head_index(), size)?;
             chains.push(desc);
         }
@@ -742,6 +796,25 @@ fn take_chains<'a>(
         if !event_idx || !vring.enable_notification().unwrap_or(false) {
             return Ok((chains, false));
         }
+    }
+    Ok((chains, true))
+}
+
+/// Checks that queue `q`'s available index is at most `size` past the next chain to take.
+fn check_avail_index(
+    vring: &VringRwLock,
+    mem: &GuestMemoryMmap,
+    q: u16,
+    size: u16,
+) -> Result<(), GuestError> {
+    let state = vring.get_ref();
+    let queue = state.get_queue();
+    let taken = queue.next_avail();
+    match queue.avail_idx(mem, std::sync::atomic::Ordering::Acquire) {
+        Ok(avail) if avail.0.wrapping_sub(taken) > size => {
+            Err(GuestError::AvailIndexTooFar { queue: q, avail: avail.0, taken, size })
+        }
+        _ => Ok(()),
     }
 }
 

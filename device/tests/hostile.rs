@@ -224,3 +224,27 @@ fn a_control_request_cut_short_gets_bad_msg_and_changes_nothing() {
     assert_eq!(h.pcm(code::R_PCM_PREPARE, 0), code::S_BAD_MSG, "the parameters were not set");
     h.finish().expect("clean disconnect");
 }
+
+#[test]
+fn an_available_index_moved_past_the_queue_size_breaks_the_device_and_keeps_no_thread() {
+    for event_idx in [true, false] {
+        let mut h = Harness::start(vec![caps(true)], event_idx);
+        assert_eq!(h.set_params(0, 8_000, 1, BUFFER, PERIOD, false), code::S_OK);
+        // 1000 entries "available" on a 64-entry ring: virtio-queue takes none of them, and
+        // with EVENT_IDX re-enabling notifications says there are some, forever.
+        h.queues[3].set_avail_idx(&mut h.mem, 1000);
+        std::thread::sleep(Duration::from_millis(100));
+        let st = h.stats();
+        assert!(
+            matches!(st.broken, Some(vdaq_device::backend::GuestError::AvailIndexTooFar { .. })),
+            "event_idx {event_idx}: {:?}",
+            st.broken
+        );
+        // The worker thread is free: after a reset it answers again.
+        let features = h.features;
+        h.fe.set_features(features).expect("set_features");
+        h.fe.get_features().expect("get_features");
+        assert_eq!(h.set_params(0, 8_000, 1, BUFFER, PERIOD, false), code::S_OK);
+        h.finish().expect("clean disconnect");
+    }
+}

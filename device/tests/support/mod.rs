@@ -240,6 +240,15 @@ impl Queue {
         self.call.read().unwrap_or(0)
     }
 
+    /// Sets the available index to `idx` (a driver may move it by at most the queue size
+    /// past what the device took) and kicks.
+    pub fn set_avail_idx(&mut self, mem: &mut GuestMem, idx: u16) {
+        self.avail_idx = idx;
+        mem.write_u16(self.avail + 2, idx);
+        fence(Ordering::SeqCst);
+        self.kick.write(1).expect("kick");
+    }
+
     /// Kicks the device without making anything new available.
     pub fn kick_again(&self) {
         self.kick.write(1).expect("kick");
