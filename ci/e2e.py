@@ -173,6 +173,7 @@ def host_app():
 #                         $OUT/stdout, $OUT/stderr and $OUT/dmesg.txt: snippets use other names)
 #   j                     the last line of stdout that is a JSON object (attribute access)
 #   f(name), t(name), num(name)   a file in $OUT as JSON, text, or a number
+#   fields(name)          a file in $OUT of `name value` lines (sysfs stats) as integers
 #   dmesg, device_log     this scenario's part of dmesg and of the device's log
 #   clean_capture(s, seconds)     an app summary with no error, an exact counter, enough
 #                         frames and the rate within 5%
@@ -206,6 +207,16 @@ def check_names(sc, sc_dir, app):
             return float(text(name).strip())
         except ValueError:
             raise CheckFailed(f"{name}: not a number: {text(name)[:100]!r}") from None
+
+    def fields(name):
+        """A file of `name value` lines (e.g. a sysfs stats file) as an object of integers."""
+        out = {}
+        for line in text(name).splitlines():
+            key, _, value = line.partition(" ")
+            need(value.strip().lstrip("-").isdigit(), f"{name}: not a `name value` line: {line!r}")
+            out[key] = int(value)
+        need(out, f"{name}: empty")
+        return to_j(out)
 
     def clean_capture(s, seconds):
         need(s is not None, "no JSON summary")
@@ -289,7 +300,7 @@ def check_names(sc, sc_dir, app):
     return {
         "rc": rc,
         "stdout": stdout, "stderr": text("stderr"), "j": last_json(stdout),
-        "f": f, "t": text, "num": num, "dmesg": text("dmesg.txt"), "device_log": device_log,
+        "f": f, "t": text, "num": num, "fields": fields, "dmesg": text("dmesg.txt"), "device_log": device_log,
         "clean_capture": clean_capture, "stalled": stalled, "tap_all_ok": tap_all_ok,
         "device_lost": device_lost, "arecord_ok": arecord_ok, "verify_counter": verify_counter,
         "faults": faults,

@@ -73,6 +73,25 @@ pub(crate) trait FileOperations: Send + Sync + Sized + 'static {
     fn mapping_opened(dev: ArcBorrow<'_, Self>);
     /// A mapping of the file went away (munmap(), exit, or a part split off).
     fn mapping_closed(dev: ArcBorrow<'_, Self>);
+    /// The text of the node's read-only sysfs file `stats` (/sys/class/misc/NAME/stats),
+    /// readable whoever holds the node (a local extension: upstream's `MiscDevice` has no
+    /// attributes).
+    fn show_stats(dev: &Self, out: &mut SysfsText<'_>) -> core::fmt::Result;
+}
+
+/// The page sysfs gives a `show` callback, filled with text.
+pub(crate) struct SysfsText<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl core::fmt::Write for SysfsText<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len.checked_add(s.len()).filter(|&e| e <= self.buf.len()).ok_or(core::fmt::Error)?;
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// A registered misc device whose files share `Arc<T>`.
@@ -107,6 +126,7 @@ impl<T: FileOperations> Registration<T> {
                     (*slot).minor = bindings::MISC_DYNAMIC_MINOR as _;
                     (*slot).name = name_ptr;
                     (*slot).fops = fops::<T>();
+                    (*slot).groups = AttrsHolder::<T>::GROUPS.as_ptr().cast_mut();
                 }
             }),
             registered: core::sync::atomic::AtomicBool::new(false),
@@ -158,6 +178,52 @@ impl<T: FileOperations> FopsHolder<T> {
         // SAFETY: all-zero is a valid `file_operations` (every other operation absent).
         ..unsafe { core::mem::zeroed() }
     };
+}
+
+/// The node's sysfs attributes: constants of this module (read-only data), as the misc core
+/// and sysfs only read them.
+struct AttrsHolder<T>(PhantomData<T>);
+
+impl<T: FileOperations> AttrsHolder<T> {
+    const STATS: bindings::device_attribute = bindings::device_attribute {
+        attr: bindings::attribute {
+            name: c"stats".as_ptr().cast(),
+            mode: 0o444,
+            // SAFETY: all-zero is valid for the rest (lockdep's key fields, when present).
+            ..unsafe { core::mem::zeroed() }
+        },
+        show: Some(show_stats::<T>),
+        store: None,
+    };
+    const ATTRS: &'static [*const bindings::attribute; 2] = &[&Self::STATS.attr, core::ptr::null()];
+    const GROUP: bindings::attribute_group = bindings::attribute_group {
+        attrs: Self::ATTRS.as_ptr().cast_mut().cast(),
+        // SAFETY: all-zero is valid for the rest (no name, no visibility callbacks).
+        ..unsafe { core::mem::zeroed() }
+    };
+    const GROUPS: &'static [*const bindings::attribute_group; 2] = &[&Self::GROUP, core::ptr::null()];
+}
+
+unsafe extern "C" fn show_stats<T: FileOperations>(
+    dev: *mut bindings::device,
+    _attr: *mut bindings::device_attribute,
+    buf: *mut kernel::ffi::c_char,
+) -> isize {
+    // SAFETY: the misc core registers the node's device with its miscdevice as driver data;
+    // sysfs calls `show` only while the attribute exists, and misc_deregister removes it (and
+    // waits for running callbacks) before the registration goes.
+    let misc = unsafe { bindings::dev_get_drvdata(dev) }.cast::<bindings::miscdevice>();
+    // SAFETY: `misc` is the `misc` field of a pinned, registered `Registration<T>`.
+    let reg = unsafe {
+        &*(misc as *const u8).sub(core::mem::offset_of!(Registration<T>, misc)).cast::<Registration<T>>()
+    };
+    // SAFETY: sysfs gives `show` a page-sized buffer for this call.
+    let page = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), crate::pages::PAGE_SIZE) };
+    let mut out = SysfsText { buf: page, len: 0 };
+    match T::show_stats(&reg.data, &mut out) {
+        Ok(()) => out.len as isize,
+        Err(_) => -(bindings::EOVERFLOW as isize),
+    }
 }
 
 struct VmOpsHolder<T>(PhantomData<T>);

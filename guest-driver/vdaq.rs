@@ -1051,6 +1051,37 @@ impl miscdev::FileOperations for StreamNode {
         mapped
     }
 
+    /// `stats`: the stream's statistics (the fields of `VDAQ_IOC_STATS`), whether it is
+    /// started, and its ring's head and tail, one `name value` line each.
+    fn show_stats(node: &Self, out: &mut miscdev::SysfsText<'_>) -> core::fmt::Result {
+        use core::fmt::Write;
+        let (s, started, head, tail) = {
+            let mut st = node.dev.state.lock();
+            let Ok(s) = st.stream(node.id) else { return Ok(()) };
+            (s.stats, s.running, s.sequence, s.tail())
+        };
+        let fields: [(&str, u64); 14] = [
+            ("started", u64::from(started)),
+            ("head", head),
+            ("tail", tail),
+            ("periods", s.periods),
+            ("frames", s.frames),
+            ("frames_lost", s.frames_lost),
+            ("xruns", s.xruns),
+            ("rx_interrupts", s.rx_interrupts),
+            ("rx_interrupts_with_data", s.rx_interrupts_with_data),
+            ("signals_sent", s.signals_sent),
+            ("periods_read", s.periods_read),
+            ("stalls", s.stalls),
+            ("stall_signals", s.stall_signals),
+            ("error_periods", s.error_periods),
+        ];
+        for (name, value) in fields {
+            writeln!(out, "{} {}", name, value)?;
+        }
+        Ok(())
+    }
+
     fn mapping_opened(node: ArcBorrow<'_, Self>) {
         if let Ok(s) = node.dev.state.lock().stream(node.id) {
             s.mappings += 1;
