@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Fuzzes vdaq-device with cargo-fuzz (libFuzzer, no sanitizer: stable Rust; the device has no
 # unsafe of its own to check): the control-request and stream model (fuzz/fuzz_targets/
-# control.rs) and guest descriptor chains in a split queue (chain.rs), each for a bounded
-# time, starting from the committed seeds (fuzz/seeds/TARGET, written by fuzz/make_seeds.py)
-# plus what earlier runs here found (run/fuzz/corpus/TARGET). A crash fails the run and leaves
+# control.rs), guest descriptor chains in a split queue (chain.rs) and the whole backend's
+# handle_event over the four queues in guest memory, asserting bounded memory and work
+# (backend.rs), each for a bounded time, starting from the committed seeds (fuzz/seeds/TARGET, written by fuzz/make_seeds.py)
+# plus what earlier runs here found (run/fuzz/corpus/TARGET). A crash, an input that runs for
+# more than 10 s (unbounded work) or one that needs more than 2 GiB fails the run and leaves
 # its input in run/fuzz/artifacts/TARGET/ (replay: cargo fuzz run -s none TARGET FILE, in fuzz/).
 #
 #   ci/fuzz.sh [SECONDS_PER_TARGET]     default 30; e.g. ci/fuzz.sh 3600 for a long run
@@ -17,16 +19,19 @@ seconds=${1:-30}
 PATH="$(dirname "$CARGO_FUZZ"):$PATH"
 export PATH
 cd "$VDAQ_ROOT/fuzz"
-for target in control chain; do
+for target in control chain backend; do
   corpus="$VDAQ_ROOT/run/fuzz/corpus/$target"
   artifacts="$VDAQ_ROOT/run/fuzz/artifacts/$target"
   mkdir -p "$corpus" "$artifacts"
   cp "seeds/$target/"* "$corpus/"
   say "Fuzzing $target for $seconds s"
   cargo fuzz run --sanitizer none "$target" "$corpus" -- \
-    -max_total_time="$seconds" -artifact_prefix="$artifacts/" -print_final_stats=1 2>&1 |
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$artifacts/" \
+    -print_final_stats=1 2>&1 |
     grep -E '^(#[0-9]+ *DONE|Done |stat::number_of_executed_units|==[0-9]+==|.*panicked|.*Test unit written)' || true
-  if compgen -G "$artifacts/crash-*" >/dev/null; then
-    die "$target: a crash, input in $artifacts"
-  fi
+  for kind in crash timeout oom; do
+    if compgen -G "$artifacts/$kind-*" >/dev/null; then
+      die "$target: a $kind, input in $artifacts"
+    fi
+  done
 done
