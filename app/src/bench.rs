@@ -16,7 +16,8 @@ pub fn run(base: &Options) -> ExitCode {
     let mut results: Vec<(&str, Summary)> = Vec::new();
     let mut ok = true;
     for (name, mode, rt) in ways {
-        let opts = Options { mode, rt_signal: rt, live: false, output: None, ..base.clone() };
+        let opts =
+            Options { mode, rt_signal: rt, live: false, output: None, file: None, ..base.clone() };
         eprintln!("vdaq bench: {name} ...");
         match capture::run(&opts, None, false) {
             Ok(s) => {

@@ -59,24 +59,30 @@ impl Mode {
     }
 }
 
-/// What the capture is asked to do (the `capture` command's flags).
+/// What the capture is asked to do (the `capture` command's flags; arecord's where they fit).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
     /// Device node.
-    #[arg(long, default_value = "/dev/vdaq0")]
+    #[arg(short = 'D', long, default_value = "/dev/vdaq0")]
     pub device: String,
-    /// Seconds of frames to capture, at the stream's rate (default: 3; `monitor`: until
-    /// interrupted).
-    #[arg(long, conflicts_with = "frames", value_parser = crate::parse_seconds)]
+    /// Seconds of frames to capture, at the stream's rate (default: until interrupted; `bench`:
+    /// 3 s).
+    #[arg(short = 'd', long = "duration", visible_alias = "seconds", value_name = "SECONDS",
+          conflicts_with = "frames", value_parser = crate::parse_seconds)]
     pub seconds: Option<f64>,
-    /// Frames to capture.
-    #[arg(long)]
+    /// Frames to capture (arecord's samples: one per channel set).
+    #[arg(short = 's', long = "frames", visible_alias = "samples", value_name = "FRAMES",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub frames: Option<u64>,
-    /// Write the frames to this file (raw, WAV or CSV: see --file-type).
-    #[arg(short, long, value_name = "FILE")]
+    /// Write the frames to this file (raw, WAV or CSV: see --file-type); `-`: standard output
+    /// (the summary then goes to standard error).
+    #[arg(short, long, value_name = "FILE", conflicts_with = "file")]
     pub output: Option<std::path::PathBuf>,
+    /// The output file, as arecord takes it (the same as -o FILE).
+    #[arg(value_name = "FILE")]
+    pub file: Option<std::path::PathBuf>,
     /// Type of the output file (default: from its extension, .wav, .csv, else raw).
-    #[arg(long, value_enum)]
+    #[arg(short = 't', long, value_enum, ignore_case = true)]
     pub file_type: Option<crate::output::FileType>,
     /// Print the summary as one line of JSON.
     #[arg(long)]
@@ -85,17 +91,25 @@ pub struct Options {
     #[arg(long)]
     pub no_verify: bool,
     /// Set the frame rate (Hz); unset parameters keep the driver's.
-    #[arg(long)]
+    #[arg(short, long)]
     pub rate: Option<u32>,
-    /// Set the sample format (u8, s16, s32, float, float64).
-    #[arg(long, value_parser = crate::parse_format)]
-    pub format: Option<SampleFormat>,
+    /// Set the sample format (vdaq's or ALSA's names).
+    #[arg(short, long, value_enum, ignore_case = true)]
+    pub format: Option<crate::FormatArg>,
     /// Set the channels.
-    #[arg(long)]
+    #[arg(short, long)]
     pub channels: Option<u32>,
-    /// Set the bytes per period (default with other settings: 1024 frames).
-    #[arg(long)]
+    /// Set the frames per period (default with other settings: 1024).
+    #[arg(long, value_name = "FRAMES", conflicts_with = "period_bytes",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub period_size: Option<u32>,
+    /// Set the bytes per period (whole frames; --period-size in frames).
+    #[arg(long, value_name = "BYTES")]
     pub period_bytes: Option<u32>,
+    /// Set the frames of the ring (a whole number of periods; --periods in periods).
+    #[arg(long, value_name = "FRAMES", conflicts_with = "periods",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub buffer_size: Option<u32>,
     /// Set the periods in the ring.
     #[arg(long)]
     pub periods: Option<u32>,
@@ -112,6 +126,65 @@ pub struct Options {
     /// to see the device's overruns reported in the period headers.
     #[arg(long, value_name = "MS")]
     pub slow_read_ms: Option<u64>,
+}
+
+impl Options {
+    /// The output file, from -o or the positional argument.
+    pub fn output_path(&self) -> Option<&std::path::Path> {
+        self.output.as_deref().or(self.file.as_deref())
+    }
+
+    /// The frames go to standard output.
+    pub fn to_stdout(&self) -> bool {
+        self.output_path().is_some_and(|p| p.as_os_str() == "-")
+    }
+}
+
+/// The parameters to ask for: `current` changed by what `opts` sets (None when it sets
+/// nothing). Period and buffer sizes in frames become bytes and periods.
+pub fn requested_params(opts: &Options, current: &Params) -> Result<Option<Params>, String> {
+    if opts.rate.is_none()
+        && opts.format.is_none()
+        && opts.channels.is_none()
+        && opts.period_bytes.is_none()
+        && opts.period_size.is_none()
+        && opts.periods.is_none()
+        && opts.buffer_size.is_none()
+    {
+        return Ok(None);
+    }
+    let mut p = *current;
+    p.rate = opts.rate.unwrap_or(p.rate);
+    p.format = opts.format.map_or(p.format, |f| u32::from(SampleFormat::from(f).wire_code()));
+    p.channels = opts.channels.unwrap_or(p.channels);
+    let width = SampleFormat::from_wire(p.format as u8).map_or(1, |f| f.width()) as u32;
+    let frame_bytes = width.saturating_mul(p.channels);
+    let period_frames = match (opts.period_bytes, opts.period_size) {
+        (Some(bytes), _) => {
+            p.period_bytes = bytes;
+            bytes / frame_bytes.max(1)
+        }
+        (None, frames) => {
+            let frames = frames.unwrap_or(1024);
+            p.period_bytes = frames
+                .checked_mul(frame_bytes)
+                .ok_or_else(|| format!("--period-size {frames}: too many bytes per period"))?;
+            frames
+        }
+    };
+    p.periods = match (opts.periods, opts.buffer_size) {
+        (Some(n), _) => n,
+        (None, Some(frames)) => {
+            if period_frames == 0 || frames % period_frames != 0 {
+                return Err(format!(
+                    "--buffer-size {frames} is not a whole number of {period_frames}-frame periods"
+                ));
+            }
+            frames / period_frames
+        }
+        (None, None) => p.periods,
+    };
+    Ok(Some(p))
 }
 
 /// The outcome, as the JSON summary reports it.
@@ -620,18 +693,10 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
     let fd = file.as_raw_fd();
     let info: Info = sys::ioctl_read(fd, VDAQ_IOC_INFO)?;
     let mut p = info.params;
-    if opts.rate.is_some()
-        || opts.format.is_some()
-        || opts.channels.is_some()
-        || opts.period_bytes.is_some()
-        || opts.periods.is_some()
-    {
-        p.rate = opts.rate.unwrap_or(p.rate);
-        p.format = opts.format.map_or(p.format, |f| u32::from(f.wire_code()));
-        p.channels = opts.channels.unwrap_or(p.channels);
-        let width = SampleFormat::from_wire(p.format as u8).map_or(1, |f| f.width()) as u32;
-        p.period_bytes = opts.period_bytes.unwrap_or(1024 * width * p.channels);
-        p.periods = opts.periods.unwrap_or(p.periods);
+    let wanted = requested_params(opts, &info.params)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    if let Some(want) = wanted {
+        p = want;
         sys::ioctl_write(fd, VDAQ_IOC_SET_PARAMS, &p).map_err(|e| {
             let format = SampleFormat::from_wire(p.format as u8).map_or("?", |f| f.name());
             io::Error::new(
@@ -670,11 +735,18 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
         Duration::MAX
     };
     let frame_bytes = format.width() * channels;
-    let mut output = match &opts.output {
+    let mut output = match opts.output_path() {
         Some(path) => {
             let kind = opts.file_type.unwrap_or_else(|| FileType::from_path(path));
             let out = Output::create(path, kind, format, channels, p.rate)?;
-            Some(FileSink { out, path: path.clone(), kind, frames: 0, frame_bytes, error: None })
+            Some(FileSink {
+                out,
+                path: path.to_path_buf(),
+                kind,
+                frames: 0,
+                frame_bytes,
+                error: None,
+            })
         }
         None => None,
     };

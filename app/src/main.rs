@@ -40,8 +40,8 @@ enum Command {
     /// mean, as JSON.
     Analyze {
         /// Sample format of the capture.
-        #[arg(long, value_parser = parse_format)]
-        format: SampleFormat,
+        #[arg(short, long, value_enum, ignore_case = true)]
+        format: FormatArg,
         /// Channels per frame.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=255))]
         channels: u16,
@@ -64,7 +64,7 @@ enum Command {
     /// (EBUSY each). Prints JSON; exits 1 on an unexpected error or an unannounced loss.
     Stress {
         /// Device node.
-        #[arg(long, default_value = "/dev/vdaq0")]
+        #[arg(short = 'D', long, default_value = "/dev/vdaq0")]
         device: String,
         /// How long.
         #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
@@ -75,9 +75,9 @@ enum Command {
     /// file, or, into a FIFO, one period per period time until the parent process ends.
     #[command(hide = true)]
     Feed {
-        /// Sample format (u8, s16, s32, float, float64).
-        #[arg(long, value_parser = parse_format)]
-        format: SampleFormat,
+        /// Sample format.
+        #[arg(short, long, value_enum, ignore_case = true)]
+        format: FormatArg,
         /// Channels per frame.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=255))]
         channels: u16,
@@ -152,7 +152,7 @@ enum Command {
     #[command(hide = true)]
     MmapHold {
         /// Device node.
-        #[arg(long, default_value = "/dev/vdaq0")]
+        #[arg(short = 'D', long, default_value = "/dev/vdaq0")]
         device: String,
         /// The sysfs file that removes the device.
         #[arg(long)]
@@ -165,28 +165,28 @@ enum Command {
     /// on any failure. Needs the device to itself.
     Selftest {
         /// Device node.
-        #[arg(long, default_value = "/dev/vdaq0")]
+        #[arg(short = 'D', long, default_value = "/dev/vdaq0")]
         device: String,
     },
     /// Print the stream's driver statistics since the device was bound (VDAQ_IOC_STATS) as
     /// JSON.
     Stats {
         /// Device node.
-        #[arg(long, default_value = "/dev/vdaq0")]
+        #[arg(short = 'D', long, default_value = "/dev/vdaq0")]
         device: String,
     },
     /// Print what the device offers and the current parameters (VDAQ_IOC_INFO) as JSON.
     Info {
         /// Device node.
-        #[arg(long, default_value = "/dev/vdaq0")]
+        #[arg(short = 'D', long, default_value = "/dev/vdaq0")]
         device: String,
     },
     /// Check a raw capture of the counter source: every channel carries the frame index, which
     /// grows by one per frame. Prints a JSON report; exits 1 when the capture is not clean.
     Verify {
-        /// Sample format of the capture (u8, s16, s32, float, float64).
-        #[arg(long, value_parser = parse_format)]
-        format: SampleFormat,
+        /// Sample format of the capture.
+        #[arg(short, long, value_enum, ignore_case = true)]
+        format: FormatArg,
         /// Channels per frame.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=255))]
         channels: u16,
@@ -209,9 +209,36 @@ pub fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_format(s: &str) -> Result<SampleFormat, String> {
-    SampleFormat::from_name(s)
-        .ok_or_else(|| format!("unknown format '{s}' (u8, s16, s32, float, float64)"))
+/// A sample format on the command line: vdaq's names or ALSA's (as arecord takes them), in any
+/// case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// Unsigned 8-bit (ALSA: U8).
+    U8,
+    /// Signed 16-bit little-endian (ALSA: S16_LE).
+    #[value(alias = "s16_le")]
+    S16,
+    /// Signed 32-bit little-endian (ALSA: S32_LE).
+    #[value(alias = "s32_le")]
+    S32,
+    /// IEEE 754 single precision (ALSA: FLOAT_LE).
+    #[value(alias = "float_le")]
+    Float,
+    /// IEEE 754 double precision (ALSA: FLOAT64_LE).
+    #[value(alias = "float64_le")]
+    Float64,
+}
+
+impl From<FormatArg> for SampleFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::U8 => SampleFormat::U8,
+            FormatArg::S16 => SampleFormat::S16,
+            FormatArg::S32 => SampleFormat::S32,
+            FormatArg::Float => SampleFormat::Float,
+            FormatArg::Float64 => SampleFormat::Float64,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -225,7 +252,7 @@ fn main() -> ExitCode {
                 Ok(bytes) => {
                     let a = analyze::analyze(
                         &bytes,
-                        format,
+                        format.into(),
                         usize::from(channels),
                         usize::from(channel),
                         rate,
@@ -244,7 +271,8 @@ fn main() -> ExitCode {
         }
         Command::Stress { device, seconds } => ExitCode::from(stress::run(&device, seconds)),
         Command::Feed { format, channels, rate, period_frames, frames, path } => {
-            let signal = feed::Signal { format, channels: usize::from(channels), rate };
+            let signal =
+                feed::Signal { format: format.into(), channels: usize::from(channels), rate };
             let result = match frames {
                 Some(n) => feed::to_file(&path, signal, n),
                 None => feed::to_fifo(&path, signal, period_frames as usize),
@@ -340,7 +368,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Capture { opts, irq_name } => capture_command(&opts, irq_name.as_deref(), false),
+        Command::Capture { opts, irq_name } => capture_command(&opts, irq_name.as_deref(), true),
         Command::Monitor { mut opts } => {
             opts.live = true;
             capture_command(&opts, None, true)
@@ -354,7 +382,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let report = verify::verify_counter(&bytes, format, usize::from(channels));
+            let report = verify::verify_counter(&bytes, format.into(), usize::from(channels));
             println!("{}", report.to_json());
             let mut ok = report.is_clean();
             if let Some(p) = &report.first_problem {
@@ -409,10 +437,12 @@ fn capture_command(
     }
     match capture::run(opts, irq_name, until_interrupted) {
         Ok(s) => {
-            if opts.json {
-                println!("{}", s.to_json());
+            // With the frames on standard output, the summary goes to standard error.
+            let summary = if opts.json { format!("{}\n", s.to_json()) } else { s.to_text() };
+            if opts.to_stdout() {
+                eprint!("{summary}");
             } else {
-                print!("{}", s.to_text());
+                print!("{summary}");
             }
             if let Some(p) = &s.counter.first_problem {
                 eprintln!("vdaq: first problem: {p}");
@@ -453,4 +483,98 @@ fn info(device: &str) -> std::io::Result<String> {
         "started": i.started != 0,
     })
     .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capture_opts(args: &[&str]) -> capture::Options {
+        let mut argv = vec!["vdaq", "capture"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Capture { opts, .. }) => opts,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn capture_takes_arecord_flags() {
+        let o = capture_opts(&["-D", "/dev/vdaq1", "-r", "48000", "-c", "2", "-f", "S16_LE"]);
+        assert_eq!(o.device, "/dev/vdaq1");
+        assert_eq!((o.rate, o.channels, o.format), (Some(48000), Some(2), Some(FormatArg::S16)));
+        let o = capture_opts(&["-d", "2.5", "-t", "wav", "out.wav"]);
+        assert_eq!(o.seconds, Some(2.5));
+        assert_eq!(o.output_path(), Some(std::path::Path::new("out.wav")));
+        let o = capture_opts(&["-s", "4800", "-"]);
+        assert_eq!(o.frames, Some(4800));
+        assert!(o.to_stdout());
+        for (name, want) in [
+            ("U8", FormatArg::U8),
+            ("s32_le", FormatArg::S32),
+            ("FLOAT_LE", FormatArg::Float),
+            ("FLOAT64_LE", FormatArg::Float64),
+            ("float64", FormatArg::Float64),
+        ] {
+            assert_eq!(capture_opts(&["-f", name]).format, Some(want), "{name}");
+        }
+    }
+
+    #[test]
+    fn capture_keeps_its_long_flags() {
+        let o = capture_opts(&[
+            "--device",
+            "/dev/vdaq2",
+            "--seconds",
+            "1",
+            "--json",
+            "--format",
+            "s32",
+            "--rate",
+            "8000",
+            "--channels",
+            "3",
+            "--period-bytes",
+            "1200",
+            "--periods",
+            "4",
+            "-o",
+            "x.raw",
+        ]);
+        assert_eq!(o.device, "/dev/vdaq2");
+        assert_eq!(o.seconds, Some(1.0));
+        assert!(o.json);
+        assert_eq!(o.output_path(), Some(std::path::Path::new("x.raw")));
+        assert_eq!(capture_opts(&["--frames", "10"]).frames, Some(10));
+        assert_eq!(capture_opts(&["--duration", "3"]).seconds, Some(3.0));
+        assert!(Cli::try_parse_from(["vdaq", "capture", "--frames", "0"]).is_err());
+        assert!(Cli::try_parse_from(["vdaq", "capture", "-o", "a", "b"]).is_err());
+        assert!(Cli::try_parse_from(["vdaq", "capture", "-d", "1", "-s", "2"]).is_err());
+    }
+
+    #[test]
+    fn sizes_in_frames_become_bytes_and_periods() {
+        let current = vdaq_proto::uapi::Params {
+            rate: 48000,
+            channels: 2,
+            format: u32::from(SampleFormat::S16.wire_code()),
+            period_bytes: 4096,
+            periods: 16,
+            ..Default::default()
+        };
+        let o = capture_opts(&["--period-size", "256", "--buffer-size", "2048", "-c", "4"]);
+        let p = capture::requested_params(&o, &current).unwrap().unwrap();
+        assert_eq!((p.period_bytes, p.periods, p.channels), (256 * 4 * 2, 8, 4));
+        let o = capture_opts(&["--period-size", "256", "--buffer-size", "1000"]);
+        assert!(capture::requested_params(&o, &current).is_err());
+        assert!(capture::requested_params(&capture_opts(&[]), &current).unwrap().is_none());
+        let o = capture_opts(&["--period-bytes", "400", "--buffer-size", "1000"]);
+        assert_eq!(capture::requested_params(&o, &current).unwrap().unwrap().periods, 10);
+    }
+
+    #[test]
+    fn the_cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

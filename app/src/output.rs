@@ -86,9 +86,31 @@ fn sample_text(s: &[u8], format: SampleFormat, out: &mut String) {
     };
 }
 
+/// Where the frames go: a file, or standard output (`-`), which cannot seek back to complete
+/// a header.
+enum Dest {
+    File(File),
+    Stdout(io::Stdout),
+}
+
+impl Write for Dest {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Dest::File(f) => f.write(buf),
+            Dest::Stdout(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Dest::File(f) => f.flush(),
+            Dest::Stdout(s) => s.flush(),
+        }
+    }
+}
+
 /// A capture file being written.
 pub struct Output {
-    file: BufWriter<File>,
+    file: BufWriter<Dest>,
     kind: FileType,
     format: SampleFormat,
     channels: usize,
@@ -107,11 +129,15 @@ impl Output {
         channels: usize,
         rate: u32,
     ) -> io::Result<Self> {
-        let file = File::create(path).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
-        })?;
+        let dest = if path.as_os_str() == "-" {
+            Dest::Stdout(io::stdout())
+        } else {
+            Dest::File(File::create(path).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
+            })?)
+        };
         let mut out = Output {
-            file: BufWriter::with_capacity(1 << 20, file),
+            file: BufWriter::with_capacity(1 << 20, dest),
             kind,
             format,
             channels: channels.max(1),
@@ -121,7 +147,12 @@ impl Output {
             line: String::new(),
         };
         match kind {
-            FileType::Wav => out.file.write_all(&wav_header(format, channels as u16, rate, 0))?,
+            FileType::Wav => {
+                // Standard output cannot seek back: the sizes say "as long as it goes", as
+                // arecord and sox write them to a pipe.
+                let size = if out.seekable() { 0 } else { u32::MAX - 36 };
+                out.file.write_all(&wav_header(format, channels as u16, rate, size))?
+            }
             FileType::Csv => {
                 let names: Vec<String> = (0..out.channels).map(|c| format!("ch{c}")).collect();
                 writeln!(out.file, "frame,{}", names.join(","))?;
@@ -155,18 +186,26 @@ impl Output {
     /// Completes the file; returns the bytes of frames written. A WAV file larger than 4 GiB
     /// cannot say its size: an error.
     pub fn finish(mut self) -> io::Result<u64> {
-        if self.kind == FileType::Wav {
+        if self.kind == FileType::Wav && self.seekable() {
             let size = u32::try_from(self.data_bytes)
                 .ok()
                 .filter(|&n| n <= u32::MAX - 36)
                 .ok_or_else(|| io::Error::other("more than 4 GiB of frames: too large for WAV"))?;
-            self.file.seek(SeekFrom::Start(0))?;
-            let h = wav_header(self.format, self.channels as u16, self.rate, size);
-            self.file.write_all(&h)?;
+            self.file.flush()?;
+            if let Dest::File(f) = self.file.get_mut() {
+                f.seek(SeekFrom::Start(0))?;
+                f.write_all(&wav_header(self.format, self.channels as u16, self.rate, size))?;
+            }
         }
         self.file.flush()?;
-        self.file.get_ref().sync_all()?;
+        if let Dest::File(f) = self.file.get_ref() {
+            f.sync_all()?;
+        }
         Ok(self.data_bytes)
+    }
+
+    fn seekable(&self) -> bool {
+        matches!(self.file.get_ref(), Dest::File(_))
     }
 }
 
