@@ -3,7 +3,7 @@
 use vdaq_proto::format::SampleFormat;
 
 /// What a channel of a capture looks like.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Analysis {
     /// Frames analysed.
     pub frames: usize,
@@ -30,21 +30,25 @@ fn value(s: &[u8], format: SampleFormat) -> f64 {
     }
 }
 
-/// Analyses `channel` of interleaved frames at `rate` Hz.
+/// Analyses `channel` of interleaved frames at `rate` Hz; None without a whole frame (no
+/// range or mean to give).
 pub fn analyze(
     bytes: &[u8],
     format: SampleFormat,
     channels: usize,
     channel: usize,
     rate: u32,
-) -> Analysis {
+) -> Option<Analysis> {
     let w = format.width();
     let xs: Vec<f64> = bytes
         .chunks_exact(w * channels.max(1))
         .filter_map(|f| f.get(channel * w..(channel + 1) * w).map(|s| value(s, format)))
         .collect();
     let n = xs.len();
-    let mean = if n == 0 { 0.0 } else { xs.iter().sum::<f64>() / n as f64 };
+    if n == 0 {
+        return None;
+    }
+    let mean = xs.iter().sum::<f64>() / n as f64;
     let min = xs.iter().copied().fold(f64::INFINITY, f64::min);
     let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     // Rising crossings of the mean, located between samples by linear interpolation.
@@ -61,7 +65,7 @@ pub fn analyze(
         }
         _ => 0.0,
     };
-    Analysis { frames: n, min, max, mean, frequency_hz }
+    Some(Analysis { frames: n, min, max, mean, frequency_hz })
 }
 
 #[cfg(test)]
@@ -78,11 +82,17 @@ mod tests {
                 [v.to_le_bytes(), 0i16.to_le_bytes()].concat()
             })
             .collect();
-        let a = analyze(&bytes, SampleFormat::S16, 2, 0, rate);
+        let a = analyze(&bytes, SampleFormat::S16, 2, 0, rate).unwrap();
         assert!((a.frequency_hz - 997.0).abs() < 0.1, "{a:?}");
         assert_eq!(a.frames, 48_000);
         assert!(a.max <= 10_000.0 && a.max > 9_999.0);
-        let flat = analyze(&bytes, SampleFormat::S16, 2, 1, rate);
+        let flat = analyze(&bytes, SampleFormat::S16, 2, 1, rate).unwrap();
         assert_eq!(flat.frequency_hz, 0.0);
+    }
+
+    #[test]
+    fn nothing_to_analyse_is_none() {
+        assert_eq!(analyze(&[], SampleFormat::S16, 2, 0, 48_000), None);
+        assert_eq!(analyze(&[1, 2, 3], SampleFormat::S16, 2, 0, 48_000), None);
     }
 }

@@ -26,6 +26,7 @@ use vdaq_proto::wire::Pod;
 
 use crate::mmap::{Ring, RingError};
 use crate::output::{FileType, Output};
+use crate::report;
 use crate::sys;
 use crate::verify::{CounterChecker, CounterReport};
 
@@ -653,13 +654,8 @@ fn stats_delta(after: &Stats, before: &Stats) -> Stats {
 }
 
 /// The driver's statistics (`VDAQ_IOC_STATS`) as JSON.
-pub fn stats_value(d: &Stats) -> serde_json::Value {
-    serde_json::json!({
-        "periods": d.periods, "frames": d.frames, "frames_lost": d.frames_lost, "xruns": d.xruns,
-        "rx_interrupts": d.rx_interrupts, "rx_interrupts_with_data": d.rx_interrupts_with_data,
-        "signals_sent": d.signals_sent, "periods_read": d.periods_read, "stalls": d.stalls,
-        "stall_signals": d.stall_signals, "error_periods": d.error_periods,
-    })
+pub fn stats_json(d: &Stats) -> String {
+    serde_json::to_string(&report::DriverStats::from(d)).unwrap_or_default()
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -1011,49 +1007,61 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
 impl Summary {
     /// The summary as one line of JSON.
     pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.to_report()).unwrap_or_default()
+    }
+
+    /// The summary as its JSON type.
+    pub fn to_report(&self) -> report::CaptureJson {
         let p = &self.params;
-        let file = self.file.as_ref().map(|f| {
-            serde_json::json!({
-                "path": f.path.display().to_string(), "type": f.kind.name(), "bytes": f.bytes,
-                "frames": f.frames, "frames_dropped": f.frames_dropped,
-            })
-        });
-        serde_json::json!({
-            "device": self.device, "mode": self.mode.name(), "error": self.error,
-            "interrupted": self.interrupted,
-            "signal": self.signal, "signals": self.signals, "error_signals": self.error_signals,
-            "signals_with_wrong_fd": self.signals_with_wrong_fd,
-            "handler_runs_without_data": self.handler_runs_without_data,
-            "periods": self.periods, "frames": self.frames, "frames_wanted": self.frames_wanted,
-            "frames_lost_reported": self.frames_lost_reported,
-            "error_periods": self.error_periods,
-            "loss_mismatches": self.loss_mismatches, "unreported_frames": self.unreported_frames,
-            "bad_records": self.bad_records, "read_errors": self.read_errors,
-            "unread_at_stop": self.unread_at_stop, "stream_seconds": self.stream_seconds,
-            "rate_hz": self.rate_hz, "wall_seconds": self.wall_seconds,
-            "latency_us": {
-                "p50": self.latency_us[0], "p90": self.latency_us[1], "p99": self.latency_us[2],
-                "max": self.latency_us[3],
+        report::CaptureJson {
+            device: self.device.clone(),
+            mode: self.mode.name(),
+            error: self.error.clone(),
+            interrupted: self.interrupted,
+            signal: self.signal.clone(),
+            signals: self.signals,
+            error_signals: self.error_signals,
+            signals_with_wrong_fd: self.signals_with_wrong_fd,
+            handler_runs_without_data: self.handler_runs_without_data,
+            periods: self.periods,
+            frames: self.frames,
+            frames_wanted: self.frames_wanted,
+            frames_lost_reported: self.frames_lost_reported,
+            error_periods: self.error_periods,
+            loss_mismatches: self.loss_mismatches,
+            unreported_frames: self.unreported_frames,
+            bad_records: self.bad_records,
+            read_errors: self.read_errors,
+            unread_at_stop: self.unread_at_stop,
+            stream_seconds: self.stream_seconds,
+            rate_hz: self.rate_hz,
+            wall_seconds: self.wall_seconds,
+            latency_us: report::Percentiles {
+                p50: self.latency_us[0],
+                p90: self.latency_us[1],
+                p99: self.latency_us[2],
+                max: self.latency_us[3],
             },
-            "latency_log2_us_histogram": self.latency_histogram,
-            "period_jitter": {
-                "nominal_us": u64::from(p.period_bytes) * 1_000_000
+            latency_log2_us_histogram: self.latency_histogram.clone(),
+            period_jitter: report::JitterJson {
+                nominal_us: u64::from(p.period_bytes) * 1_000_000
                     / (u64::from(p.rate.max(1)) * self.frame_bytes().max(1)),
-                "max_us": self.jitter_max_us,
-                "log2_us_histogram": self.jitter_histogram,
+                max_us: self.jitter_max_us,
+                log2_us_histogram: self.jitter_histogram.clone(),
             },
-            "verified": self.verified,
-            "counter": self.counter.to_value(),
-            "driver": stats_value(&self.driver),
-            "irq_delta": self.irq_delta,
-            "params": {
-                "rate": p.rate, "channels": p.channels, "format": p.format,
-                "period_bytes": p.period_bytes, "periods": p.periods,
-                "frame_bytes": self.frame_bytes(),
-            },
-            "file": file,
-        })
-        .to_string()
+            verified: self.verified,
+            counter: report::CounterJson::from(&self.counter),
+            driver: report::DriverStats::from(&self.driver),
+            irq_delta: self.irq_delta,
+            params: report::ParamsJson::from(p),
+            file: self.file.as_ref().map(|f| report::FileJson {
+                path: f.path.display().to_string(),
+                kind: f.kind.name(),
+                bytes: f.bytes,
+                frames: f.frames,
+                frames_dropped: f.frames_dropped,
+            }),
+        }
     }
 
     /// The summary for people: a few lines.

@@ -14,6 +14,7 @@ mod feed;
 mod mmap;
 mod mmaphold;
 mod output;
+mod report;
 mod selftest;
 mod stress;
 mod sys;
@@ -257,11 +258,20 @@ fn main() -> ExitCode {
                         usize::from(channel),
                         rate,
                     );
-                    println!(
-                        "{{\"frames\":{},\"min\":{},\"max\":{},\"mean\":{:.6},\"frequency_hz\":{:.4}}}",
-                        a.frames, a.min, a.max, a.mean, a.frequency_hz
-                    );
-                    ExitCode::SUCCESS
+                    match a.map(|a| serde_json::to_string(&a)) {
+                        Some(Ok(json)) => {
+                            println!("{json}");
+                            ExitCode::SUCCESS
+                        }
+                        Some(Err(e)) => {
+                            eprintln!("vdaq: {e}");
+                            ExitCode::FAILURE
+                        }
+                        None => {
+                            eprintln!("vdaq: {}: no whole frame to analyse", file.display());
+                            ExitCode::FAILURE
+                        }
+                    }
                 }
                 Err(e) => {
                     eprintln!("vdaq: cannot read {}: {e}", file.display());
@@ -349,7 +359,7 @@ fn main() -> ExitCode {
                 });
             match stats {
                 Ok(s) => {
-                    println!("{}", capture::stats_value(&s));
+                    println!("{}", capture::stats_json(&s));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -470,19 +480,19 @@ fn info(device: &str) -> std::io::Result<String> {
     let i: vdaq_proto::uapi::Info =
         sys::ioctl_read(file.as_raw_fd(), vdaq_proto::uapi::VDAQ_IOC_INFO)?;
     let (rates, formats) = capture::offered(&i);
-    let p = i.params;
-    let format = SampleFormat::from_wire(p.format as u8).map_or("?", |f| f.name());
-    Ok(serde_json::json!({
-        "streams": i.streams, "stream": i.stream, "formats": formats, "rates": rates,
-        "channels_min": i.channels_min, "channels_max": i.channels_max,
-        "max_periods": i.max_periods, "max_period_bytes": i.max_period_bytes,
-        "params": {
-            "rate": p.rate, "channels": p.channels, "format": format,
-            "period_bytes": p.period_bytes, "periods": p.periods,
-        },
-        "started": i.started != 0,
-    })
-    .to_string())
+    let info = report::InfoJson {
+        streams: i.streams,
+        stream: i.stream,
+        formats,
+        rates,
+        channels_min: i.channels_min,
+        channels_max: i.channels_max,
+        max_periods: i.max_periods,
+        max_period_bytes: i.max_period_bytes,
+        params: report::ParamsJson::from(&i.params),
+        started: i.started != 0,
+    };
+    serde_json::to_string(&info).map_err(std::io::Error::other)
 }
 
 #[cfg(test)]

@@ -69,12 +69,7 @@ impl CounterReport {
 
     /// The report as a JSON value.
     pub fn to_value(&self) -> serde_json::Value {
-        serde_json::json!({
-            "frames": self.frames, "first": self.first, "gaps": self.gaps,
-            "missing_frames": self.missing_frames, "reorders": self.reorders,
-            "corrupt_frames": self.corrupt_frames, "trailing_bytes": self.trailing_bytes,
-            "clean": self.is_clean(),
-        })
+        serde_json::to_value(crate::report::CounterJson::from(self)).unwrap_or_default()
     }
 }
 
