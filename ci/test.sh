@@ -54,6 +54,8 @@ images/build-initramfs.sh plain >/dev/null
 images/build-initramfs.sh debug >/dev/null
 step "end-to-end scenarios in QEMU (ci/e2e.py: arecord conformance, vdaq.ko and the app, faults)" \
   python3 ci/e2e.py
+step "workbench command mode (ci/workbench-test.sh: exit status passed through, nothing left running)" \
+  ci/workbench-test.sh
 step "benchmark smoke run (ci/bench.py --smoke: outputs produced and well formed)" \
   python3 ci/bench.py --smoke
 step "no process left running" no_leftover_processes

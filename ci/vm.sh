@@ -18,7 +18,13 @@
 # vhost-user-rng-pci device (INTx, like the sound device), for the benchmarks.
 #
 # Environment: VDAQ_ACCEL=auto|kvm|tcg (auto boots a KVM probe once and falls back to TCG),
-# VM_TIMEOUT seconds (default 300), VM_LIVE=1 prints the console and the device log as they come,
+# VM_TIMEOUT seconds (default 300; 0: no limit), VM_LIVE=1 prints the console and the device log as they come,
+# VM_SMP vCPUs (default 1), VM_MEM guest RAM (default 512M), VM_QEMU_ARGS (array) extra QEMU
+# arguments, VM_WORK_DIR a host directory shared as mount tag "work" (the guest's init mounts it
+# at /mnt/work when the kernel command line has vdaq.work, which this adds), VM_CONSOLE=stdio puts
+# the serial console (multiplexed with QEMU's monitor: Ctrl-A C, Ctrl-A X quits) on this
+# process's terminal while still logging it to console.log (default: file, console.log only),
+# VM_CONSOLE_SIGNAL=off passes Ctrl-C to the guest instead of ending QEMU (stdio console),
 # VM_DEVICE_WRAPPER (e.g. "strace -f") runs the device under another program, VM_DEVICE_USER
 # (when run as root) as that unprivileged user, VM_DEVICE_CMD
 # replaces it with another sound backend (run as `$VM_DEVICE_CMD SOCKET DEVICE_ARG...`: the
@@ -40,6 +46,11 @@ vm_cleanup() {
     stop_pid "$pid" 5
   done
   VM_PIDS=()
+  # A stdio console left the terminal raw if QEMU could not restore it.
+  if [ -n "${VM_STTY:-}" ]; then
+    stty "$VM_STTY" 2>/dev/null || true
+    VM_STTY=""
+  fi
   local dir
   for dir in ${VM_TEMP_DIRS[@]+"${VM_TEMP_DIRS[@]}"}; do
     rm -rf "$dir"
@@ -84,12 +95,36 @@ vm_accel() {
   echo "$VDAQ_ACCEL_PROBED"
 }
 
-# Selects the kernel variant's images (builds them when missing).
+# Selects the kernel's images (builds them when missing) into VM_KERNEL and VM_INITRD:
+#   plain, debug  vdaq's own kernel variants (images/build-kernel.sh), with vdaq.ko
+#   stock         Debian's linux-image 6.12 from bookworm-backports (images/stock-kernel.sh;
+#                 fetched by ci/setup.sh), with the modules the guest needs from its package
+#   custom        the bzImage in VM_CUSTOM_KERNEL, with the modules the guest needs from the
+#                 modules directory VM_CUSTOM_MODULES (lib/modules/RELEASE; empty: none)
+# The array VM_EXTRA_KOS adds .ko files to the initramfs (/lib/modules/extra, loaded in that
+# order by the init's workbench modes).
 vm_images() {
-  local variant=$1 kdir
-  kdir=$("$VDAQ_ROOT/images/build-kernel.sh" "$variant")
-  VM_KERNEL="$kdir/arch/x86/boot/bzImage"
-  VM_INITRD=$("$VDAQ_ROOT/images/build-initramfs.sh" "$variant")
+  local variant=$1 kdir root
+  local kos=(${VM_EXTRA_KOS[@]+"${VM_EXTRA_KOS[@]}"})
+  case "$variant" in
+    plain | debug)
+      kdir=$("$VDAQ_ROOT/images/build-kernel.sh" "$variant")
+      VM_KERNEL="$kdir/arch/x86/boot/bzImage"
+      VM_INITRD=$("$VDAQ_ROOT/images/build-initramfs.sh" "$variant" ${kos[@]+"${kos[@]}"})
+      ;;
+    stock)
+      root=$("$VDAQ_ROOT/images/stock-kernel.sh")
+      VM_KERNEL=$(echo "$root"/boot/vmlinuz-*)
+      VM_INITRD=$("$VDAQ_ROOT/images/build-initramfs.sh" stock ${kos[@]+"${kos[@]}"})
+      ;;
+    custom)
+      [ -f "${VM_CUSTOM_KERNEL:-}" ] || die "no kernel image '${VM_CUSTOM_KERNEL:-}'"
+      VM_KERNEL=$VM_CUSTOM_KERNEL
+      VM_INITRD=$("$VDAQ_ROOT/images/build-initramfs.sh" custom "${VM_CUSTOM_MODULES:-}" \
+        ${kos[@]+"${kos[@]}"})
+      ;;
+    *) die "unknown kernel '$variant' (plain, debug, stock or custom)" ;;
+  esac
 }
 
 vm_run() {
@@ -194,18 +229,35 @@ vm_run() {
     [ -S "$rng_sock" ] || die "vhost-device-rng did not create its socket"
     extra+=(-chardev "socket,id=rng0,path=$rng_sock" -device "vhost-user-rng-pci,chardev=rng0,vectors=0")
   fi
+  if [ -n "${VM_WORK_DIR:-}" ]; then
+    [ -d "$VM_WORK_DIR" ] || die "no directory '$VM_WORK_DIR' to share"
+    extra+=(-virtfs "local,path=$VM_WORK_DIR,mount_tag=work,security_model=none,id=work")
+    append+=" vdaq.work"
+  fi
+  local mem=${VM_MEM:-512M}
   note "booting $variant kernel under $accel ($name)"
   echo "$accel" >"$VM_DIR/accel"
   : >"$VM_DIR/console.log"
-  qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -smp 1 -m 512M -nodefaults -display none \
-    -no-reboot \
-    -object memory-backend-memfd,id=mem,size=512M,share=on -machine q35,memory-backend=mem \
-    -kernel "$VM_KERNEL" -initrd "$VM_INITRD" \
-    -append "console=ttyS0 panic=-1 loglevel=4 $append" \
-    -serial "file:$VM_DIR/console.log" \
-    -virtfs "local,path=$VM_DIR/share,mount_tag=host,security_model=none,id=host" \
-    "${sound_dev[@]}" ${extra[@]+"${extra[@]}"} \
-    >"$VM_DIR/qemu.log" 2>&1 &
+  local qemu=(qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -smp "${VM_SMP:-1}" -m "$mem"
+    -nodefaults -display none -no-reboot
+    -object "memory-backend-memfd,id=mem,size=$mem,share=on" -machine "q35,memory-backend=mem"
+    -kernel "$VM_KERNEL" -initrd "$VM_INITRD"
+    -append "console=ttyS0 panic=-1 loglevel=4 $append"
+    -virtfs "local,path=$VM_DIR/share,mount_tag=host,security_model=none,id=host"
+    "${sound_dev[@]}" ${extra[@]+"${extra[@]}"} ${VM_QEMU_ARGS[@]+"${VM_QEMU_ARGS[@]}"})
+  case "${VM_CONSOLE:-file}" in
+    file)
+      "${qemu[@]}" -serial "file:$VM_DIR/console.log" >"$VM_DIR/qemu.log" 2>&1 &
+      ;;
+    stdio)
+      # The console on our terminal (and in console.log). A background job's stdin would be
+      # /dev/null: give QEMU ours explicitly. QEMU makes the terminal raw; restored below.
+      [ -t 0 ] && VM_STTY=$(stty -g)
+      "${qemu[@]}" -chardev "stdio,id=con0,mux=on,signal=${VM_CONSOLE_SIGNAL:-on},logfile=$VM_DIR/console.log" \
+        -serial chardev:con0 -mon chardev=con0 0<&0 2>"$VM_DIR/qemu.log" &
+      ;;
+    *) die "VM_CONSOLE must be file or stdio (got '$VM_CONSOLE')" ;;
+  esac
   qemu_pid=$!
   VM_PIDS+=("$qemu_pid")
   if [ "${VM_LIVE:-0}" = 1 ]; then
@@ -213,9 +265,10 @@ vm_run() {
     tail_pid=$!
   fi
 
-  deadline=$((SECONDS + ${VM_TIMEOUT:-300}))
+  local limit=${VM_TIMEOUT:-300}
+  deadline=$((SECONDS + limit))
   local marker
-  while kill -0 "$qemu_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+  while kill -0 "$qemu_pid" 2>/dev/null && { [ "$limit" -eq 0 ] || [ "$SECONDS" -lt "$deadline" ]; }; do
     # A guest script can make the device go silent, come back or die (stall and fault tests):
     # it creates a marker in the shared directory; the marker is removed once done.
     for marker in freeze thaw kill stats mark; do
