@@ -24,6 +24,7 @@ use vdaq_proto::uapi::{
 };
 use vdaq_proto::wire::Pod;
 
+use crate::histogram::Histogram;
 use crate::mmap::{Ring, RingError};
 use crate::output::{FileType, Output};
 use crate::report;
@@ -322,7 +323,10 @@ struct Consumer {
     error_signals: u64,
     empty_runs: u64,
     latency: [u64; LATENCY_BUCKETS],
-    latencies: Vec<u64>,
+    /// Every period's latency (us), for the percentiles: fixed memory, any run length.
+    latencies: Histogram,
+    /// The same since the last progress line (`--live`), emptied by the main flow.
+    recent_latencies: Histogram,
     /// Check the counter.
     verify: bool,
     /// Frames for the output file, taken out by the main flow.
@@ -502,9 +506,8 @@ impl Consumer {
         let us = now.saturating_sub(h.timestamp_ns) / 1000;
         let bucket = (64 - us.max(1).leading_zeros() as usize - 1).min(LATENCY_BUCKETS - 1);
         self.latency[bucket] += 1;
-        if self.latencies.len() < self.latencies.capacity() {
-            self.latencies.push(us);
-        }
+        self.latencies.record(us);
+        self.recent_latencies.record(us);
         FRAMES.fetch_add(u64::from(h.frames), Ordering::Relaxed);
         LOST.fetch_add(h.frames_lost, Ordering::Relaxed);
         PERIODS.fetch_add(1, Ordering::Relaxed);
@@ -658,14 +661,6 @@ pub fn stats_json(d: &Stats) -> String {
     serde_json::to_string(&report::DriverStats::from(d)).unwrap_or_default()
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 /// Runs an asynchronous capture.
 ///
 /// `until_interrupted`: without --seconds or --frames, run until SIGINT or SIGTERM (`monitor`).
@@ -785,7 +780,8 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
             error_signals: 0,
             empty_runs: 0,
             latency: [0; LATENCY_BUCKETS],
-            latencies: Vec::with_capacity(1 << 20),
+            latencies: Histogram::new(),
+            recent_latencies: Histogram::new(),
             verify: !opts.no_verify,
             spool: output.as_ref().map(|_| Spool {
                 buf: Vec::with_capacity(spool_bytes),
@@ -834,7 +830,6 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
         });
         sink.write(spare, frames_wanted);
     };
-    let mut latency_mark = 0usize;
     while FRAMES.load(Ordering::Relaxed) < frames_wanted
         && start.elapsed() < timeout
         && !FAILED.load(Ordering::Acquire)
@@ -869,13 +864,13 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
             let fps = (frames - last_frames) as f64 / last_print.elapsed().as_secs_f64();
             // Latency of the periods since the last line; the driver's ring: periods completed
             // and not read yet.
-            let mut recent = with_consumer(signal, |c| {
-                c.as_ref().map_or_else(Vec::new, |c| {
-                    c.latencies.get(latency_mark..).unwrap_or(&[]).to_vec()
+            let recent = with_consumer(signal, |c| {
+                c.as_mut().map_or_else(Histogram::new, |c| {
+                    let recent = c.recent_latencies.clone();
+                    c.recent_latencies.clear();
+                    recent
                 })
             });
-            latency_mark += recent.len();
-            recent.sort_unstable();
             let ring = match with_consumer(signal, |c| c.as_ref().and_then(Consumer::mapped_ready))
             {
                 Some(ready) => ready,
@@ -893,8 +888,8 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
                 LOST.load(Ordering::Relaxed),
                 ring,
                 p.periods,
-                percentile(&recent, 0.5),
-                recent.last().copied().unwrap_or(0),
+                recent.percentile(0.5),
+                recent.max(),
             );
             last_frames = frames;
             last_print = Instant::now();
@@ -941,8 +936,7 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
     let stream_seconds = stream_ns as f64 / 1e9;
     let rate_hz =
         if stream_ns > 0 { (frames - consumer.first_frames) as f64 / stream_seconds } else { 0.0 };
-    let mut lat = consumer.latencies.clone();
-    lat.sort_unstable();
+    let lat = &consumer.latencies;
     let ring_error = consumer.ring_error.map(|e| e.to_string());
     let error = consumer.error.map(|kind| {
         let what = match consumer.error_errno {
@@ -983,12 +977,7 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
         stream_seconds,
         rate_hz,
         wall_seconds: wall,
-        latency_us: [
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.9),
-            percentile(&lat, 0.99),
-            lat.last().copied().unwrap_or(0),
-        ],
+        latency_us: [lat.percentile(0.5), lat.percentile(0.9), lat.percentile(0.99), lat.max()],
         latency_histogram: consumer.latency.to_vec(),
         jitter_histogram: consumer.jitter.to_vec(),
         jitter_max_us: consumer.jitter_max_us,

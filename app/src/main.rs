@@ -11,6 +11,7 @@ mod bench;
 mod capture;
 mod checkspeed;
 mod feed;
+mod histogram;
 mod mmap;
 mod mmaphold;
 mod output;
