@@ -37,33 +37,78 @@ impl FileType {
     }
 }
 
-const WAV_HEADER_BYTES: usize = 44;
+/// The KSDATAFORMAT_SUBTYPE GUID tail shared by PCM (1) and IEEE float (3).
+const SUBTYPE_TAIL: [u8; 14] =
+    [0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00, 0xAA, 0x00, 0x38, 0x9B, 0x71];
+const WAVE_FORMAT_PCM: u16 = 1;
+const WAVE_FORMAT_IEEE_FLOAT: u16 = 3;
+const WAVE_FORMAT_EXTENSIBLE: u16 = 0xFFFE;
+/// The ds64 chunk's body (EBU Tech 3306): RIFF size, data size, sample count, table length.
+const DS64_BYTES: u32 = 28;
 
-/// A 44-byte WAV header for `data_bytes` of frames.
-pub fn wav_header(format: SampleFormat, channels: u16, rate: u32, data_bytes: u32) -> [u8; 44] {
+/// A WAV header (up to the data chunk's size) for `data_bytes` of frames, as other tools write
+/// it: WAVE_FORMAT_PCM for up to two channels of up to 16 bits, WAVE_FORMAT_EXTENSIBLE above
+/// and for float (then with a fact chunk; channel mask 0: the channels are not speakers). A
+/// JUNK chunk holds the place of the ds64 chunk that makes the file RF64 when the sizes pass
+/// 4 GiB (EBU Tech 3306, as ffmpeg writes it), so the header keeps its length. `None`: a
+/// stream of unknown length (standard output), its sizes all ones.
+pub fn wav_header(
+    format: SampleFormat,
+    channels: u16,
+    rate: u32,
+    data_bytes: Option<u64>,
+) -> Vec<u8> {
     let width = format.width() as u16;
-    // WAVE_FORMAT_PCM, or WAVE_FORMAT_IEEE_FLOAT for the float formats.
-    let tag: u16 =
-        if matches!(format, SampleFormat::Float | SampleFormat::Float64) { 3 } else { 1 };
-    let block = width * channels;
-    let mut h = [0u8; WAV_HEADER_BYTES];
-    let mut at = 0;
-    let mut put = |bytes: &[u8]| {
-        h[at..at + bytes.len()].copy_from_slice(bytes);
-        at += bytes.len();
-    };
-    put(b"RIFF");
-    put(&(36u32.saturating_add(data_bytes)).to_le_bytes());
-    put(b"WAVEfmt ");
-    put(&16u32.to_le_bytes());
-    put(&tag.to_le_bytes());
-    put(&channels.to_le_bytes());
-    put(&rate.to_le_bytes());
-    put(&(rate * u32::from(block)).to_le_bytes());
-    put(&block.to_le_bytes());
-    put(&(width * 8).to_le_bytes());
-    put(b"data");
-    put(&data_bytes.to_le_bytes());
+    let float = matches!(format, SampleFormat::Float | SampleFormat::Float64);
+    let tag = if float { WAVE_FORMAT_IEEE_FLOAT } else { WAVE_FORMAT_PCM };
+    let extensible = channels > 2 || width > 2 || float;
+    let block = width.saturating_mul(channels);
+    let mut fmt = Vec::with_capacity(40);
+    fmt.extend_from_slice(&(if extensible { WAVE_FORMAT_EXTENSIBLE } else { tag }).to_le_bytes());
+    fmt.extend_from_slice(&channels.to_le_bytes());
+    fmt.extend_from_slice(&rate.to_le_bytes());
+    fmt.extend_from_slice(&rate.saturating_mul(u32::from(block)).to_le_bytes());
+    fmt.extend_from_slice(&block.to_le_bytes());
+    fmt.extend_from_slice(&(width * 8).to_le_bytes());
+    if extensible {
+        fmt.extend_from_slice(&22u16.to_le_bytes()); // cbSize
+        fmt.extend_from_slice(&(width * 8).to_le_bytes()); // valid bits
+        fmt.extend_from_slice(&0u32.to_le_bytes()); // channel mask
+        fmt.extend_from_slice(&tag.to_le_bytes());
+        fmt.extend_from_slice(&SUBTYPE_TAIL);
+    }
+    let fact_len = if float { 12 } else { 0 };
+    let header_len = 12 + 8 + u64::from(DS64_BYTES) + 8 + fmt.len() as u64 + fact_len + 8;
+    let data = data_bytes.unwrap_or(u64::from(u32::MAX));
+    // The data chunk is padded to an even length.
+    let riff = (header_len - 8).saturating_add(data).saturating_add(data & 1);
+    let frames = data / u64::from(block.max(1));
+    let rf64 = data_bytes.is_some() && (riff > u64::from(u32::MAX) || data > u64::from(u32::MAX));
+    let small = |v: u64| if data_bytes.is_none() || rf64 { u32::MAX } else { v as u32 };
+    let mut h = Vec::with_capacity(header_len as usize);
+    h.extend_from_slice(if rf64 { b"RF64" } else { b"RIFF" });
+    h.extend_from_slice(&small(riff).to_le_bytes());
+    h.extend_from_slice(b"WAVE");
+    h.extend_from_slice(if rf64 { b"ds64" } else { b"JUNK" });
+    h.extend_from_slice(&DS64_BYTES.to_le_bytes());
+    if rf64 {
+        h.extend_from_slice(&riff.to_le_bytes());
+        h.extend_from_slice(&data.to_le_bytes());
+        h.extend_from_slice(&frames.to_le_bytes());
+        h.extend_from_slice(&0u32.to_le_bytes());
+    } else {
+        h.extend_from_slice(&[0; DS64_BYTES as usize]);
+    }
+    h.extend_from_slice(b"fmt ");
+    h.extend_from_slice(&(fmt.len() as u32).to_le_bytes());
+    h.extend_from_slice(&fmt);
+    if float {
+        h.extend_from_slice(b"fact");
+        h.extend_from_slice(&4u32.to_le_bytes());
+        h.extend_from_slice(&small(frames).to_le_bytes());
+    }
+    h.extend_from_slice(b"data");
+    h.extend_from_slice(&small(data).to_le_bytes());
     h
 }
 
@@ -150,8 +195,8 @@ impl Output {
             FileType::Wav => {
                 // Standard output cannot seek back: the sizes say "as long as it goes", as
                 // arecord and sox write them to a pipe.
-                let size = if out.seekable() { 0 } else { u32::MAX - 36 };
-                out.file.write_all(&wav_header(format, channels as u16, rate, size))?
+                let size = if out.seekable() { Some(0) } else { None };
+                out.file.write_all(&wav_header(format, out.wav_channels(), rate, size))?
             }
             FileType::Csv => {
                 let names: Vec<String> = (0..out.channels).map(|c| format!("ch{c}")).collect();
@@ -183,18 +228,18 @@ impl Output {
         Ok(())
     }
 
-    /// Completes the file; returns the bytes of frames written. A WAV file larger than 4 GiB
-    /// cannot say its size: an error.
+    /// Completes the file; returns the bytes of frames written. A WAV file gets its sizes
+    /// (RF64 past 4 GiB) and the pad byte of an odd data chunk.
     pub fn finish(mut self) -> io::Result<u64> {
         if self.kind == FileType::Wav && self.seekable() {
-            let size = u32::try_from(self.data_bytes)
-                .ok()
-                .filter(|&n| n <= u32::MAX - 36)
-                .ok_or_else(|| io::Error::other("more than 4 GiB of frames: too large for WAV"))?;
+            if self.data_bytes & 1 == 1 {
+                self.file.write_all(&[0])?;
+            }
             self.file.flush()?;
+            let h = wav_header(self.format, self.wav_channels(), self.rate, Some(self.data_bytes));
             if let Dest::File(f) = self.file.get_mut() {
                 f.seek(SeekFrom::Start(0))?;
-                f.write_all(&wav_header(self.format, self.channels as u16, self.rate, size))?;
+                f.write_all(&h)?;
             }
         }
         self.file.flush()?;
@@ -202,6 +247,10 @@ impl Output {
             f.sync_all()?;
         }
         Ok(self.data_bytes)
+    }
+
+    fn wav_channels(&self) -> u16 {
+        u16::try_from(self.channels).unwrap_or(u16::MAX)
     }
 
     fn seekable(&self) -> bool {
@@ -225,20 +274,167 @@ mod tests {
         assert_eq!(FileType::from_path(Path::new("a")), FileType::Raw);
     }
 
+    /// What a WAV reader finds: the format chunk's fields, the sizes, the frames.
+    #[derive(Debug, PartialEq)]
+    struct Wav {
+        rf64: bool,
+        riff_size: u64,
+        tag: u16,
+        channels: u16,
+        rate: u32,
+        byte_rate: u32,
+        block: u16,
+        bits: u16,
+        /// WAVE_FORMAT_EXTENSIBLE: valid bits, channel mask, subformat tag.
+        extensible: Option<(u16, u32, u16)>,
+        fact_frames: Option<u32>,
+        data: Vec<u8>,
+    }
+
+    fn u16_at(b: &[u8], at: usize) -> u16 {
+        u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
+    }
+    fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    }
+    fn u64_at(b: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+    }
+
+    /// Parses a RIFF/RF64 WAVE file as a reader does: chunk by chunk.
+    fn parse_wav(b: &[u8]) -> Wav {
+        let rf64 = match &b[0..4] {
+            b"RIFF" => false,
+            b"RF64" => true,
+            other => panic!("not RIFF: {other:?}"),
+        };
+        assert_eq!(&b[8..12], b"WAVE");
+        let mut w = Wav {
+            rf64,
+            riff_size: u64::from(u32_at(b, 4)),
+            tag: 0,
+            channels: 0,
+            rate: 0,
+            byte_rate: 0,
+            block: 0,
+            bits: 0,
+            extensible: None,
+            fact_frames: None,
+            data: Vec::new(),
+        };
+        let mut data_size64 = None;
+        let mut at = 12;
+        while at + 8 <= b.len() {
+            let id = &b[at..at + 4];
+            let mut size = u64::from(u32_at(b, at + 4));
+            let body = at + 8;
+            match id {
+                b"ds64" => {
+                    assert!(rf64 && at == 12, "ds64 first, in RF64 only");
+                    w.riff_size = u64_at(b, body);
+                    data_size64 = Some(u64_at(b, body + 8));
+                }
+                b"fmt " => {
+                    w.tag = u16_at(b, body);
+                    w.channels = u16_at(b, body + 2);
+                    w.rate = u32_at(b, body + 4);
+                    w.byte_rate = u32_at(b, body + 8);
+                    w.block = u16_at(b, body + 12);
+                    w.bits = u16_at(b, body + 14);
+                    if w.tag == WAVE_FORMAT_EXTENSIBLE {
+                        assert_eq!(size, 40);
+                        assert_eq!(u16_at(b, body + 16), 22, "cbSize");
+                        assert_eq!(&b[body + 26..body + 40], &SUBTYPE_TAIL);
+                        w.extensible = Some((
+                            u16_at(b, body + 18),
+                            u32_at(b, body + 20),
+                            u16_at(b, body + 24),
+                        ));
+                    } else {
+                        assert_eq!(size, 16);
+                    }
+                }
+                b"fact" => w.fact_frames = Some(u32_at(b, body)),
+                b"data" => {
+                    if rf64 {
+                        assert_eq!(size, u64::from(u32::MAX));
+                        size = data_size64.expect("ds64 before data");
+                    }
+                    let end = (body as u64 + size).min(b.len() as u64) as usize;
+                    w.data = b[body..end].to_vec();
+                }
+                b"JUNK" => {}
+                other => panic!("unexpected chunk {other:?}"),
+            }
+            at = body.saturating_add(size as usize).saturating_add(size as usize & 1);
+        }
+        w
+    }
+
     #[test]
     fn wav_header_describes_the_frames() {
-        let h = wav_header(SampleFormat::S16, 2, 48_000, 400);
-        assert_eq!(&h[0..4], b"RIFF");
-        assert_eq!(u32::from_le_bytes([h[4], h[5], h[6], h[7]]), 436);
-        assert_eq!(u16::from_le_bytes([h[20], h[21]]), 1, "PCM");
-        assert_eq!(u16::from_le_bytes([h[22], h[23]]), 2, "channels");
-        assert_eq!(u32::from_le_bytes([h[24], h[25], h[26], h[27]]), 48_000);
-        assert_eq!(u32::from_le_bytes([h[28], h[29], h[30], h[31]]), 192_000, "bytes/s");
-        assert_eq!(u16::from_le_bytes([h[32], h[33]]), 4, "block align");
-        assert_eq!(u16::from_le_bytes([h[34], h[35]]), 16, "bits");
-        assert_eq!(u32::from_le_bytes([h[40], h[41], h[42], h[43]]), 400);
-        let f = wav_header(SampleFormat::Float, 1, 8_000, 0);
-        assert_eq!(u16::from_le_bytes([f[20], f[21]]), 3, "IEEE float");
+        let h = wav_header(SampleFormat::S16, 2, 48_000, Some(400));
+        let w = parse_wav(&h);
+        assert_eq!(w.riff_size, h.len() as u64 - 8 + 400);
+        assert_eq!((w.tag, w.channels, w.rate), (WAVE_FORMAT_PCM, 2, 48_000));
+        assert_eq!((w.byte_rate, w.block, w.bits), (192_000, 4, 16));
+        assert_eq!((w.extensible, w.fact_frames, w.rf64), (None, None, false));
+        assert_eq!(u32_at(&h, h.len() - 4), 400, "data size");
+    }
+
+    #[test]
+    fn wav_is_extensible_above_two_channels_or_sixteen_bits_and_for_float() {
+        for (format, channels, tag) in [
+            (SampleFormat::S16, 3, WAVE_FORMAT_PCM),
+            (SampleFormat::S32, 2, WAVE_FORMAT_PCM),
+            (SampleFormat::U8, 8, WAVE_FORMAT_PCM),
+            (SampleFormat::Float, 1, WAVE_FORMAT_IEEE_FLOAT),
+            (SampleFormat::Float64, 2, WAVE_FORMAT_IEEE_FLOAT),
+        ] {
+            let width = format.width() as u16;
+            let data = u64::from(width * channels) * 10;
+            let w = parse_wav(&wav_header(format, channels, 8_000, Some(data)));
+            assert_eq!(w.tag, WAVE_FORMAT_EXTENSIBLE, "{format:?} x{channels}");
+            assert_eq!(w.extensible, Some((width * 8, 0, tag)), "{format:?} x{channels}");
+            assert_eq!((w.channels, w.bits, w.block), (channels, width * 8, width * channels));
+            let float = tag == WAVE_FORMAT_IEEE_FLOAT;
+            assert_eq!(w.fact_frames, float.then_some(10), "{format:?}");
+        }
+        let w = parse_wav(&wav_header(SampleFormat::U8, 1, 8_000, Some(0)));
+        assert_eq!((w.tag, w.extensible), (WAVE_FORMAT_PCM, None));
+    }
+
+    #[test]
+    fn wav_past_4_gib_is_rf64_with_the_same_header_length() {
+        let small = wav_header(SampleFormat::S32, 8, 384_000, Some(0));
+        let data = 5u64 << 30;
+        let h = wav_header(SampleFormat::S32, 8, 384_000, Some(data));
+        assert_eq!(h.len(), small.len(), "the JUNK chunk becomes ds64 in place");
+        let w = parse_wav(&h);
+        assert!(w.rf64);
+        assert_eq!(w.riff_size, h.len() as u64 - 8 + data);
+        assert_eq!(u64_at(&h, 12 + 8 + 16), data / 32, "sample count");
+        assert_eq!(u32_at(&h, 4), u32::MAX);
+        // Up to the limit it stays RIFF.
+        let edge = u64::from(u32::MAX) - (h.len() as u64 - 8) - 1;
+        assert!(!parse_wav(&wav_header(SampleFormat::S32, 8, 384_000, Some(edge))).rf64);
+        assert!(parse_wav(&wav_header(SampleFormat::S32, 8, 384_000, Some(edge + 2))).rf64);
+    }
+
+    #[test]
+    fn wav_file_past_4_gib_completes_as_rf64() {
+        let path = temp("big.wav");
+        let mut out = Output::create(&path, FileType::Wav, SampleFormat::S16, 2, 48_000).unwrap();
+        out.write_frames(&[1, 0, 2, 0]).unwrap();
+        // As if 5 GiB had gone by (without writing them).
+        out.data_bytes = 5 << 30;
+        out.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let w = parse_wav(&bytes);
+        assert!(w.rf64);
+        assert_eq!(w.riff_size, bytes.len() as u64 - 8 - 4 + (5 << 30));
+        assert_eq!(&w.data, &[1, 0, 2, 0]);
     }
 
     #[test]
@@ -249,9 +445,26 @@ mod tests {
         assert_eq!(out.finish().unwrap(), 8);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(bytes.len(), 44 + 8);
-        assert_eq!(&bytes[..44], &wav_header(SampleFormat::S16, 2, 48_000, 8));
-        assert_eq!(&bytes[44..], &[1, 0, 2, 0, 3, 0, 4, 0]);
+        let header = wav_header(SampleFormat::S16, 2, 48_000, Some(8));
+        assert_eq!(bytes.len(), header.len() + 8);
+        assert_eq!(&bytes[..header.len()], &header[..]);
+        let w = parse_wav(&bytes);
+        assert_eq!(w.data, vec![1, 0, 2, 0, 3, 0, 4, 0]);
+        assert_eq!(w.riff_size, bytes.len() as u64 - 8);
+    }
+
+    #[test]
+    fn wav_odd_data_is_padded() {
+        let path = temp("odd.wav");
+        let mut out = Output::create(&path, FileType::Wav, SampleFormat::U8, 1, 8_000).unwrap();
+        out.write_frames(&[7, 8, 9]).unwrap();
+        assert_eq!(out.finish().unwrap(), 3);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let w = parse_wav(&bytes);
+        assert_eq!(w.data, vec![7, 8, 9]);
+        assert_eq!(bytes.len() % 2, 0);
+        assert_eq!(w.riff_size, bytes.len() as u64 - 8);
     }
 
     #[test]
