@@ -25,12 +25,15 @@ mod verify;
 ///
 /// Examples:
 ///   vdaq info                                 what /dev/vdaq0 offers
-///   vdaq capture --seconds 10 -o run.wav      10 s to a WAV file (counter checked)
-///   vdaq capture --frames 48000 --rate 48000 --channels 8 --format s32 -o run.csv
+///   vdaq capture -d 10 run.wav                10 s to a WAV file (counter checked)
+///   vdaq capture -s 48000 -r 48000 -c 8 -f S32_LE run.csv
+///   vdaq capture -D /dev/vdaq1 - | sox ...    frames to standard output, until Ctrl-C
 ///   vdaq monitor                              live rates, losses and latency until Ctrl-C
-///   vdaq bench --seconds 5                    latency by SIGIO, SIGRTMIN+1, poll, read, mmap
+///   vdaq bench -d 5                           latency by SIGIO, SIGRTMIN+1, poll, read, mmap
+///
+/// Shell completions and man pages: `vdaq completions bash|zsh|fish`, `vdaq man [--dir DIR]`.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "vdaq", version, verbatim_doc_comment)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,86 +41,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Analyse one channel of a raw capture: frequency (by crossings of the mean), range and
-    /// mean, as JSON.
-    Analyze {
-        /// Sample format of the capture.
-        #[arg(short, long, value_enum, ignore_case = true)]
-        format: FormatArg,
-        /// Channels per frame.
-        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=255))]
-        channels: u16,
-        /// The channel to analyse (0 first).
-        #[arg(long, default_value_t = 0)]
-        channel: u16,
-        /// Frame rate of the capture in Hz.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        rate: u32,
-        /// Raw capture file.
-        file: PathBuf,
-    },
-    /// Print this machine's TSC frequency in kHz, measured against CLOCK_MONOTONIC over
-    /// 200 ms (host side: a TCG guest reads the host's TSC, and is told its frequency so that
-    /// it does not calibrate it under load).
-    #[command(hide = true)]
-    TscKhz,
-    /// Use one started stream from several threads at once for --seconds: blocking reads
-    /// (counter checked), O_ASYNC on and off, STATS and INFO ioctls, poll(), and second opens
-    /// (EBUSY each). Prints JSON; exits 1 on an unexpected error or an unannounced loss.
-    Stress {
+    /// Print what the device offers and the current parameters (VDAQ_IOC_INFO) as JSON.
+    Info {
         /// Device node.
         #[arg(short = 'D', long, default_value = "/dev/vdaq0")]
         device: String,
-        /// How long.
-        #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
-        seconds: f64,
-    },
-    /// Write the counter signal for a backend that reads samples from a file (the benchmarks'
-    /// peer, vhost-device-sound through ALSA's file plugin): --frames of it into a regular
-    /// file, or, into a FIFO, one period per period time until the parent process ends.
-    #[command(hide = true)]
-    Feed {
-        /// Sample format.
-        #[arg(short, long, value_enum, ignore_case = true)]
-        format: FormatArg,
-        /// Channels per frame.
-        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=255))]
-        channels: u16,
-        /// Frame rate in Hz (the FIFO's pace).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=768_000))]
-        rate: u32,
-        /// Frames per write into a FIFO: the reader's period, so that it reads whole writes.
-        #[arg(long, default_value_t = 4800, value_parser = clap::value_parser!(u32).range(1..=262_144))]
-        period_frames: u32,
-        /// Write this many frames into a regular file instead, at once.
-        #[arg(long)]
-        frames: Option<u64>,
-        /// The FIFO (or, with --frames, the file) to write.
-        path: PathBuf,
-    },
-    /// Measure this machine's memory copy bandwidth (64 MiB buffers, about a second) and print
-    /// it as JSON: the limit of any read() path, for the benchmarks.
-    CopyBandwidth,
-    /// Measure the counter check's throughput beside a memory copy of the same buffer, for
-    /// every format with 1, 2, 8 and 32 channels (and the frame-by-frame check it replaced),
-    /// in MB/s: a table, or one line of JSON.
-    #[command(hide = true)]
-    CheckBandwidth {
-        /// Bytes per buffer.
-        #[arg(long, default_value_t = 4 << 20)]
-        bytes: usize,
-        /// Frames per period (the check runs period by period, as in a capture).
-        #[arg(long, default_value_t = 1024)]
-        period_frames: usize,
-        /// Seconds per measurement.
-        #[arg(long, default_value_t = 0.3, value_parser = parse_seconds)]
-        seconds: f64,
-        /// Channel counts to measure.
-        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 8, 32])]
-        channels: Vec<usize>,
-        /// Print one line of JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Capture from a vdaq device, by default asynchronously: the driver raises SIGIO (or,
     /// with --rt-signal, a queued realtime signal carrying si_fd and si_band) for each
@@ -147,21 +75,12 @@ enum Command {
         #[command(flatten)]
         opts: capture::Options,
     },
-    /// Device removal while the ring is mapped: map it, start, wait for --periods periods,
-    /// write 1 to --remove-path (/sys/bus/pci/devices/<bdf>/remove), then read every page of
-    /// the mapping and check the periods still published there (counter exact) and that the
-    /// ioctls give ENODEV. Prints JSON; exits 0 when all held, 1 otherwise.
-    #[command(hide = true)]
-    MmapHold {
+    /// Print the stream's driver statistics since the device was bound (VDAQ_IOC_STATS) as
+    /// JSON.
+    Stats {
         /// Device node.
         #[arg(short = 'D', long, default_value = "/dev/vdaq0")]
         device: String,
-        /// The sysfs file that removes the device.
-        #[arg(long)]
-        remove_path: PathBuf,
-        /// Periods to wait for before the removal (at most the ring's).
-        #[arg(long, default_value_t = 4)]
-        periods: u64,
     },
     /// Check the /dev/vdaqN user API (errors, states, poll, read rules); prints TAP and exits 1
     /// on any failure. Needs the device to itself.
@@ -170,18 +89,16 @@ enum Command {
         #[arg(short = 'D', long, default_value = "/dev/vdaq0")]
         device: String,
     },
-    /// Print the stream's driver statistics since the device was bound (VDAQ_IOC_STATS) as
-    /// JSON.
-    Stats {
+    /// Use one started stream from several threads at once for --seconds: blocking reads
+    /// (counter checked), O_ASYNC on and off, STATS and INFO ioctls, poll(), and second opens
+    /// (EBUSY each). Prints JSON; exits 1 on an unexpected error or an unannounced loss.
+    Stress {
         /// Device node.
         #[arg(short = 'D', long, default_value = "/dev/vdaq0")]
         device: String,
-    },
-    /// Print what the device offers and the current parameters (VDAQ_IOC_INFO) as JSON.
-    Info {
-        /// Device node.
-        #[arg(short = 'D', long, default_value = "/dev/vdaq0")]
-        device: String,
+        /// How long.
+        #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
+        seconds: f64,
     },
     /// Check a raw capture of the counter source: every channel carries the frame index, which
     /// grows by one per frame. Prints a JSON report; exits 1 when the capture is not clean.
@@ -200,6 +117,108 @@ enum Command {
         first: Option<u64>,
         /// Raw capture file (interleaved frames).
         file: PathBuf,
+    },
+    /// Analyse one channel of a raw capture: frequency (by crossings of the mean), range and
+    /// mean, as JSON.
+    Analyze {
+        /// Sample format of the capture.
+        #[arg(short, long, value_enum, ignore_case = true)]
+        format: FormatArg,
+        /// Channels per frame.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=255))]
+        channels: u16,
+        /// The channel to analyse (0 first).
+        #[arg(long, default_value_t = 0)]
+        channel: u16,
+        /// Frame rate of the capture in Hz.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        rate: u32,
+        /// Raw capture file.
+        file: PathBuf,
+    },
+    /// Measure this machine's memory copy bandwidth (64 MiB buffers, about a second) and print
+    /// it as JSON: the limit of any read() path, for the benchmarks.
+    CopyBandwidth,
+    /// Measure the counter check's throughput beside a memory copy of the same buffer, for
+    /// every format with 1, 2, 8 and 32 channels (and the frame-by-frame check it replaced),
+    /// in MB/s: a table, or one line of JSON.
+    #[command(hide = true)]
+    CheckBandwidth {
+        /// Bytes per buffer.
+        #[arg(long, default_value_t = 4 << 20)]
+        bytes: usize,
+        /// Frames per period (the check runs period by period, as in a capture).
+        #[arg(long, default_value_t = 1024)]
+        period_frames: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 0.3, value_parser = parse_seconds)]
+        seconds: f64,
+        /// Channel counts to measure.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 8, 32])]
+        channels: Vec<usize>,
+        /// Print one line of JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print this machine's TSC frequency in kHz, measured against CLOCK_MONOTONIC over
+    /// 200 ms (host side: a TCG guest reads the host's TSC, and is told its frequency so that
+    /// it does not calibrate it under load).
+    #[command(hide = true)]
+    TscKhz,
+    /// Write the counter signal for a backend that reads samples from a file (the benchmarks'
+    /// peer, vhost-device-sound through ALSA's file plugin): --frames of it into a regular
+    /// file, or, into a FIFO, one period per period time until the parent process ends.
+    #[command(hide = true)]
+    Feed {
+        /// Sample format.
+        #[arg(short, long, value_enum, ignore_case = true)]
+        format: FormatArg,
+        /// Channels per frame.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=255))]
+        channels: u16,
+        /// Frame rate in Hz (the FIFO's pace).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=768_000))]
+        rate: u32,
+        /// Frames per write into a FIFO: the reader's period, so that it reads whole writes.
+        #[arg(long, default_value_t = 4800, value_parser = clap::value_parser!(u32).range(1..=262_144))]
+        period_frames: u32,
+        /// Write this many frames into a regular file instead, at once.
+        #[arg(long)]
+        frames: Option<u64>,
+        /// The FIFO (or, with --frames, the file) to write.
+        path: PathBuf,
+    },
+    /// Device removal while the ring is mapped: map it, start, wait for --periods periods,
+    /// write 1 to --remove-path (/sys/bus/pci/devices/<bdf>/remove), then read every page of
+    /// the mapping and check the periods still published there (counter exact) and that the
+    /// ioctls give ENODEV. Prints JSON; exits 0 when all held, 1 otherwise.
+    #[command(hide = true)]
+    MmapHold {
+        /// Device node.
+        #[arg(short = 'D', long, default_value = "/dev/vdaq0")]
+        device: String,
+        /// The sysfs file that removes the device.
+        #[arg(long)]
+        remove_path: PathBuf,
+        /// Periods to wait for before the removal (at most the ring's).
+        #[arg(long, default_value_t = 4)]
+        periods: u64,
+    },
+    /// Print a shell completion script for SHELL (bash, zsh, fish, elvish, powershell) to
+    /// standard output, from these definitions: e.g. `vdaq completions bash
+    /// >/etc/bash_completion.d/vdaq`.
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page vdaq(1) to standard output, or with --dir write vdaq.1 and a
+    /// vdaq-COMMAND.1 per command there (e.g. /usr/local/share/man/man1).
+    #[command(hide = true)]
+    Man {
+        /// Write every page into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -245,6 +264,18 @@ impl From<FormatArg> for SampleFormat {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "vdaq", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => match man_pages(dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vdaq man: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Analyze { format, channels, channel, rate, file } => {
             if channel >= channels {
                 eprintln!("vdaq: --channel {channel} is not below --channels {channels}");
@@ -420,6 +451,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// The man pages from the clap definitions: vdaq(1) to standard output, or every page
+/// (vdaq.1, vdaq-capture.1, ...) into `dir`.
+fn man_pages(dir: Option<&std::path::Path>) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    match dir {
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()),
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            clap_mangen::generate_to(cmd, dir)
+        }
+    }
+}
+
 /// Copies 64 MiB buffers for about a second; returns bytes per second and the time taken.
 fn copy_bandwidth() -> (f64, f64) {
     const SIZE: usize = 64 << 20;
@@ -581,6 +626,46 @@ mod tests {
         assert!(capture::requested_params(&capture_opts(&[]), &current).unwrap().is_none());
         let o = capture_opts(&["--period-bytes", "400", "--buffer-size", "1000"]);
         assert_eq!(capture::requested_params(&o, &current).unwrap().unwrap().periods, 10);
+    }
+
+    #[test]
+    fn commands_come_in_the_order_a_user_needs_them() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        let shown: Vec<&str> =
+            cmd.get_subcommands().filter(|c| !c.is_hide_set()).map(|c| c.get_name()).collect();
+        assert_eq!(
+            shown,
+            [
+                "info",
+                "capture",
+                "monitor",
+                "bench",
+                "stats",
+                "selftest",
+                "stress",
+                "verify",
+                "analyze",
+                "copy-bandwidth"
+            ]
+        );
+    }
+
+    #[test]
+    fn completions_and_man_pages_come_from_the_definitions() {
+        use clap::CommandFactory;
+        let mut out = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::command(), "vdaq", &mut out);
+        let bash = String::from_utf8(out).unwrap();
+        assert!(bash.contains("--period-size") && bash.contains("capture"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Cli::command()).render(&mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(page.contains("vdaq") && page.contains("capture"));
+        let dir = std::env::temp_dir().join(format!("vdaq-man-{}", std::process::id()));
+        man_pages(Some(&dir)).unwrap();
+        assert!(dir.join("vdaq-capture.1").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
