@@ -309,11 +309,8 @@ struct Consumer {
     jitter_max_us: u64,
     first_frames: u64,
     last_ts: u64,
-    frames_lost_reported: u64,
-    error_periods: u64,
-    loss_mismatches: u64,
-    announced: u64,
-    unreported_frames: u64,
+    /// The loss accounting.
+    losses: Losses,
     bad_records: u64,
     read_errors: u64,
     /// The first read error.
@@ -335,6 +332,43 @@ struct Consumer {
     mmap: Option<MmapState>,
     /// Mode mmap: the ring's indexes could not be right (the capture ended).
     ring_error: Option<RingError>,
+}
+
+/// The loss accounting: what the period headers announce against what the counter check finds.
+///
+/// Every gap must have been announced, in its period's header or an earlier one: the driver
+/// attributes the device's XRUN events to the first period of the interrupt that brought them,
+/// which can be a period or two before the gap. Announced frames not yet matched by a gap are
+/// carried forward; a gap larger than what is carried is unreported (a loss nobody admitted).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Losses {
+    /// Frames the headers announced as lost.
+    reported: u64,
+    /// Periods the device completed with an error status.
+    error_periods: u64,
+    /// Periods whose found loss differed from their own header's.
+    mismatches: u64,
+    /// Announced frames not yet matched by a gap.
+    carried: u64,
+    /// Frames missing without an announcement.
+    unreported: u64,
+}
+
+impl Losses {
+    /// One period: `found` frames missing just before it (the counter check; the header's own
+    /// figure without it), its header `h`; `first`: the stream's first period, with nothing
+    /// before it to have lost.
+    fn period(&mut self, found: u64, h: &PeriodHeader, first: bool) {
+        self.carried = self.carried.saturating_add(h.frames_lost);
+        if !first {
+            self.mismatches += u64::from(found != h.frames_lost);
+            let covered = found.min(self.carried);
+            self.carried -= covered;
+            self.unreported += found - covered;
+        }
+        self.reported = self.reported.saturating_add(h.frames_lost);
+        self.error_periods += u64::from(h.flags & PERIOD_FLAG_ERROR != 0);
+    }
 }
 
 /// Frames on their way to the output file: filled by the consumer (in the signal handler:
@@ -405,6 +439,46 @@ extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
 }
 
 impl Consumer {
+    /// A consumer of `fd` reading into `buf` (empty for mode mmap), checking `format` x
+    /// `channels` frames, up to `frames_wanted`, periods `period_ns` apart. Counter check on,
+    /// no spool, no mapping, signals without si_fd: the caller sets those.
+    fn new(
+        fd: RawFd,
+        buf: Vec<u8>,
+        (format, channels): (SampleFormat, usize),
+        frames_wanted: u64,
+        period_ns: u64,
+    ) -> Self {
+        Consumer {
+            fd,
+            buf,
+            checker: CounterChecker::new(format, channels),
+            expect_fd: false,
+            first_ts: None,
+            frames_wanted,
+            period_ns,
+            jitter: [0; LATENCY_BUCKETS],
+            jitter_max_us: 0,
+            first_frames: 0,
+            last_ts: 0,
+            losses: Losses::default(),
+            bad_records: 0,
+            read_errors: 0,
+            error: None,
+            error_errno: None,
+            wrong_fd: 0,
+            error_signals: 0,
+            empty_runs: 0,
+            latency: [0; LATENCY_BUCKETS],
+            latencies: Histogram::new(),
+            recent_latencies: Histogram::new(),
+            verify: true,
+            spool: None,
+            mmap: None,
+            ring_error: None,
+        }
+    }
+
     /// One blocking read (mode read); returns the periods it brought.
     fn read_once(&mut self) -> u64 {
         match sys::read(self.fd, &mut self.buf) {
@@ -477,20 +551,7 @@ impl Consumer {
             spool.take(frames);
         }
         let lost = if self.verify { self.checker.check(frames) } else { h.frames_lost };
-        // Every gap must have been announced, in this period's header or an earlier one:
-        // the driver attributes the device's XRUN events to the first period of the
-        // interrupt that brought them, which can be a period or two before the gap.
-        self.announced += h.frames_lost;
-        if self.first_ts.is_some() {
-            if lost != h.frames_lost {
-                self.loss_mismatches += 1;
-            }
-            let covered = lost.min(self.announced);
-            self.announced -= covered;
-            self.unreported_frames += lost - covered;
-        }
-        self.frames_lost_reported += h.frames_lost;
-        self.error_periods += u64::from(h.flags & PERIOD_FLAG_ERROR != 0);
+        self.losses.period(lost, h, self.first_ts.is_none());
         if self.first_ts.is_none() {
             self.first_ts = Some(h.timestamp_ns);
             self.first_frames = u64::from(h.frames);
@@ -661,6 +722,45 @@ pub fn stats_json(d: &Stats) -> String {
     serde_json::to_string(&report::DriverStats::from(d)).unwrap_or_default()
 }
 
+/// How much to capture: the frames wanted (u64::MAX: until interrupted) and the time after
+/// which the capture gives up. By --frames, else --seconds at `rate`, else until interrupted
+/// (`until_interrupted`) or 3 s.
+fn capture_length(opts: &Options, rate: u32, until_interrupted: bool) -> (u64, Duration) {
+    let seconds = match (opts.frames, opts.seconds) {
+        (Some(n), _) => n as f64 / f64::from(rate.max(1)),
+        (None, Some(s)) => s,
+        (None, None) if until_interrupted => f64::INFINITY,
+        (None, None) => 3.0,
+    };
+    let frames_wanted = opts.frames.unwrap_or_else(|| {
+        if seconds.is_finite() {
+            (f64::from(rate) * seconds).ceil() as u64
+        } else {
+            u64::MAX
+        }
+    });
+    let timeout = if seconds.is_finite() {
+        Duration::from_secs_f64(seconds * 3.0 + 10.0)
+    } else {
+        Duration::MAX
+    };
+    (frames_wanted, timeout)
+}
+
+/// The error that ended a capture, in words: what it means for the device, then the errno.
+fn read_error_text(kind: io::ErrorKind, errno: Option<i32>) -> String {
+    let what = match errno {
+        Some(libc::EIO) => "EIO: the device stopped completing periods (stalled)",
+        Some(libc::ENODEV) => "ENODEV: the device is gone",
+        _ => "read failed",
+    };
+    let why = errno.map_or_else(
+        || io::Error::from(kind).to_string(),
+        |errno| io::Error::from_raw_os_error(errno).to_string(),
+    );
+    format!("{what}: {why}")
+}
+
 /// Runs an asynchronous capture.
 ///
 /// `until_interrupted`: without --seconds or --frames, run until SIGINT or SIGTERM (`monitor`).
@@ -706,25 +806,7 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
     let format = SampleFormat::from_wire(p.format as u8)
         .ok_or_else(|| io::Error::other(format!("unknown format code {}", p.format)))?;
     let channels = p.channels as usize;
-    // How long: frames, seconds, else 3 s; a monitor runs until interrupted.
-    let seconds = match (opts.frames, opts.seconds) {
-        (Some(n), _) => n as f64 / f64::from(p.rate.max(1)),
-        (None, Some(s)) => s,
-        (None, None) if until_interrupted => f64::INFINITY,
-        (None, None) => 3.0,
-    };
-    let frames_wanted = opts.frames.unwrap_or_else(|| {
-        if seconds.is_finite() {
-            (f64::from(p.rate) * seconds).ceil() as u64
-        } else {
-            u64::MAX
-        }
-    });
-    let timeout = if seconds.is_finite() {
-        Duration::from_secs_f64(seconds * 3.0 + 10.0)
-    } else {
-        Duration::MAX
-    };
+    let (frames_wanted, timeout) = capture_length(opts, p.rate, until_interrupted);
     let frame_bytes = format.width() * channels;
     let mut output = match opts.output_path() {
         Some(path) => {
@@ -753,45 +835,18 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
     let mmap = if opts.mode == Mode::Mmap { Some(map_ring(fd, &p)?) } else { None };
     // Mode mmap reads nothing: the periods stay where the device put them.
     let buf = if mmap.is_some() { Vec::new() } else { vec![0u8; record * p.periods as usize] };
-    with_consumer(signal, |slot| {
-        *slot = Some(Consumer {
-            fd,
-            buf,
-            checker: CounterChecker::new(format, channels),
-            expect_fd: opts.rt_signal.is_some(),
-            first_ts: None,
-            frames_wanted,
-            period_ns: u64::from(p.period_bytes / (frame_bytes.max(1) as u32)) * 1_000_000_000
-                / u64::from(p.rate.max(1)),
-            jitter: [0; LATENCY_BUCKETS],
-            jitter_max_us: 0,
-            first_frames: 0,
-            last_ts: 0,
-            frames_lost_reported: 0,
-            error_periods: 0,
-            loss_mismatches: 0,
-            announced: 0,
-            unreported_frames: 0,
-            bad_records: 0,
-            read_errors: 0,
-            error: None,
-            error_errno: None,
-            wrong_fd: 0,
-            error_signals: 0,
-            empty_runs: 0,
-            latency: [0; LATENCY_BUCKETS],
-            latencies: Histogram::new(),
-            recent_latencies: Histogram::new(),
-            verify: !opts.no_verify,
-            spool: output.as_ref().map(|_| Spool {
-                buf: Vec::with_capacity(spool_bytes),
-                frames_dropped: 0,
-                frame_bytes,
-            }),
-            mmap,
-            ring_error: None,
-        });
+    let period_ns = u64::from(p.period_bytes / (frame_bytes.max(1) as u32)) * 1_000_000_000
+        / u64::from(p.rate.max(1));
+    let mut consumer = Consumer::new(fd, buf, (format, channels), frames_wanted, period_ns);
+    consumer.expect_fd = opts.rt_signal.is_some();
+    consumer.verify = !opts.no_verify;
+    consumer.spool = output.as_ref().map(|_| Spool {
+        buf: Vec::with_capacity(spool_bytes),
+        frames_dropped: 0,
+        frame_bytes,
     });
+    consumer.mmap = mmap;
+    with_consumer(signal, |slot| *slot = Some(consumer));
     sys::install_handler(signal, on_signal)?;
     // The driver's counters are since binding: the run's are the differences.
     let driver_before = sys::driver_stats(fd)?;
@@ -938,18 +993,7 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
         if stream_ns > 0 { (frames - consumer.first_frames) as f64 / stream_seconds } else { 0.0 };
     let lat = &consumer.latencies;
     let ring_error = consumer.ring_error.map(|e| e.to_string());
-    let error = consumer.error.map(|kind| {
-        let what = match consumer.error_errno {
-            Some(libc::EIO) => "EIO: the device stopped completing periods (stalled)",
-            Some(libc::ENODEV) => "ENODEV: the device is gone",
-            _ => "read failed",
-        };
-        let why = consumer.error_errno.map_or_else(
-            || io::Error::from(kind).to_string(),
-            |errno| io::Error::from_raw_os_error(errno).to_string(),
-        );
-        format!("{what}: {why}")
-    });
+    let error = consumer.error.map(|kind| read_error_text(kind, consumer.error_errno));
     let error = ring_error.or(error);
     Ok(Summary {
         mode: opts.mode,
@@ -967,10 +1011,10 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
         handler_runs_without_data: consumer.empty_runs,
         periods: PERIODS.load(Ordering::Relaxed),
         frames,
-        frames_lost_reported: consumer.frames_lost_reported,
-        error_periods: consumer.error_periods,
-        loss_mismatches: consumer.loss_mismatches,
-        unreported_frames: consumer.unreported_frames,
+        frames_lost_reported: consumer.losses.reported,
+        error_periods: consumer.losses.error_periods,
+        loss_mismatches: consumer.losses.mismatches,
+        unreported_frames: consumer.losses.unreported,
         bad_records: consumer.bad_records,
         read_errors: consumer.read_errors,
         unread_at_stop,
@@ -1142,5 +1186,170 @@ impl Summary {
             && (self.frames >= self.frames_wanted || self.interrupted)
             && (!self.verified || self.counter_ok())
             && self.file.as_ref().is_none_or(|f| f.frames_dropped == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(sequence: u64, frames: u32, frames_lost: u64, flags: u32) -> PeriodHeader {
+        PeriodHeader {
+            magic: PERIOD_MAGIC,
+            flags,
+            sequence,
+            timestamp_ns: 1_000_000 * (sequence + 1),
+            frames,
+            bytes: frames * 4,
+            frames_lost,
+        }
+    }
+
+    #[test]
+    fn losses_announced_in_the_header_are_reported_not_unreported() {
+        let mut l = Losses::default();
+        l.period(0, &header(0, 8, 0, 0), true);
+        l.period(5, &header(1, 8, 5, 0), false);
+        assert_eq!((l.reported, l.unreported, l.mismatches, l.carried), (5, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_loss_announced_a_period_early_is_covered() {
+        // The driver puts the XRUN on the interrupt's first period; the gap shows a period
+        // later: one mismatch each, nothing unreported.
+        let mut l = Losses::default();
+        l.period(0, &header(0, 8, 0, 0), true);
+        l.period(0, &header(1, 8, 7, 0), false);
+        assert_eq!(l.carried, 7);
+        l.period(7, &header(2, 8, 0, 0), false);
+        assert_eq!((l.reported, l.unreported, l.mismatches, l.carried), (7, 0, 2, 0));
+    }
+
+    #[test]
+    fn a_gap_beyond_the_announcements_is_unreported() {
+        let mut l = Losses::default();
+        l.period(0, &header(0, 8, 0, 0), true);
+        l.period(10, &header(1, 8, 4, 0), false);
+        assert_eq!((l.reported, l.unreported, l.mismatches, l.carried), (4, 6, 1, 0));
+        // A later announcement does not excuse an earlier gap: it is carried instead.
+        l.period(0, &header(2, 8, 3, 0), false);
+        assert_eq!((l.unreported, l.carried), (6, 3));
+    }
+
+    #[test]
+    fn the_first_period_cannot_have_missed_anything() {
+        // Its header's loss (before the capture began) is carried, not held against it.
+        let mut l = Losses::default();
+        l.period(0, &header(0, 8, 9, 0), true);
+        assert_eq!((l.reported, l.unreported, l.mismatches, l.carried), (9, 0, 0, 9));
+    }
+
+    #[test]
+    fn error_periods_are_counted() {
+        let mut l = Losses::default();
+        l.period(0, &header(0, 8, 0, 0), true);
+        l.period(0, &header(1, 8, 8, PERIOD_FLAG_ERROR), false);
+        l.period(8, &header(2, 8, 0, 0), false);
+        assert_eq!((l.error_periods, l.reported, l.unreported), (1, 8, 0));
+    }
+
+    /// Records as read() returns them: header then counter frames (S16 x 2) from `first`.
+    fn records(periods: &[(u64, u32, u64)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (seq, &(first, frames, lost)) in periods.iter().enumerate() {
+            let h = header(seq as u64, frames, lost, 0);
+            out.extend_from_slice(vdaq_proto::wire::Pod::as_bytes(&h));
+            for i in 0..u64::from(frames) {
+                for _ in 0..2 {
+                    let mut s = [0u8; 2];
+                    SampleFormat::S16.encode_counter(first + i, &mut s);
+                    out.extend_from_slice(&s);
+                }
+            }
+        }
+        out
+    }
+
+    fn consumer(buf: Vec<u8>) -> Consumer {
+        Consumer::new(-1, buf, (SampleFormat::S16, 2), u64::MAX, 1_000_000)
+    }
+
+    #[test]
+    fn take_records_accounts_every_period_of_a_read() {
+        let buf = records(&[(0, 8, 0), (8, 8, 0), (20, 8, 4), (28, 8, 0)]);
+        let n = buf.len();
+        let mut c = consumer(buf);
+        assert_eq!(c.take_records(n, 5_000_000), 4);
+        assert_eq!(c.losses.reported, 4);
+        assert_eq!(c.losses.unreported, 0);
+        assert_eq!(c.bad_records, 0);
+        assert_eq!(c.latencies.len(), 4);
+        assert_eq!(c.checker.finish(0).gaps, 1);
+    }
+
+    #[test]
+    fn take_records_finds_an_unannounced_gap() {
+        let buf = records(&[(0, 8, 0), (8, 8, 0), (30, 8, 0)]);
+        let n = buf.len();
+        let mut c = consumer(buf);
+        assert_eq!(c.take_records(n, 5_000_000), 3);
+        assert_eq!((c.losses.reported, c.losses.unreported, c.losses.mismatches), (0, 14, 1));
+    }
+
+    #[test]
+    fn take_records_stops_at_a_bad_or_cut_record() {
+        let mut buf = records(&[(0, 8, 0), (8, 8, 0)]);
+        let second = buf.len() / 2;
+        buf[second] ^= 0xff; // the second record's magic
+        let n = buf.len();
+        let mut c = consumer(buf.clone());
+        assert_eq!(c.take_records(n, 0), 1);
+        assert_eq!(c.bad_records, 1);
+        // A read that ends inside a record: the whole ones are taken, the cut one is bad.
+        let good = records(&[(0, 8, 0), (8, 8, 0)]);
+        let mut c = consumer(good.clone());
+        assert_eq!(c.take_records(good.len() - 1, 0), 1);
+        assert_eq!(c.bad_records, 1);
+        // Less than a header: nothing, and nothing bad.
+        let mut c = consumer(good);
+        assert_eq!(c.take_records(10, 0), 0);
+        assert_eq!(c.bad_records, 0);
+    }
+
+    #[test]
+    fn without_the_counter_check_the_headers_are_believed() {
+        let buf = records(&[(0, 8, 0), (100, 8, 3)]);
+        let n = buf.len();
+        let mut c = consumer(buf);
+        c.verify = false;
+        assert_eq!(c.take_records(n, 0), 2);
+        assert_eq!((c.losses.reported, c.losses.unreported, c.losses.mismatches), (3, 0, 0));
+    }
+
+    fn opts(args: &[&str]) -> Options {
+        #[derive(clap::Parser)]
+        struct T {
+            #[command(flatten)]
+            o: Options,
+        }
+        let mut argv = vec!["t"];
+        argv.extend_from_slice(args);
+        <T as clap::Parser>::parse_from(argv).o
+    }
+
+    #[test]
+    fn the_length_comes_from_frames_seconds_or_the_interrupt() {
+        assert_eq!(capture_length(&opts(&["-s", "100"]), 48_000, true).0, 100);
+        let (frames, timeout) = capture_length(&opts(&["-d", "2"]), 48_000, true);
+        assert_eq!((frames, timeout), (96_000, Duration::from_secs(16)));
+        assert_eq!(capture_length(&opts(&[]), 48_000, true), (u64::MAX, Duration::MAX));
+        assert_eq!(capture_length(&opts(&[]), 48_000, false).0, 144_000);
+    }
+
+    #[test]
+    fn read_errors_say_what_they_mean() {
+        let t = read_error_text(io::ErrorKind::Other, Some(libc::EIO));
+        assert!(t.starts_with("EIO: the device stopped completing periods"), "{t}");
+        assert!(read_error_text(io::ErrorKind::Other, Some(libc::ENODEV)).contains("gone"));
     }
 }
