@@ -50,7 +50,8 @@ Options:
   -h, --help          this help
 
 Logs: run/workbench/console.log (the guest console), device.log (vdaq-device), qemu.log,
-share/dmesg.txt (the guest's dmesg at power-off); VDAQ_RUN_DIR moves run/. Images are built
+share/dmesg.txt (the guest's dmesg at power-off); run/workbench-PID while another workbench
+runs; VDAQ_RUN_DIR moves run/. Images are built
 and cached on first use (ci/setup.sh installs what they need: run it first on a new machine).
 EOF
 }
@@ -112,8 +113,16 @@ trap 'exit 143' TERM HUP
 # Builds what changed, quietly (the first run builds the guest kernel: minutes).
 cargo build --quiet --release --manifest-path "$VDAQ_ROOT/Cargo.toml" -p vdaq-device
 
+# run/workbench, or run/workbench-PID while another workbench holds it: two at once must not
+# share (vm_run empties its directory).
 mkdir -p "$VDAQ_RUN_DIR"
-script="$VDAQ_RUN_DIR/workbench.guest.sh"
+name=workbench
+exec {lock_fd}>"$VDAQ_RUN_DIR/.workbench.lock"
+if ! flock -n "$lock_fd"; then
+  name="workbench-$$"
+  note "another workbench is using $VDAQ_RUN_DIR/workbench: this one's logs go to $VDAQ_RUN_DIR/$name"
+fi
+script="$VDAQ_RUN_DIR/$name.guest.sh"
 if [ "${#command_words[@]}" -gt 0 ]; then
   mode="command"
   printf '%s\n' "# ci/workbench.sh's command" "${command_words[*]}" >"$script"
@@ -125,11 +134,11 @@ else
   # Ctrl-C belongs to the guest's foreground program; Ctrl-A X quits.
   VM_CONSOLE_SIGNAL=off
 fi
-[ "$verbose" = 1 ] || append+=" quiet"
+if [ "$verbose" = 1 ]; then append+=" loglevel=7"; else append+=" quiet"; fi
 VM_APPEND="vdaq.mode=$mode${append}"
 VM_CONSOLE=stdio
 rc=0
-vm_run workbench "$variant" "$script" ${device_args[@]+"${device_args[@]}"} || rc=$?
+vm_run "$name" "$variant" "$script" ${device_args[@]+"${device_args[@]}"} || rc=$?
 case "$rc" in
   124) note "the command did not finish in $timeout s; logs in $VM_DIR" ;;
   125) note "the guest ended without an exit status (QEMU quit, or the guest crashed); logs in $VM_DIR" ;;
