@@ -6,7 +6,7 @@
     ci/e2e.py --list           list the scenarios
 
 Each file in ci/scenarios is one guest boot: its [boot] table gives the kernel variant
-(`kernel`), the device's flags (`device`) or configuration file (`device_config`), a time limit
+(`kernel`: plain, debug, or stock for Debian's own linux-image, see ci/vm.sh's vm_images), the device's flags (`device`) or configuration file (`device_config`), a time limit
 (`timeout`), guest commands to run once (`setup`) and before each scenario (`before_each`),
 files to put in the guest's /mnt/host (`share`), whether to add vhost-device-rng (`rng`), the
 user to run the device as (`device_user`, when the suite runs as root), extra guest kernel
