@@ -97,6 +97,9 @@ case "$kernel" in
     ;;
 esac
 [ -z "$modules" ] || [ "$variant" = custom ] || die "--modules goes with a bzImage given to --kernel"
+if [ "$driver" = vdaq ] && [ "$variant" != plain ] && [ "$variant" != debug ]; then
+  die "--driver vdaq needs vdaq's kernel (plain or debug): vdaq.ko builds only against it (with your own build, use --ko and --driver none)"
+fi
 [ -z "$driver" ] || append+=" vdaq.driver=$driver"
 VM_EXTRA_KOS=(${kos[@]+"${kos[@]}"})
 VM_QEMU_ARGS=(${qemu_args[@]+"${qemu_args[@]}"})
