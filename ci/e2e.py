@@ -553,9 +553,19 @@ def main():
     ap.add_argument("--full", action="store_true",
                     help="every combination of the [[matrix]] tables (default: their CI subset)")
     ap.add_argument("--report", type=Path, help="also write the results as a markdown table")
+    ap.add_argument("--kernel", help="the guest kernel of every boot (plain, debug, stock), "
+                    "instead of each file's own")
+    ap.add_argument("--device-config", type=Path,
+                    help="vdaq-device's TOML configuration for every boot, instead of each file's")
     args = ap.parse_args()
 
     boots = load(args.file or sorted(SCENARIOS.glob("*.toml")), args.full)
+    for b in boots:
+        if args.kernel:
+            b.cfg["kernel"] = args.kernel
+        if args.device_config:
+            b.cfg["device_config"] = args.device_config.read_text()
+            b.cfg.pop("device", None)
     if args.list:
         for b in boots:
             for sc in b.scenarios:
