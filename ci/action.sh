@@ -40,7 +40,7 @@ if [ -e /dev/kvm ]; then
 else
   echo "KVM: none on this runner, the guests run under TCG"
 fi
-printf -v inner 'apt-get update -qq && apt-get install -y -qq --no-install-recommends ca-certificates git >/dev/null && git config --global --add safe.directory /vdaq && /vdaq/ci/setup.sh && python3 /vdaq/ci/e2e.py'
+printf -v inner 'apt-get update -qq && apt-get install -y -qq --no-install-recommends ca-certificates git >/dev/null && git config --global --add safe.directory /vdaq && /vdaq/ci/setup.sh demo && python3 /vdaq/ci/e2e.py'
 for a in "${args[@]}"; do
   printf -v inner '%s %q' "$inner" "$a"
 done

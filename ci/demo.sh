@@ -14,8 +14,8 @@ trap vm_cleanup EXIT
 seconds=${1:-10}
 [[ "$seconds" =~ ^[1-9][0-9]*$ ]] || die "SECONDS must be a positive whole number (got '$seconds')"
 
-say "Step 1/3: installing what is missing (ci/setup.sh)"
-"$VDAQ_ROOT/ci/setup.sh"
+say "Step 1/3: installing what is missing (ci/setup.sh demo)"
+"$VDAQ_ROOT/ci/setup.sh" demo
 say "Step 2/3: building the device and the guest images (cached after the first run)"
 vm_build_device
 vm_images plain

