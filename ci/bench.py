@@ -45,10 +45,15 @@ import e2e  # noqa: E402  (the scenario runner: boots, guest scripts, logs)
 ROOT = e2e.ROOT
 SCHEMA = "vdaq-bench/1"
 
-FULL = {"check_seconds": 0.5, "latency_seconds": 10, "paced_seconds": 60, "frames": 16 << 20, "device_run_ms": 700,
+# P1's free-run captures move `frames` 4-byte frames (512 MiB: the fastest paths take about half a
+# second, so that START and STOP do not weigh on their rate); the ones that write a file
+# `file_frames` (it lives in the guest's RAM).
+FULL = {"check_seconds": 0.5, "latency_seconds": 10, "paced_seconds": 60, "frames": 128 << 20,
+        "file_frames": 16 << 20, "device_run_ms": 700,
         "irq_frames": 1 << 22, "rng_reads": 20000, "p6_seconds": 5, "p6_runs": 10,
         "p6_peer_sources": ["fifo", "file"]}
-SMOKE = {"check_seconds": 0.05, "latency_seconds": 1, "paced_seconds": 2, "frames": 1 << 18, "device_run_ms": 100,
+SMOKE = {"check_seconds": 0.05, "latency_seconds": 1, "paced_seconds": 2, "frames": 1 << 18,
+         "file_frames": 1 << 18, "device_run_ms": 100,
          "irq_frames": 1 << 15, "rng_reads": 500, "p6_seconds": 1, "p6_runs": 2,
          "p6_peer_sources": ["fifo"]}
 # P6's capture settings: what vdaq, vhost-device-sound 0.3.0 (its rates stop at 48 kHz; its
