@@ -51,6 +51,15 @@ for m in dev dev/pts proc sys; do
   mounted+=("$root/$m")
 done
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+# The root trusts what this machine trusts: its local certificate authorities (a proxy that
+# inspects TLS, a company's CA) are added to the root's store before the set-up fetches from
+# crates.io.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  say "Adding this machine's local certificate authorities to the root"
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+  chroot "$root" update-ca-certificates >/dev/null
+fi
 
 say "Copying this checkout into the root (/vdaq)"
 rm -rf "$root/vdaq"
@@ -59,7 +68,8 @@ git -C "$VDAQ_ROOT" archive --format=tar --prefix=vdaq/ HEAD | tar -x -C "$root"
 say "ci/demo.sh $seconds in the trixie root (log: $log)"
 rc=0
 chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb \
-  VDAQ_ACCEL=tcg bash -c "cd /vdaq && . /etc/os-release && echo \"host: \$PRETTY_NAME\" && ci/demo.sh $seconds" \
+  ${http_proxy:+http_proxy="$http_proxy"} ${https_proxy:+https_proxy="$https_proxy"} \
+  ${no_proxy:+no_proxy="$no_proxy"} VDAQ_ACCEL=tcg bash -c "cd /vdaq && . /etc/os-release && echo \"host: \$PRETTY_NAME\" && ci/demo.sh $seconds" \
   >"$log" 2>&1 || rc=$?
 tail -n 25 "$log"
 if [ "$rc" -eq 0 ]; then
