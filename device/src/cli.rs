@@ -1,5 +1,6 @@
 //! Command line of the vdaq-device daemon: flags over an optional TOML file.
 
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,6 +16,13 @@ use crate::stream::StreamCaps;
 ///
 /// Settings come from --config FILE (TOML, see the README) and then from flags, which win.
 /// SIGUSR1 prints the statistics; SIGINT and SIGTERM stop the daemon cleanly.
+/// It follows QEMU's vhost-user backend program conventions (--socket-path, --fd,
+/// --print-capabilities; the descriptor 50-vdaq-device.json).
+///
+/// Environment:
+///   RUST_LOG   what is logged (env_logger's filter; to standard error): error, warn,
+///              info (the default), debug or trace, or per module, e.g.
+///              RUST_LOG=vdaq_device=debug,vhost_user_backend=warn
 ///
 /// Examples:
 ///   vdaq-device --socket-path /tmp/vdaq.sock --stats-interval 1
@@ -33,8 +41,16 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Unix socket to listen on for QEMU's vhost-user connection.
-    #[arg(long, value_name = "PATH")]
+    #[arg(short = 's', long, value_name = "PATH", conflicts_with = "fd")]
     pub socket_path: Option<PathBuf>,
+    /// Listen on the socket the parent process passed as this descriptor instead of
+    /// creating one (a listening Unix socket; it is never removed). Excludes --socket-path.
+    #[arg(long, value_name = "FDNUM", conflicts_with = "connect")]
+    pub fd: Option<RawFd>,
+    /// Print the backend's capabilities (JSON, as vhost-user.json describes them) and exit;
+    /// every other argument is ignored.
+    #[arg(long)]
+    pub print_capabilities: bool,
     /// Number of capture streams (default: the file's, else 1); extra streams repeat the last.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=16))]
     pub streams: Option<u8>,
@@ -147,19 +163,42 @@ pub struct Cli {
     pub connect: bool,
 }
 
+/// The capabilities `--print-capabilities` prints (QEMU's docs/interop/vhost-user.json,
+/// `VHostUserBackendCapabilities`): the virtio device type (`VIRTIO_ID_SOUND`'s name in
+/// lower case, as the conventions name backends), no type-specific features.
+pub const CAPABILITIES: &str = r#"{"type": "sound", "features": []}"#;
+
+/// Whether the arguments ask for `--print-capabilities`, which the conventions want obeyed
+/// whatever else is given (so it is looked for before the other arguments are parsed).
+pub fn wants_capabilities<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(args: I) -> bool {
+    args.into_iter()
+        .skip(1)
+        .take_while(|a| a.as_ref() != "--")
+        .any(|a| a.as_ref() == "--print-capabilities")
+}
+
+/// Where the daemon meets QEMU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Socket {
+    /// Listen on this path (created, and removed on exit).
+    Listen(PathBuf),
+    /// Connect to QEMU listening on this path.
+    Connect(PathBuf),
+    /// Listen on the socket the parent passed as this descriptor.
+    Fd(RawFd),
+}
+
 /// Everything the daemon needs, validated.
 #[derive(Debug)]
 pub struct Settings {
-    /// Socket path.
-    pub socket_path: PathBuf,
+    /// The vhost-user socket.
+    pub socket: Socket,
     /// Streams.
     pub streams: Vec<StreamCaps>,
     /// Statistics line period.
     pub stats_every: Option<Duration>,
     /// Serve one connection only.
     pub once: bool,
-    /// Connect to QEMU instead of listening.
-    pub connect: bool,
 }
 
 impl Cli {
@@ -171,11 +210,15 @@ impl Cli {
         };
         let base =
             self.config.as_ref().and_then(|p| p.parent().map(PathBuf::from)).unwrap_or_default();
-        let socket_path = self
-            .socket_path
-            .clone()
-            .or(file.socket_path.clone())
-            .ok_or("--socket-path (or socket_path in the file) is required")?;
+        // --fd wins over the file's socket_path as the flags win over the file.
+        let socket = match (self.fd, self.socket_path.clone().or(file.socket_path.clone())) {
+            (Some(fd), _) => Socket::Fd(fd),
+            (None, Some(path)) if self.connect => Socket::Connect(path),
+            (None, Some(path)) => Socket::Listen(path),
+            (None, None) => {
+                return Err("--socket-path (or socket_path in the file) or --fd is required".into())
+            }
+        };
         let stats = self.stats_interval.or(file.stats_interval).unwrap_or(0.0);
         if !stats.is_finite() || stats < 0.0 {
             return Err(format!("--stats-interval {stats} must be 0 or more seconds"));
@@ -236,11 +279,10 @@ impl Cli {
             .map(|(i, s)| s.to_caps(&format!("stream[{i}]"), paced, &base))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Settings {
-            socket_path,
+            socket,
             streams,
             stats_every: (stats > 0.0).then(|| Duration::from_secs_f64(stats)),
             once: self.once,
-            connect: self.connect,
         })
     }
 }
@@ -272,6 +314,55 @@ mod tests {
     }
 
     #[test]
+    fn the_socket_comes_from_s_socket_path_fd_or_the_file() {
+        let socket = |args: &[&str]| parse(args).map(|s| s.socket);
+        assert_eq!(socket(&["-s", "/tmp/a"]), Ok(Socket::Listen("/tmp/a".into())));
+        assert_eq!(socket(&["--socket-path=/tmp/a"]), Ok(Socket::Listen("/tmp/a".into())));
+        assert_eq!(
+            socket(&["--socket-path", "/tmp/a", "--connect"]),
+            Ok(Socket::Connect("/tmp/a".into()))
+        );
+        assert_eq!(socket(&["--fd", "3"]), Ok(Socket::Fd(3)));
+        assert_eq!(socket(&["--fd=7", "--once"]), Ok(Socket::Fd(7)));
+        let e = socket(&["--fd", "3", "--socket-path", "/tmp/a"]).expect_err("both");
+        assert!(e.contains("cannot be used with"), "{e}");
+        let e = socket(&["--fd", "3", "--connect"]).expect_err("fd and connect");
+        assert!(e.contains("cannot be used with"), "{e}");
+        let e = socket(&["--fd", "three"]).expect_err("not a number");
+        assert!(e.contains("three"), "{e}");
+    }
+
+    #[test]
+    fn print_capabilities_is_found_among_any_arguments_and_prints_json() {
+        assert!(wants_capabilities(["vdaq-device", "--print-capabilities"]));
+        assert!(wants_capabilities(["vdaq-device", "--bogus", "x", "--print-capabilities"]));
+        assert!(!wants_capabilities(["vdaq-device", "-s", "/tmp/a"]));
+        assert!(
+            !wants_capabilities(["--print-capabilities"]),
+            "the program name is not an argument"
+        );
+        assert!(!wants_capabilities(["vdaq-device", "--", "--print-capabilities"]));
+        let caps: serde_json::Value = serde_json::from_str(CAPABILITIES).expect("JSON");
+        assert_eq!(caps["type"], "sound");
+        assert_eq!(caps["features"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn the_backend_descriptor_names_this_type_and_an_absolute_binary() {
+        let text = include_str!("../50-vdaq-device.json");
+        let d: serde_json::Value = serde_json::from_str(text).expect("JSON");
+        let caps: serde_json::Value = serde_json::from_str(CAPABILITIES).expect("JSON");
+        assert_eq!(d["type"], caps["type"]);
+        assert!(d["description"].as_str().is_some_and(|s| !s.is_empty()), "{d}");
+        let binary = d["binary"].as_str().expect("binary");
+        assert!(binary.starts_with('/') && binary.ends_with("/vdaq-device"), "{binary}");
+        let keys: Vec<_> = d.as_object().expect("object").keys().cloned().collect();
+        for k in &keys {
+            assert!(["description", "type", "binary", "tags"].contains(&k.as_str()), "{k}");
+        }
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let dir = std::env::temp_dir().join(format!("vdaq-cli-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
@@ -283,7 +374,7 @@ mod tests {
         .expect("write");
         let f = file.to_string_lossy().to_string();
         let s = parse(&["--config", &f]).expect("file");
-        assert_eq!(s.socket_path, PathBuf::from("/tmp/f.sock"));
+        assert_eq!(s.socket, Socket::Listen("/tmp/f.sock".into()));
         assert_eq!((s.streams[0].channels_max, s.streams[0].rates.clone()), (4, vec![8000]));
         let s = parse(&[
             "--config",
@@ -300,7 +391,9 @@ mod tests {
             "440",
         ])
         .expect("flags");
-        assert_eq!(s.socket_path, PathBuf::from("/tmp/x"));
+        assert_eq!(s.socket, Socket::Listen("/tmp/x".into()));
+        let fd = parse(&["--config", &f, "--fd", "5"]).expect("fd over the file's path");
+        assert_eq!(fd.socket, Socket::Fd(5));
         assert_eq!(s.streams.len(), 2);
         assert_eq!(s.streams[1].channels_max, 32);
         assert_eq!(s.streams[1].rates, vec![8000], "from the file");

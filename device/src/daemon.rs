@@ -1,12 +1,15 @@
 //! Serving one vhost-user connection: the daemon, the stream timers and the statistics
 //! reporter, shared by the binary and the tests.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use log::info;
+use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
@@ -85,12 +88,75 @@ pub fn serve_connection_with_stats(
 }
 
 /// Which end of the vhost-user socket the device is.
-#[derive(Clone, Copy, Debug)]
 pub enum Endpoint<'a> {
     /// Listen on this path; QEMU connects (`-chardev socket,path=...`).
     Listen(&'a Path),
     /// Connect to QEMU listening on this path (`-chardev socket,path=...,server=on`).
     Connect(&'a Path),
+    /// Accept the next connection on a socket that already listens (`--fd`, passed by the
+    /// parent process); it stays open for the next connection.
+    Inherited(&'a mut Listener),
+}
+
+impl std::fmt::Debug for Endpoint<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Listen(p) => f.debug_tuple("Listen").field(p).finish(),
+            Self::Connect(p) => f.debug_tuple("Connect").field(p).finish(),
+            Self::Inherited(l) => f.debug_tuple("Inherited").field(&l.as_raw_fd()).finish(),
+        }
+    }
+}
+
+/// Why the socket named by `--fd` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FdError {
+    /// 0, 1 and 2 are standard input, output and error (the backend program conventions).
+    #[error(
+        "--fd {0}: 0, 1 and 2 are standard input, output and error, not the vhost-user socket"
+    )]
+    Stdio(RawFd),
+    /// No such descriptor is open.
+    #[error("--fd {0}: no such file descriptor is open in this process")]
+    NotOpen(RawFd),
+    /// Not a Unix domain socket.
+    #[error("--fd {0}: not a Unix domain socket")]
+    NotUnixSocket(RawFd),
+    /// A connected socket, not a listening one.
+    #[error(
+        "--fd {0}: a connected socket; vdaq-device takes a listening one (vhost-user-backend's \
+         daemon accepts its connection from a listener) and serves each connection made to it"
+    )]
+    Connected(RawFd),
+}
+
+/// Takes the listening Unix socket `fd` that the parent process passed (`--fd`), after checking
+/// that it is one.
+///
+/// # Safety
+///
+/// `fd` must be owned by no one else in this process: on success (and on the errors after
+/// the descriptor was found open) it is closed when the returned listener drops.
+pub unsafe fn listener_from_fd(fd: RawFd) -> Result<Listener, FdError> {
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, UnixAddr};
+    if (0..=2).contains(&fd) {
+        return Err(FdError::Stdio(fd));
+    }
+    // Checked by its /proc entry, so that no number is taken that is not open.
+    if fd < 0 || std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_err() {
+        return Err(FdError::NotOpen(fd));
+    }
+    // SAFETY: `fd` is open (checked above) and, by this function's contract, owned by nothing
+    // else in this process, so this OwnedFd is its only owner and closes it once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    if getsockname::<UnixAddr>(owned.as_raw_fd()).is_err() {
+        return Err(FdError::NotUnixSocket(fd));
+    }
+    match getsockopt(&owned, sockopt::AcceptConn) {
+        Ok(true) => Ok(Listener::from(UnixListener::from(owned))),
+        Ok(false) => Err(FdError::Connected(fd)),
+        Err(_) => Err(FdError::NotUnixSocket(fd)),
+    }
 }
 
 /// Serves one connection at `endpoint` with fresh device state, publishing the statistics
@@ -154,6 +220,14 @@ pub fn run_connection(
                 r.map_err(|e| format!("vhost-user connection failed: {e}"))
             }
         },
+        Endpoint::Inherited(listener) => {
+            info!("listening on the socket passed as descriptor {}", listener.as_raw_fd());
+            let r = accept_and_wait(&mut daemon, listener);
+            if let Some((_, exit)) = backend.read().ok().and_then(|b| b.exit_event(0)) {
+                let _ = exit.notify();
+            }
+            r.map_err(|e| format!("vhost-user connection failed: {e}"))
+        }
     };
     if let Some((stop, thread)) = reporter {
         stop.store(true, Ordering::Relaxed);
@@ -176,5 +250,70 @@ fn connect_and_wait(
     match daemon.wait() {
         Err(Error::HandleRequest(VuError::Disconnected | VuError::PartialMessage)) => Ok(()),
         other => other,
+    }
+}
+
+/// Serves the next connection made to `listener` until QEMU hangs up (as
+/// [`VhostUserDaemon::serve`] does, but the listener stays open for the next one).
+fn accept_and_wait(
+    daemon: &mut VhostUserDaemon<Arc<RwLock<VdaqBackend>>>,
+    listener: &mut Listener,
+) -> vhost_user_backend::Result<()> {
+    use vhost::vhost_user::Error as VuError;
+    use vhost_user_backend::Error;
+    daemon.start(listener)?;
+    match daemon.wait() {
+        Err(Error::HandleRequest(VuError::Disconnected | VuError::PartialMessage)) => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::net::UnixStream;
+
+    fn temp_socket(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vdaq-fd-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir.join("s.sock")
+    }
+
+    #[test]
+    fn a_listening_unix_socket_is_taken_and_accepts() {
+        let path = temp_socket("listen");
+        let fd = UnixListener::bind(&path).expect("bind").into_raw_fd();
+        // SAFETY: `fd` was just released by its only owner.
+        let listener = unsafe { listener_from_fd(fd) }.expect("a listener");
+        assert_eq!(listener.as_raw_fd(), fd);
+        let _client = UnixStream::connect(&path).expect("connect");
+        assert!(listener.accept().expect("accept").is_some());
+        drop(listener);
+        assert!(path.exists(), "an inherited socket's path is not removed");
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    #[test]
+    fn other_descriptors_are_refused_by_kind() {
+        // SAFETY: 0 to 2 are refused before anything is taken.
+        assert!(matches!(unsafe { listener_from_fd(1) }, Err(FdError::Stdio(1))));
+        // SAFETY: a negative number is refused before anything is taken.
+        assert!(matches!(unsafe { listener_from_fd(-4) }, Err(FdError::NotOpen(-4))));
+        let (a, _b) = UnixStream::pair().expect("pair");
+        let fd = a.into_raw_fd();
+        // SAFETY: `fd` was just released by its only owner.
+        let e = unsafe { listener_from_fd(fd) }.err().expect("a connected socket is refused");
+        assert!(matches!(e, FdError::Connected(n) if n == fd), "{e}");
+        assert!(e.to_string().contains("a connected socket"), "{e}");
+        let file = std::fs::File::open("/proc/self/status").expect("a file").into_raw_fd();
+        // SAFETY: `file` was just released by its only owner.
+        let e = unsafe { listener_from_fd(file) }.err().expect("a file is refused");
+        assert!(matches!(e, FdError::NotUnixSocket(n) if n == file), "{e}");
+        // Both were closed by the refusals: the numbers can be checked again as not open,
+        // unless another test's thread reused them meanwhile, which a large number avoids.
+        // SAFETY: nothing in this process has ~a million descriptors open.
+        assert!(matches!(unsafe { listener_from_fd(999_999) }, Err(FdError::NotOpen(_))));
     }
 }
