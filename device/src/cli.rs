@@ -67,31 +67,32 @@ pub struct Cli {
     #[arg(long)]
     pub channels_max: Option<i64>,
     /// Signal on every channel: counter, sine, square, triangle, sawtooth, dc, noise, replay.
+    /// The flags below up to --file describe it and need it.
     #[arg(long)]
     pub signal: Option<String>,
     /// Frequency in Hz of --signal.
-    #[arg(long)]
+    #[arg(long, requires = "signal")]
     pub frequency: Option<f64>,
     /// Amplitude of --signal.
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, requires = "signal")]
     pub amplitude: Option<f64>,
     /// Offset of --signal.
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, requires = "signal")]
     pub offset: Option<f64>,
     /// Phase of --signal in degrees.
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, requires = "signal")]
     pub phase: Option<f64>,
     /// Duty cycle of --signal square (0 to 1).
-    #[arg(long)]
+    #[arg(long, requires = "signal")]
     pub duty: Option<f64>,
     /// Seed of --signal noise.
-    #[arg(long)]
+    #[arg(long, requires = "signal")]
     pub seed: Option<u64>,
     /// Distribution of --signal noise: uniform or gaussian.
-    #[arg(long)]
+    #[arg(long, requires = "signal")]
     pub distribution: Option<String>,
     /// Recording for --signal replay (wav, csv or raw by extension).
-    #[arg(long)]
+    #[arg(long, requires = "signal")]
     pub file: Option<PathBuf>,
     /// Units of the values: codes (of the format) or volts (with --full-scale).
     #[arg(long)]
@@ -399,6 +400,28 @@ mod tests {
         assert_eq!(s.streams[1].rates, vec![8000], "from the file");
         assert_eq!(s.streams[0].signal.channel(0).frequency, 440.0);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn signal_parameters_need_signal() {
+        for flag in [
+            "--frequency=440",
+            "--amplitude=2",
+            "--offset=-1",
+            "--phase=90",
+            "--duty=0.2",
+            "--seed=4",
+            "--distribution=gaussian",
+            "--file=rec.wav",
+        ] {
+            let e = parse(&["--socket-path", "/s", flag]).expect_err(flag);
+            assert!(e.contains("--signal"), "{flag}: {e}");
+        }
+        let s = parse(&["--socket-path", "/s", "--signal", "sine", "--amplitude", "0"])
+            .expect("amplitude 0");
+        assert_eq!(s.streams[0].signal.channel(0).amplitude, 0.0, "zero, not the default");
+        let s = parse(&["--socket-path", "/s", "--signal", "sine"]).expect("default amplitude");
+        assert_eq!(s.streams[0].signal.channel(0).amplitude, 1.0);
     }
 
     #[test]

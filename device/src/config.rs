@@ -203,6 +203,8 @@ impl ChannelConfig {
             finite(&format!("{at}.{name}"), v.unwrap_or(default), min, max)
         };
         let frequency = f("frequency", self.frequency, 1000.0, 0.0, 192_000.0)?;
+        // An amplitude given is the amplitude, 0 included; unset, it is 1 (for replay: the
+        // values as recorded).
         let amplitude = f("amplitude", self.amplitude, 1.0, -1e12, 1e12)?;
         let offset = f("offset", self.offset, 0.0, -1e12, 1e12)?;
         let phase_deg = f("phase", self.phase, 0.0, -360.0, 360.0)?;
@@ -250,12 +252,6 @@ impl ChannelConfig {
                     "{at}.source = \"{other}\" is not a source (counter, sine, square, triangle, sawtooth, dc, noise, replay)"
                 ))
             }
-        };
-        // Replay plays values as recorded unless an amplitude scales them.
-        let amplitude = if matches!(waveform, Waveform::Replay { .. }) && self.amplitude.is_none() {
-            0.0
-        } else {
-            amplitude
         };
         Ok(ChannelSignal { waveform, amplitude, offset, frequency, phase_deg })
     }
@@ -305,6 +301,28 @@ mod tests {
         assert_eq!(c[0].signal.channel(0).waveform, Waveform::Sine);
         assert_eq!(c[0].signal.channel(3).waveform, Waveform::Noise { seed: 9, gaussian: true });
         assert_eq!(c[1].signal.channel(5).waveform, Waveform::Counter);
+    }
+
+    #[test]
+    fn an_explicit_amplitude_of_zero_is_zero() {
+        let dir = std::env::temp_dir().join(format!("vdaq-amp0-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let csv = dir.join("rec.csv");
+        std::fs::write(&csv, "100\n200\n").expect("write");
+        let text = format!(
+            "[[stream]]\n[[stream.channel]]\nsource = \"sine\"\namplitude = 0\n\
+             [[stream.channel]]\nsource = \"replay\"\nfile = {csv:?}\namplitude = 0.0\n\
+             [[stream.channel]]\nsource = \"replay\"\nfile = {csv:?}\n"
+        );
+        let c = caps(&text).expect("valid");
+        let t = crate::source::SineTable::default();
+        let (sine, silent, as_recorded) =
+            (c[0].signal.channel(0), c[0].signal.channel(1), c[0].signal.channel(2));
+        assert_eq!(sine.amplitude, 0.0);
+        assert_eq!(sine.value(2, 8000, &t), Some(0.0));
+        assert_eq!(silent.value(1, 8000, &t), Some(0.0), "replay with amplitude = 0");
+        assert_eq!(as_recorded.value(1, 8000, &t), Some(200.0), "replay as recorded");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
