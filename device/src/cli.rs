@@ -40,9 +40,9 @@ pub struct Cli {
     /// TOML configuration file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Unix socket to listen on for QEMU's vhost-user connection.
-    #[arg(short = 's', long, value_name = "PATH", conflicts_with = "fd")]
-    pub socket_path: Option<PathBuf>,
+    /// The daemon's settings (-s/--socket-path, --stats-interval, --free-run).
+    #[command(flatten)]
+    pub daemon: FileConfig,
     /// Listen on the socket the parent process passed as this descriptor instead of
     /// creating one (a listening Unix socket; it is never removed). Excludes --socket-path.
     #[arg(long, value_name = "FDNUM", conflicts_with = "connect")]
@@ -51,110 +51,6 @@ pub struct Cli {
     /// every other argument is ignored.
     #[arg(long)]
     pub print_capabilities: bool,
-    /// Number of capture streams (default: the file's, else 1); extra streams repeat the last.
-    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=16))]
-    pub streams: Option<u8>,
-    /// Sample formats offered (comma-separated: u8, s16, s32, float, float64; default: all).
-    #[arg(long, value_delimiter = ',')]
-    pub formats: Option<Vec<String>>,
-    /// Frame rates offered in Hz (comma-separated, from the virtio-snd table; default: all).
-    #[arg(long, value_delimiter = ',')]
-    pub rates: Option<Vec<i64>>,
-    /// Fewest channels a stream accepts (default 1).
-    #[arg(long)]
-    pub channels_min: Option<i64>,
-    /// Most channels a stream accepts (default 8, at most 255).
-    #[arg(long)]
-    pub channels_max: Option<i64>,
-    /// Signal on every channel: counter, sine, square, triangle, sawtooth, dc, noise, replay.
-    /// The flags below up to --file describe it and need it.
-    #[arg(long)]
-    pub signal: Option<String>,
-    /// Frequency in Hz of --signal.
-    #[arg(long, requires = "signal")]
-    pub frequency: Option<f64>,
-    /// Amplitude of --signal.
-    #[arg(long, allow_hyphen_values = true, requires = "signal")]
-    pub amplitude: Option<f64>,
-    /// Offset of --signal.
-    #[arg(long, allow_hyphen_values = true, requires = "signal")]
-    pub offset: Option<f64>,
-    /// Phase of --signal in degrees.
-    #[arg(long, allow_hyphen_values = true, requires = "signal")]
-    pub phase: Option<f64>,
-    /// Duty cycle of --signal square (0 to 1).
-    #[arg(long, requires = "signal")]
-    pub duty: Option<f64>,
-    /// Seed of --signal noise.
-    #[arg(long, requires = "signal")]
-    pub seed: Option<u64>,
-    /// Distribution of --signal noise: uniform or gaussian.
-    #[arg(long, requires = "signal")]
-    pub distribution: Option<String>,
-    /// Recording for --signal replay (wav, csv or raw by extension).
-    #[arg(long, requires = "signal")]
-    pub file: Option<PathBuf>,
-    /// Units of the values: codes (of the format) or volts (with --full-scale).
-    #[arg(long)]
-    pub units: Option<String>,
-    /// Volts at full scale with --units volts (default 10).
-    #[arg(long)]
-    pub full_scale: Option<f64>,
-    /// Deliver frames as fast as the guest posts buffers instead of at the sample rate
-    /// (throughput benchmarks).
-    #[arg(long)]
-    pub free_run: bool,
-    /// Log a statistics line every this many seconds (0: never).
-    #[arg(long, value_name = "SECONDS")]
-    pub stats_interval: Option<f64>,
-    /// Fault injection, every stream: lose every Nth period produced (a forced overrun).
-    #[arg(long, value_name = "N", help_heading = "Fault injection")]
-    pub fault_drop_every: Option<i64>,
-    /// Complete every Nth buffer with VIRTIO_SND_S_IO_ERR and no frames.
-    #[arg(long, value_name = "N", help_heading = "Fault injection")]
-    pub fault_error_every: Option<i64>,
-    /// Complete every Nth buffer without notifying the driver.
-    #[arg(long, value_name = "N", help_heading = "Fault injection")]
-    pub fault_withhold_every: Option<i64>,
-    /// Hold each period this long before completing it.
-    #[arg(long, value_name = "MS", help_heading = "Fault injection")]
-    pub fault_delay_ms: Option<f64>,
-    /// Plus a random delay below this (from --fault-seed).
-    #[arg(long, value_name = "MS", help_heading = "Fault injection")]
-    pub fault_jitter_ms: Option<f64>,
-    /// Seed of --fault-jitter-ms (default 0).
-    #[arg(long, value_name = "SEED", help_heading = "Fault injection")]
-    pub fault_seed: Option<u64>,
-    /// Complete nothing for --fault-stall-ms from this long after each START (default 0).
-    #[arg(long, value_name = "MS", help_heading = "Fault injection")]
-    pub fault_stall_at_ms: Option<f64>,
-    /// Length of the stall.
-    #[arg(long, value_name = "MS", help_heading = "Fault injection")]
-    pub fault_stall_ms: Option<f64>,
-    /// Status of --fault-error-every's completions: io_err (default), bad_msg, not_supp or
-    /// any number (e.g. 0x1234, not a status the spec has).
-    #[arg(long, value_name = "STATUS", help_heading = "Fault injection")]
-    pub fault_status: Option<String>,
-    /// A lying device: report used lengths N bytes (1 to 16 MiB) past what was written, on rx
-    /// completions and control responses (nothing is written past the buffer).
-    #[arg(long, value_name = "N", help_heading = "Fault injection")]
-    pub fault_used_len_extra: Option<i64>,
-    /// A lying device: report used lengths of L bytes (0 to 7), shorter than the status
-    /// written (control responses: at most 3).
-    #[arg(long, value_name = "L", help_heading = "Fault injection")]
-    pub fault_used_len_short: Option<i64>,
-    /// Lie about the used length on every Nth rx completion and control response (default 1).
-    #[arg(long, value_name = "N", help_heading = "Fault injection")]
-    pub fault_lie_every: Option<i64>,
-    /// With each completed period, up to N (1 to 64) spurious events while event buffers
-    /// wait: XRUNs for this stream and for one that does not exist, an unknown event code,
-    /// PCM_PERIOD_ELAPSED.
-    #[arg(long, value_name = "N", help_heading = "Fault injection")]
-    pub fault_event_flood: Option<i64>,
-    /// With each completed period, N (1 to 64) extra notifications on the rx and control
-    /// queues with nothing new in their used rings.
-    #[arg(long, value_name = "N", help_heading = "Fault injection")]
-    pub fault_spurious_notify: Option<i64>,
     /// Serve one connection, then exit (default: serve connections until stopped).
     #[arg(long)]
     pub once: bool,
@@ -162,6 +58,16 @@ pub struct Cli {
     /// listening; after QEMU hangs up, connect again (unless --once).
     #[arg(long)]
     pub connect: bool,
+    /// Number of capture streams (default: the file's, else 1); extra streams repeat the last.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=16),
+          help_heading = config::STREAMS_HEADING)]
+    pub streams: Option<u8>,
+    /// What every stream offers (`[[stream]]` in the file).
+    #[command(flatten)]
+    pub stream: StreamConfig,
+    /// The signal of every channel of every stream (`[[stream.channel]]` in the file).
+    #[command(flatten)]
+    pub signal: ChannelConfig,
 }
 
 /// The capabilities `--print-capabilities` prints (QEMU's docs/interop/vhost-user.json,
@@ -205,14 +111,15 @@ pub struct Settings {
 impl Cli {
     /// Merges the file (if any) and the flags; errors name the field or flag.
     pub fn settings(&self) -> Result<Settings, String> {
-        let file = match &self.config {
+        let mut file = match &self.config {
             Some(path) => config::read_file(path)?,
             None => FileConfig::default(),
         };
         let base =
             self.config.as_ref().and_then(|p| p.parent().map(PathBuf::from)).unwrap_or_default();
+        file.override_with(&self.daemon);
         // --fd wins over the file's socket_path as the flags win over the file.
-        let socket = match (self.fd, self.socket_path.clone().or(file.socket_path.clone())) {
+        let socket = match (self.fd, file.socket_path.clone()) {
             (Some(fd), _) => Socket::Fd(fd),
             (None, Some(path)) if self.connect => Socket::Connect(path),
             (None, Some(path)) => Socket::Listen(path),
@@ -220,7 +127,7 @@ impl Cli {
                 return Err("--socket-path (or socket_path in the file) or --fd is required".into())
             }
         };
-        let stats = self.stats_interval.or(file.stats_interval).unwrap_or(0.0);
+        let stats = file.stats_interval.unwrap_or(0.0);
         if !stats.is_finite() || stats < 0.0 {
             return Err(format!("--stats-interval {stats} must be 0 or more seconds"));
         }
@@ -231,49 +138,12 @@ impl Cli {
             streams.resize(usize::from(n), last);
         }
         for s in &mut streams {
-            if self.formats.is_some() {
-                s.formats.clone_from(&self.formats);
-            }
-            if self.rates.is_some() {
-                s.rates.clone_from(&self.rates);
-            }
-            s.channels_min = self.channels_min.or(s.channels_min);
-            s.channels_max = self.channels_max.or(s.channels_max);
-            s.units = self.units.clone().or(s.units.take());
-            s.full_scale = self.full_scale.or(s.full_scale);
-            let f = s.faults.get_or_insert_with(Default::default);
-            f.drop_every = self.fault_drop_every.or(f.drop_every);
-            f.error_every = self.fault_error_every.or(f.error_every);
-            f.withhold_every = self.fault_withhold_every.or(f.withhold_every);
-            f.delay_ms = self.fault_delay_ms.or(f.delay_ms);
-            f.jitter_ms = self.fault_jitter_ms.or(f.jitter_ms);
-            f.seed = self.fault_seed.or(f.seed);
-            f.stall_at_ms = self.fault_stall_at_ms.or(f.stall_at_ms);
-            f.stall_ms = self.fault_stall_ms.or(f.stall_ms);
-            if let Some(status) = &self.fault_status {
-                f.status = Some(crate::faults::StatusConfig::Name(status.clone()));
-            }
-            f.used_len_extra = self.fault_used_len_extra.or(f.used_len_extra);
-            f.used_len_short = self.fault_used_len_short.or(f.used_len_short);
-            f.lie_every = self.fault_lie_every.or(f.lie_every);
-            f.event_flood = self.fault_event_flood.or(f.event_flood);
-            f.spurious_notify = self.fault_spurious_notify.or(f.spurious_notify);
-            if let Some(source) = &self.signal {
-                s.channels = vec![ChannelConfig {
-                    source: source.clone(),
-                    frequency: self.frequency,
-                    amplitude: self.amplitude,
-                    offset: self.offset,
-                    phase: self.phase,
-                    duty: self.duty,
-                    seed: self.seed,
-                    distribution: self.distribution.clone(),
-                    file: self.file.clone(),
-                    ..ChannelConfig::default()
-                }];
+            s.override_with(&self.stream);
+            if self.signal.source.is_some() {
+                s.channels = vec![self.signal.clone()];
             }
         }
-        let paced = !(self.free_run || file.free_run.unwrap_or(false));
+        let paced = !file.free_run.unwrap_or(false);
         let streams = streams
             .iter()
             .enumerate()
@@ -425,6 +295,68 @@ mod tests {
     }
 
     #[test]
+    fn enum_flags_take_the_names_the_file_takes() {
+        use crate::config::{Distribution, RecordingKind, Source, UnitKind};
+        use clap::ValueEnum;
+        fn names<T: ValueEnum>() -> Vec<String> {
+            T::value_variants()
+                .iter()
+                .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+                .collect()
+        }
+        let all = [
+            names::<Source>(),
+            names::<Distribution>(),
+            names::<UnitKind>(),
+            names::<RecordingKind>(),
+        ];
+        assert_eq!(
+            all[0],
+            ["counter", "sine", "square", "triangle", "sawtooth", "dc", "noise", "replay"]
+        );
+        assert_eq!(
+            (all[1].clone(), all[2].clone()),
+            (vec!["uniform".into(), "gaussian".into()], vec!["codes".into(), "volts".into()])
+        );
+        assert_eq!(all[3], ["wav", "csv", "raw"]);
+        for source in &all[0] {
+            let text = format!("[[stream]]\n[[stream.channel]]\nsource = \"{source}\"\n");
+            let file: FileConfig = toml::from_str(&text).expect(source);
+            let flags = Cli::try_parse_from(["vdaq-device", "--signal", source]).expect(source);
+            assert_eq!(file.streams[0].channels[0].source, flags.signal.source, "{source}");
+        }
+        for d in &all[1] {
+            let text = format!(
+                "[[stream]]\n[[stream.channel]]\nsource = \"noise\"\ndistribution = \"{d}\"\n"
+            );
+            let file: FileConfig = toml::from_str(&text).expect(d);
+            let flags = Cli::try_parse_from(["vdaq-device", "--signal=noise", "--distribution", d])
+                .expect(d);
+            assert_eq!(file.streams[0].channels[0].distribution, flags.signal.distribution);
+        }
+        for u in &all[2] {
+            let file: FileConfig =
+                toml::from_str(&format!("[[stream]]\nunits = \"{u}\"\n")).expect(u);
+            let flags = Cli::try_parse_from(["vdaq-device", "--units", u]).expect(u);
+            assert_eq!(file.streams[0].units, flags.stream.units);
+        }
+        let file: FileConfig =
+            toml::from_str("[[stream]]\nformats = [\"S16\", \"float64\"]\n").expect("formats");
+        let flags =
+            Cli::try_parse_from(["vdaq-device", "--formats", "S16,float64"]).expect("formats");
+        assert_eq!(file.streams[0].formats, flags.stream.formats);
+    }
+
+    #[test]
+    fn free_run_is_a_flag_that_may_also_say_false() {
+        let paced = |args: &[&str]| parse(args).map(|s| s.streams[0].paced);
+        assert_eq!(paced(&["-s", "/s"]), Ok(true));
+        assert_eq!(paced(&["-s", "/s", "--free-run"]), Ok(false));
+        assert_eq!(paced(&["--free-run", "-s", "/s"]), Ok(false));
+        assert_eq!(paced(&["-s", "/s", "--free-run=false"]), Ok(true));
+    }
+
+    #[test]
     fn lying_device_flags_reach_every_stream() {
         use crate::faults::{FaultStatus, UsedLenLie};
         let s = parse(&[
@@ -459,7 +391,12 @@ mod tests {
         let e = parse(&["--socket-path", "/s", "--rates", "48000,44000"]).expect_err("rate");
         assert!(e.contains("44000 is not a virtio-snd rate"), "{e}");
         let e = parse(&["--socket-path", "/s", "--formats", "s24"]).expect_err("format");
-        assert!(e.contains("\"s24\" is not a format"), "{e}");
+        assert!(e.contains("invalid value 's24' for '--formats"), "{e}");
+        assert!(e.contains("u8, s16, s32, float, float64"), "{e}");
+        let e = parse(&["--socket-path", "/s", "--signal", "pulse"]).expect_err("signal");
+        assert!(e.contains("invalid value 'pulse' for '--signal"), "{e}");
+        let e = parse(&["--socket-path", "/s", "--units", "amps"]).expect_err("units");
+        assert!(e.contains("invalid value 'amps' for '--units"), "{e}");
         let e = parse(&["--socket-path", "/s", "--channels-max", "256"]).expect_err("channels");
         assert!(e.contains("channels_max = 256 is out of range (1 to 255)"), "{e}");
         let e = parse(&["--socket-path", "/s", "--channels-min", "4", "--channels-max", "2"])

@@ -40,24 +40,83 @@
 use serde::Deserialize;
 use vdaq_proto::virtio_snd::code;
 
-/// `[stream.faults]` as written.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+/// `[stream.faults]` as written; its flags (`--fault-*`) set every stream.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, clap::Args)]
 #[serde(deny_unknown_fields)]
+#[command(next_help_heading = "Fault injection (every stream; [stream.faults] in the file)")]
 pub struct FaultsConfig {
+    /// Lose every Nth period produced (a forced overrun).
+    #[arg(long = "fault-drop-every", value_name = "N")]
     pub drop_every: Option<i64>,
+    /// Complete every Nth buffer with VIRTIO_SND_S_IO_ERR (or --fault-status) and no frames.
+    #[arg(long = "fault-error-every", value_name = "N")]
     pub error_every: Option<i64>,
+    /// Complete every Nth buffer without notifying the driver.
+    #[arg(long = "fault-withhold-every", value_name = "N")]
     pub withhold_every: Option<i64>,
+    /// Hold each period this long before completing it.
+    #[arg(long = "fault-delay-ms", value_name = "MS")]
     pub delay_ms: Option<f64>,
+    /// Plus a random delay below this (from --fault-seed).
+    #[arg(long = "fault-jitter-ms", value_name = "MS")]
     pub jitter_ms: Option<f64>,
+    /// Seed of --fault-jitter-ms (default 0).
+    #[arg(id = "fault-seed", long = "fault-seed", value_name = "SEED")]
     pub seed: Option<u64>,
+    /// Complete nothing for --fault-stall-ms from this long after each START (default 0).
+    #[arg(long = "fault-stall-at-ms", value_name = "MS")]
     pub stall_at_ms: Option<f64>,
+    /// Length of the stall.
+    #[arg(long = "fault-stall-ms", value_name = "MS")]
     pub stall_ms: Option<f64>,
+    /// Status of --fault-error-every's completions: io_err (default), bad_msg, not_supp or
+    /// any number (e.g. 0x1234, not a status the spec has).
+    #[arg(long = "fault-status", value_name = "STATUS")]
     pub status: Option<StatusConfig>,
+    /// A lying device: report used lengths N bytes (1 to 16 MiB) past what was written, on rx
+    /// completions and control responses (nothing is written past the buffer).
+    #[arg(long = "fault-used-len-extra", value_name = "N")]
     pub used_len_extra: Option<i64>,
+    /// A lying device: report used lengths of L bytes (0 to 7), shorter than the status
+    /// written (control responses: at most 3).
+    #[arg(long = "fault-used-len-short", value_name = "L")]
     pub used_len_short: Option<i64>,
+    /// Lie about the used length on every Nth rx completion and control response (default 1).
+    #[arg(long = "fault-lie-every", value_name = "N")]
     pub lie_every: Option<i64>,
+    /// With each completed period, up to N (1 to 64) spurious events while event buffers
+    /// wait: XRUNs for this stream and for one that does not exist, an unknown event code,
+    /// PCM_PERIOD_ELAPSED.
+    #[arg(long = "fault-event-flood", value_name = "N")]
     pub event_flood: Option<i64>,
+    /// With each completed period, N (1 to 64) extra notifications on the rx and control
+    /// queues with nothing new in their used rings.
+    #[arg(long = "fault-spurious-notify", value_name = "N")]
     pub spurious_notify: Option<i64>,
+}
+
+impl FaultsConfig {
+    /// The flags given win over the file.
+    pub fn override_with(&mut self, flags: &Self) {
+        crate::config::override_fields!(
+            self,
+            flags,
+            drop_every,
+            error_every,
+            withhold_every,
+            delay_ms,
+            jitter_ms,
+            seed,
+            stall_at_ms,
+            stall_ms,
+            status,
+            used_len_extra,
+            used_len_short,
+            lie_every,
+            event_flood,
+            spurious_notify,
+        );
+    }
 }
 
 /// `status` as written: a name or a number.
@@ -68,6 +127,15 @@ pub enum StatusConfig {
     Name(String),
     /// A number.
     Code(i64),
+}
+
+impl std::str::FromStr for StatusConfig {
+    type Err = std::convert::Infallible;
+
+    /// A flag's value is text; it is checked with the file's, by [`FaultsConfig::to_plan`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::Name(s.to_string()))
+    }
 }
 
 /// The status of an injected error completion.
