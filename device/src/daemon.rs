@@ -4,8 +4,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use log::info;
@@ -181,26 +180,7 @@ pub fn run_connection(
             .register_listener(fd, EventSet::IN, data)
             .map_err(|e| format!("cannot register a stream timer: {e}"))?;
     }
-    let reporter = stats_every.map(|every| {
-        let stats = Arc::clone(&stats);
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut prev = DeviceStats::default();
-            let mut last = Instant::now();
-            while !stop2.load(Ordering::Relaxed) {
-                std::thread::sleep(every);
-                let now = stats.lock().map(|s| s.clone()).unwrap_or_default();
-                if now.streams.is_empty() {
-                    continue;
-                }
-                info!("{}", stats_line(&now, &prev, last.elapsed().as_secs_f64()));
-                last = Instant::now();
-                prev = now;
-            }
-        });
-        (stop, thread)
-    });
+    let reporter = stats_every.map(|every| Reporter::spawn(Arc::clone(&stats), every));
     let result = match endpoint {
         Endpoint::Listen(socket) => {
             info!("listening on {}", socket.display());
@@ -229,13 +209,84 @@ pub fn run_connection(
             r.map_err(|e| format!("vhost-user connection failed: {e}"))
         }
     };
-    if let Some((stop, thread)) = reporter {
-        stop.store(true, Ordering::Relaxed);
-        let _ = thread.join();
+    if let Some(reporter) = reporter {
+        reporter.stop();
     }
     result?;
     let final_stats = stats.lock().map(|s| s.clone()).unwrap_or_default();
     Ok(final_stats)
+}
+
+/// The statistics reporter: a thread that logs a line every interval and stops at once when
+/// asked (it waits on a condition variable, not in a sleep it cannot leave).
+#[derive(Debug)]
+pub struct Reporter {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Reporter {
+    /// Logs a statistics line from `stats` every `every` until [`Reporter::stop`].
+    pub fn spawn(stats: Arc<Mutex<DeviceStats>>, every: Duration) -> Self {
+        Self::spawn_with(every, move |prev, secs| {
+            let now = stats.lock().map(|s| s.clone()).unwrap_or_default();
+            if !now.streams.is_empty() {
+                info!("{}", stats_line(&now, prev, secs));
+                *prev = now;
+                return true;
+            }
+            false
+        })
+    }
+
+    /// As [`Reporter::spawn`], calling `tick(previous, seconds since the last line)` each
+    /// interval; `tick` returns whether it logged a line.
+    fn spawn_with<F>(every: Duration, mut tick: F) -> Self
+    where
+        F: FnMut(&mut DeviceStats, f64) -> bool + Send + 'static,
+    {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stop2 = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut prev = DeviceStats::default();
+            let mut last = Instant::now();
+            let (lock, wake) = &*stop2;
+            let Ok(mut stopped) = lock.lock() else { return };
+            let mut due = Instant::now() + every;
+            loop {
+                // Spurious wake-ups and early returns wait again for what is left.
+                let left = due.saturating_duration_since(Instant::now());
+                if !*stopped && !left.is_zero() {
+                    match wake.wait_timeout(stopped, left) {
+                        Ok((guard, _)) => stopped = guard,
+                        Err(_) => return,
+                    }
+                    continue;
+                }
+                if *stopped {
+                    return;
+                }
+                due += every;
+                if due < Instant::now() {
+                    due = Instant::now() + every; // behind (a slow tick): no burst to catch up
+                }
+                if tick(&mut prev, last.elapsed().as_secs_f64()) {
+                    last = Instant::now();
+                }
+            }
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops the thread at once (even in the middle of an interval) and waits for it.
+    pub fn stop(self) {
+        let (lock, wake) = &*self.stop;
+        if let Ok(mut stopped) = lock.lock() {
+            *stopped = true;
+        }
+        wake.notify_all();
+        let _ = self.thread.join();
+    }
 }
 
 /// Serves the connection made to `path` until QEMU hangs up (a hang-up is the normal end, as
@@ -279,6 +330,36 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         dir.join("s.sock")
+    }
+
+    #[test]
+    fn the_reporter_stops_at_once_in_the_middle_of_an_interval() {
+        let reporter = Reporter::spawn(Arc::default(), Duration::from_secs(3600));
+        std::thread::sleep(Duration::from_millis(20));
+        let t = Instant::now();
+        reporter.stop();
+        assert!(t.elapsed() < Duration::from_millis(500), "stopped after {:?}", t.elapsed());
+    }
+
+    #[test]
+    fn the_reporter_ticks_each_interval_until_stopped() {
+        let ticks = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&ticks);
+        let start = Instant::now();
+        let reporter = Reporter::spawn_with(Duration::from_millis(30), move |_, _| {
+            if let Ok(mut t) = seen.lock() {
+                t.push(start.elapsed());
+            }
+            true
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        reporter.stop();
+        let n = ticks.lock().map(|t| t.len()).unwrap_or(0);
+        assert!((3..=8).contains(&n), "{n} ticks in 200 ms at 30 ms");
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(ticks.lock().map(|t| t.len()).unwrap_or(0), n, "none after stop");
+        let first = ticks.lock().map(|t| t[0]).unwrap_or_default();
+        assert!(first >= Duration::from_millis(30), "the first after one interval: {first:?}");
     }
 
     #[test]

@@ -201,6 +201,19 @@ fn print_capabilities_prints_json_and_exits_whatever_else_is_given() {
 }
 
 #[test]
+fn a_long_stats_interval_does_not_hold_up_the_end() {
+    let d = Daemon::start("stats", &["--stats-interval", "3600", "--once"]);
+    wait_for(&d.socket);
+    let mut h = Harness::connect(&d.socket);
+    assert_eq!(h.set_params(0, 8_000, 1, 640, 160, false), code::S_OK);
+    let hung_up = Instant::now();
+    drop(h);
+    let (status, log) = d.wait();
+    assert_eq!(status, Some(0), "{log}");
+    assert!(hung_up.elapsed() < Duration::from_secs(2), "{:?}: {log}", hung_up.elapsed());
+}
+
+#[test]
 fn sigint_stops_an_idle_daemon() {
     let d = Daemon::start("int", &[]);
     wait_for(&d.socket);
