@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::config::{self, ChannelConfig, FileConfig, StreamConfig};
+use crate::config::{self, ChannelConfig, ConfigError, FileConfig, StreamConfig};
 use crate::stream::StreamCaps;
 
 /// A vhost-user backend emulating a data-acquisition card over the virtio-sound capture
@@ -110,7 +110,7 @@ pub struct Settings {
 
 impl Cli {
     /// Merges the file (if any) and the flags; errors name the field or flag.
-    pub fn settings(&self) -> Result<Settings, String> {
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
         let mut file = match &self.config {
             Some(path) => config::read_file(path)?,
             None => FileConfig::default(),
@@ -123,13 +123,11 @@ impl Cli {
             (Some(fd), _) => Socket::Fd(fd),
             (None, Some(path)) if self.connect => Socket::Connect(path),
             (None, Some(path)) => Socket::Listen(path),
-            (None, None) => {
-                return Err("--socket-path (or socket_path in the file) or --fd is required".into())
-            }
+            (None, None) => return Err(ConfigError::NoSocket),
         };
         let stats = file.stats_interval.unwrap_or(0.0);
         if !stats.is_finite() || stats < 0.0 {
-            return Err(format!("--stats-interval {stats} must be 0 or more seconds"));
+            return Err(ConfigError::StatsInterval(stats));
         }
         let mut streams =
             if file.streams.is_empty() { vec![StreamConfig::default()] } else { file.streams };
@@ -169,6 +167,54 @@ mod tests {
         Cli::try_parse_from(["vdaq-device"].iter().chain(args))
             .map_err(|e| e.to_string())?
             .settings()
+            .map_err(|e| e.to_string())
+    }
+
+    fn refusal(args: &[&str]) -> ConfigError {
+        let cli = Cli::try_parse_from(["vdaq-device"].iter().chain(args)).expect("flags parse");
+        cli.settings().expect_err("refused")
+    }
+
+    #[test]
+    fn refusals_are_told_apart_by_variant() {
+        use crate::faults::FaultsError;
+        assert!(matches!(refusal(&[]), ConfigError::NoSocket));
+        assert!(
+            matches!(refusal(&["-s", "/s", "--stats-interval=-1"]), ConfigError::StatsInterval(v) if v == -1.0)
+        );
+        assert!(matches!(
+            refusal(&["-s", "/s", "--rates", "44000"]),
+            ConfigError::NotARate { field, value: 44000 } if field == "stream[0].rates"
+        ));
+        assert!(matches!(
+            refusal(&["-s", "/s", "--channels-max", "256"]),
+            ConfigError::IntOutOfRange { field, value: 256, min: 1, max: 255 }
+                if field == "stream[0].channels_max"
+        ));
+        assert!(matches!(
+            refusal(&["-s", "/s", "--channels-min", "4", "--channels-max", "2"]),
+            ConfigError::ChannelsMinAboveMax { min: 4, max: 2, .. }
+        ));
+        assert!(matches!(
+            refusal(&["-s", "/s", "--signal", "sine", "--frequency", "nan"]),
+            ConfigError::OutOfRange { field, .. } if field == "stream[0].channel[0].frequency"
+        ));
+        assert!(matches!(
+            refusal(&["-s", "/s", "--signal", "replay"]),
+            ConfigError::ReplayWithoutFile { at } if at == "stream[0].channel[0]"
+        ));
+        assert!(matches!(
+            refusal(&["-s", "/s", "--signal", "replay", "--file", "/nonexistent.wav"]),
+            ConfigError::Recording { source: crate::recording::RecordingError::Read { .. }, .. }
+        ));
+        assert!(matches!(
+            refusal(&["-s", "/s", "--fault-drop-every", "0"]),
+            ConfigError::Faults(FaultsError::NotPositive { value: 0, .. })
+        ));
+        assert!(matches!(
+            refusal(&["--config", "/nonexistent/daq.toml"]),
+            ConfigError::Read { path, .. } if path == std::path::Path::new("/nonexistent/daq.toml")
+        ));
     }
 
     #[test]

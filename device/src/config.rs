@@ -11,8 +11,8 @@ use serde::Deserialize;
 use vdaq_proto::format::SampleFormat;
 use vdaq_proto::virtio_snd::RATES;
 
-use crate::faults::FaultsConfig;
-use crate::recording::{self, FileFormat};
+use crate::faults::{FaultsConfig, FaultsError};
+use crate::recording::{self, FileFormat, RecordingError};
 use crate::source::{ChannelSignal, StreamSignal, Units, Waveform};
 use crate::stream::StreamCaps;
 
@@ -274,48 +274,161 @@ impl TryFrom<String> for Format {
     }
 }
 
-/// Reads and parses a configuration file.
-pub fn read_file(path: &Path) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+/// Why the settings (the file, the flags, or both) are refused. Each message names the field
+/// (`stream[0].channels_max`) or the flag, the value and what is allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not TOML, or has a key or a value of the wrong kind or name.
+    #[error("{}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml found (with the line).
+        source: Box<toml::de::Error>,
+    },
+    /// A number outside its range.
+    #[error("{field} = {value} is out of range ({min} to {max})")]
+    OutOfRange {
+        /// The field.
+        field: String,
+        /// The value.
+        value: f64,
+        /// The least allowed.
+        min: f64,
+        /// The most allowed.
+        max: f64,
+    },
+    /// An integer outside its range.
+    #[error("{field} = {value} is out of range ({min} to {max})")]
+    IntOutOfRange {
+        /// The field.
+        field: String,
+        /// The value.
+        value: i64,
+        /// The least allowed.
+        min: i64,
+        /// The most allowed.
+        max: i64,
+    },
+    /// A rate that is not in virtio-snd's table.
+    #[error("{field} = {value} is not a virtio-snd rate (one of {RATES:?})")]
+    NotARate {
+        /// The field.
+        field: String,
+        /// The value.
+        value: i64,
+    },
+    /// An empty list.
+    #[error("{field} is empty")]
+    Empty {
+        /// The field.
+        field: String,
+    },
+    /// channels_min above channels_max.
+    #[error("{at}.channels_min = {min} is larger than channels_max = {max}")]
+    ChannelsMinAboveMax {
+        /// The stream.
+        at: String,
+        /// channels_min.
+        min: u8,
+        /// channels_max.
+        max: u8,
+    },
+    /// A channel without a source.
+    #[error("{at}.source is required")]
+    NoSource {
+        /// The channel.
+        at: String,
+    },
+    /// A replay channel without a file.
+    #[error("{at}.file is required with source = \"replay\"")]
+    ReplayWithoutFile {
+        /// The channel.
+        at: String,
+    },
+    /// A recording whose kind neither file_format nor the name says.
+    #[error("{at}.file_format is needed: the name {} does not say wav, csv or raw", path.display())]
+    UnknownRecordingKind {
+        /// The channel.
+        at: String,
+        /// The recording.
+        path: PathBuf,
+    },
+    /// A recording that cannot be loaded.
+    #[error("{at}.file: {source}")]
+    Recording {
+        /// The channel.
+        at: String,
+        /// Why.
+        source: RecordingError,
+    },
+    /// A fault setting.
+    #[error(transparent)]
+    Faults(#[from] FaultsError),
+    /// Neither a socket path nor a descriptor.
+    #[error("--socket-path (or socket_path in the file) or --fd is required")]
+    NoSocket,
+    /// A negative or not finite statistics interval.
+    #[error("--stats-interval {0} must be 0 or more seconds")]
+    StatsInterval(f64),
 }
 
-fn in_range(field: &str, v: i64, min: i64, max: i64) -> Result<i64, String> {
-    if (min..=max).contains(&v) {
-        Ok(v)
+/// Reads and parses a configuration file.
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    toml::from_str(&text)
+        .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(e) })
+}
+
+fn in_range(field: &str, value: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
     } else {
-        Err(format!("{field} = {v} is out of range ({min} to {max})"))
+        Err(ConfigError::IntOutOfRange { field: field.to_string(), value, min, max })
     }
 }
 
-fn finite(field: &str, v: f64, min: f64, max: f64) -> Result<f64, String> {
-    if v.is_finite() && (min..=max).contains(&v) {
-        Ok(v)
+fn finite(field: &str, value: f64, min: f64, max: f64) -> Result<f64, ConfigError> {
+    if value.is_finite() && (min..=max).contains(&value) {
+        Ok(value)
     } else {
-        Err(format!("{field} = {v} is out of range ({min} to {max})"))
+        Err(ConfigError::OutOfRange { field: field.to_string(), value, min, max })
     }
 }
 
 /// Checks a rate.
-pub fn check_rate(field: &str, hz: i64) -> Result<u32, String> {
+pub fn check_rate(field: &str, hz: i64) -> Result<u32, ConfigError> {
     u32::try_from(hz)
         .ok()
         .filter(|r| RATES.contains(r))
-        .ok_or_else(|| format!("{field} = {hz} is not a virtio-snd rate (one of {RATES:?})"))
+        .ok_or_else(|| ConfigError::NotARate { field: field.to_string(), value: hz })
 }
 
 impl StreamConfig {
     /// Validates into stream capabilities; `at` names the stream (e.g. `stream[0]`), `base`
     /// resolves relative replay file names.
-    pub fn to_caps(&self, at: &str, paced: bool, base: &Path) -> Result<StreamCaps, String> {
+    pub fn to_caps(&self, at: &str, paced: bool, base: &Path) -> Result<StreamCaps, ConfigError> {
         let formats = match &self.formats {
             None => SampleFormat::ALL.to_vec(),
-            Some(list) if list.is_empty() => return Err(format!("{at}.formats is empty")),
+            Some(list) if list.is_empty() => {
+                return Err(ConfigError::Empty { field: format!("{at}.formats") })
+            }
             Some(list) => list.iter().map(|f| f.0).collect::<Vec<_>>(),
         };
         let rates = match &self.rates {
             None => RATES.to_vec(),
-            Some(list) if list.is_empty() => return Err(format!("{at}.rates is empty")),
+            Some(list) if list.is_empty() => {
+                return Err(ConfigError::Empty { field: format!("{at}.rates") })
+            }
             Some(list) => list
                 .iter()
                 .map(|&r| check_rate(&format!("{at}.rates"), r))
@@ -326,7 +439,11 @@ impl StreamConfig {
         let cmax =
             in_range(&format!("{at}.channels_max"), self.channels_max.unwrap_or(8), 1, 255)? as u8;
         if cmin > cmax {
-            return Err(format!("{at}.channels_min = {cmin} is larger than channels_max = {cmax}"));
+            return Err(ConfigError::ChannelsMinAboveMax {
+                at: at.to_string(),
+                min: cmin,
+                max: cmax,
+            });
         }
         let units = match self.units.unwrap_or_default() {
             UnitKind::Codes => Units::Codes,
@@ -371,7 +488,12 @@ impl StreamConfig {
 
 impl ChannelConfig {
     /// Validates one channel's signal.
-    pub fn to_signal(&self, at: &str, index: usize, base: &Path) -> Result<ChannelSignal, String> {
+    pub fn to_signal(
+        &self,
+        at: &str,
+        index: usize,
+        base: &Path,
+    ) -> Result<ChannelSignal, ConfigError> {
         let f = |name: &str, v: Option<f64>, default: f64, min: f64, max: f64| {
             finite(&format!("{at}.{name}"), v.unwrap_or(default), min, max)
         };
@@ -381,7 +503,7 @@ impl ChannelConfig {
         let amplitude = f("amplitude", self.amplitude, 1.0, -1e12, 1e12)?;
         let offset = f("offset", self.offset, 0.0, -1e12, 1e12)?;
         let phase_deg = f("phase", self.phase, 0.0, -360.0, 360.0)?;
-        let source = self.source.ok_or_else(|| format!("{at}.source is required"))?;
+        let source = self.source.ok_or_else(|| ConfigError::NoSource { at: at.to_string() })?;
         let waveform = match source {
             Source::Counter => Waveform::Counter,
             Source::Sine => Waveform::Sine,
@@ -397,7 +519,7 @@ impl ChannelConfig {
                 let file = self
                     .file
                     .as_ref()
-                    .ok_or(format!("{at}.file is required with source = \"replay\""))?;
+                    .ok_or_else(|| ConfigError::ReplayWithoutFile { at: at.to_string() })?;
                 let path = if file.is_absolute() { file.clone() } else { base.join(file) };
                 let kind = self.file_format.or_else(|| RecordingKind::from_extension(&path));
                 let kind = match kind {
@@ -413,14 +535,11 @@ impl ChannelConfig {
                         )? as usize,
                     },
                     None => {
-                        return Err(format!(
-                            "{at}.file_format is needed: the name {} does not say wav, csv or raw",
-                            path.display()
-                        ))
+                        return Err(ConfigError::UnknownRecordingKind { at: at.to_string(), path })
                     }
                 };
-                let recording =
-                    recording::load(&path, kind).map_err(|e| format!("{at}.file: {e}"))?;
+                let recording = recording::load(&path, kind)
+                    .map_err(|source| ConfigError::Recording { at: at.to_string(), source })?;
                 let column =
                     in_range(&format!("{at}.column"), self.column.unwrap_or(index as i64), 0, 254)?
                         as usize;
@@ -445,7 +564,31 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, s)| s.to_caps(&format!("stream[{i}]"), true, Path::new(".")))
-            .collect()
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn file_refusals_are_told_apart_by_variant() {
+        let dir = std::env::temp_dir().join(format!("vdaq-cfgerr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "[[stream]]\nunits = \"amps\"\n").expect("write");
+        let e = read_file(&file).expect_err("bad units");
+        assert!(matches!(&e, ConfigError::Parse { path, .. } if *path == file), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("units = \"amps\""), "the line is shown: {text}");
+        assert!(text.contains("unknown variant `amps`, expected `codes` or `volts`"), "{text}");
+        let e = read_file(&dir.join("none.toml")).expect_err("missing");
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+        let cfg: FileConfig =
+            toml::from_str("[[stream]]\nformats = []\n[[stream.channel]]\nduty = 0.5\n")
+                .expect("toml");
+        let e = cfg.streams[0].to_caps("stream[0]", true, &dir).expect_err("empty formats");
+        assert!(matches!(&e, ConfigError::Empty { field } if field == "stream[0].formats"), "{e}");
+        let e = cfg.streams[0].channels[0].to_signal("stream[0].channel[0]", 0, &dir);
+        assert!(matches!(e, Err(ConfigError::NoSource { .. })));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
