@@ -84,7 +84,7 @@ pub const STREAMS_HEADING: &str = "Streams (every stream; [[stream]] in the file
     next_help_heading = "Signal (every channel of every stream; [[stream.channel]] in the file)"
 )]
 pub struct ChannelConfig {
-    /// Signal on every channel (`source` in the file).
+    /// Signal on every channel (`source` in the file); the flags after it need it.
     #[arg(id = "signal", long = "signal", value_name = "SOURCE")]
     pub source: Option<Source>,
     /// Frequency in Hz (default 1000).
@@ -109,7 +109,7 @@ pub struct ChannelConfig {
     /// Distribution of noise (default uniform).
     #[arg(long, requires = "signal")]
     pub distribution: Option<Distribution>,
-    /// Recording for replay.
+    /// Recording for replay; the flags after it need it.
     #[arg(long, requires = "signal")]
     pub file: Option<PathBuf>,
     /// Container of the recording (default: from the file name's extension).
