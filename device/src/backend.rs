@@ -31,6 +31,7 @@ use crate::control::Device;
 use crate::faults::UsedLenLie;
 use crate::frames::Frames;
 use crate::ratelimit::refusal;
+use crate::status::Status;
 use crate::stream::{StreamCaps, StreamStats};
 
 /// Guest memory as the daemon hands it over.
@@ -518,7 +519,7 @@ impl VdaqBackend {
             if let Err((chain, code)) = self.post_rx(chain, mem) {
                 self.stats.bad_chains += 1;
                 let inflight = &mut self.inflight[usize::from(queue::RX)];
-                let done = RxStatus::plain(code);
+                let done = RxStatus::plain(code.into());
                 complete_rx(vring, inflight, mem, &chain, Frames::none(&mut []), done);
                 round.add(true);
             }
@@ -548,17 +549,17 @@ impl VdaqBackend {
     }
 
     /// Hands an rx message to its stream, or returns it with the status to complete it with.
-    fn post_rx(&mut self, chain: Chain, mem: &GuestMemoryMmap) -> Result<(), (Chain, u32)> {
+    fn post_rx(&mut self, chain: Chain, mem: &GuestMemoryMmap) -> Result<(), (Chain, Status)> {
         let status_len = size_of::<PcmStatus>();
         if chain.readable_len() != size_of::<PcmXfer>() || chain.writable_len() < status_len {
-            return Err((chain, code::S_BAD_MSG));
+            return Err((chain, Status::BadMsg));
         }
         let xfer = chain.read_all(mem).ok().and_then(|b| PcmXfer::from_prefix(&b));
         let Some(stream) = xfer
             .and_then(|x| usize::try_from(x.stream_id.get()).ok())
             .and_then(|id| self.device.streams_mut().get_mut(id))
         else {
-            return Err((chain, code::S_BAD_MSG));
+            return Err((chain, Status::BadMsg));
         };
         let payload = chain.writable_len() - status_len;
         stream.post(chain, payload)

@@ -9,6 +9,7 @@ use vdaq_proto::virtio_snd::{
 };
 use vdaq_proto::wire::{Le32, Le64, Pod};
 
+use crate::status::Status;
 use crate::stream::{Stream, StreamCaps};
 
 /// Largest item size a query may ask for: 8 times the largest the spec defines (PCM_INFO's
@@ -30,8 +31,8 @@ fn has_chmap(caps: &StreamCaps) -> bool {
     usize::from(caps.channels_max) <= CHMAP_MAX_SIZE
 }
 
-fn status(code: u32) -> Vec<u8> {
-    Hdr::new(code).as_bytes().to_vec()
+fn status(status: Status) -> Vec<u8> {
+    Hdr::new(status.into()).as_bytes().to_vec()
 }
 
 impl<R> Device<R> {
@@ -71,7 +72,7 @@ impl<R> Device<R> {
             return Vec::new();
         }
         let Some(hdr) = Hdr::from_prefix(request) else {
-            return status(code::S_BAD_MSG);
+            return status(Status::BadMsg);
         };
         let op = hdr.code.get();
         let expected = match op {
@@ -80,39 +81,39 @@ impl<R> Device<R> {
             code::R_PCM_PREPARE | code::R_PCM_RELEASE | code::R_PCM_START | code::R_PCM_STOP => {
                 size_of::<PcmHdr>()
             }
-            code::R_JACK_REMAP => return status(code::S_BAD_MSG), // there are no jacks
-            _ => return status(code::S_NOT_SUPP),
+            code::R_JACK_REMAP => return status(Status::BadMsg), // there are no jacks
+            _ => return status(Status::NotSupp),
         };
         if request.len() != expected {
-            return status(code::S_BAD_MSG);
+            return status(Status::BadMsg);
         }
         match op {
             code::R_JACK_INFO | code::R_PCM_INFO | code::R_CHMAP_INFO => {
                 QueryInfo::from_prefix(request)
-                    .map_or_else(|| status(code::S_BAD_MSG), |q| self.query_info(&q, response_room))
+                    .map_or_else(|| status(Status::BadMsg), |q| self.query_info(&q, response_room))
             }
             _ => {
                 let result = self.pcm_command(op, request, now_ns);
-                status(result.err().unwrap_or(code::S_OK))
+                status(result.err().unwrap_or(Status::Ok))
             }
         }
     }
 
-    fn pcm_command(&mut self, op: u32, request: &[u8], now_ns: u64) -> Result<(), u32> {
-        let hdr = PcmHdr::from_prefix(request).ok_or(code::S_BAD_MSG)?;
+    fn pcm_command(&mut self, op: u32, request: &[u8], now_ns: u64) -> Result<(), Status> {
+        let hdr = PcmHdr::from_prefix(request).ok_or(Status::BadMsg)?;
         let stream = usize::try_from(hdr.stream_id.get())
             .ok()
             .and_then(|id| self.streams.get_mut(id))
-            .ok_or(code::S_BAD_MSG)?;
+            .ok_or(Status::BadMsg)?;
         match op {
             code::R_PCM_SET_PARAMS => {
-                stream.set_params(&PcmSetParams::from_prefix(request).ok_or(code::S_BAD_MSG)?)
+                stream.set_params(&PcmSetParams::from_prefix(request).ok_or(Status::BadMsg)?)
             }
             code::R_PCM_PREPARE => stream.prepare(),
             code::R_PCM_RELEASE => stream.release(),
             code::R_PCM_START => stream.start(now_ns),
             code::R_PCM_STOP => stream.stop(),
-            _ => Err(code::S_NOT_SUPP),
+            _ => Err(Status::NotSupp),
         }
     }
 
@@ -126,27 +127,27 @@ impl<R> Device<R> {
                 (code::R_CHMAP_INFO, size_of::<ChmapInfo>(), self.chmap_streams().count())
             }
             code::R_JACK_INFO => (code::R_JACK_INFO, size_of::<JackInfo>(), 0),
-            _ => return status(code::S_NOT_SUPP),
+            _ => return status(Status::NotSupp),
         };
         let (Ok(start), Ok(count), Ok(size)) = (
             usize::try_from(q.start_id.get()),
             usize::try_from(q.count.get()),
             usize::try_from(q.size.get()),
         ) else {
-            return status(code::S_BAD_MSG);
+            return status(Status::BadMsg);
         };
         if start.checked_add(count).is_none_or(|end| end > available)
             || !(item_size..=MAX_QUERY_ITEM_SIZE).contains(&size)
         {
-            return status(code::S_BAD_MSG);
+            return status(Status::BadMsg);
         }
         // At most `available` items of MAX_QUERY_ITEM_SIZE: no overflow.
         let needed = size_of::<Hdr>() + count * size;
         if needed > response_room {
-            return status(code::S_BAD_MSG);
+            return status(Status::BadMsg);
         }
         let mut out = Vec::with_capacity(needed);
-        out.extend_from_slice(&status(code::S_OK));
+        out.extend_from_slice(&status(Status::Ok));
         let items: Box<dyn Iterator<Item = Vec<u8>> + '_> = match op {
             code::R_PCM_INFO => {
                 Box::new(self.streams.iter().enumerate().map(|(id, s)| pcm_info(id, s.caps())))
@@ -246,8 +247,9 @@ mod tests {
         .to_vec()
     }
 
-    fn status_of(resp: &[u8]) -> u32 {
-        Hdr::from_prefix(resp).map(|h| h.code.get()).unwrap_or(0)
+    fn status_of(resp: &[u8]) -> Status {
+        let code = Hdr::from_prefix(resp).map(|h| h.code.get()).unwrap_or(0);
+        Status::try_from(code).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -263,7 +265,7 @@ mod tests {
     fn pcm_info_describes_each_capture_stream() {
         let mut d = device();
         let r = d.handle_control(&query(code::R_PCM_INFO, 0, 2, 32), 4 + 64, 0);
-        assert_eq!(status_of(&r), code::S_OK);
+        assert_eq!(status_of(&r), Status::Ok);
         assert_eq!(r.len(), 4 + 64);
         let second = PcmInfo::from_prefix(&r[36..]).expect("item");
         assert_eq!(second.direction, direction::INPUT);
@@ -278,7 +280,7 @@ mod tests {
     fn query_info_pads_larger_item_sizes_and_refuses_bad_ranges() {
         let mut d = device();
         let r = d.handle_control(&query(code::R_PCM_INFO, 1, 1, 40), 44, 0);
-        assert_eq!((status_of(&r), r.len()), (code::S_OK, 44));
+        assert_eq!((status_of(&r), r.len()), (Status::Ok, 44));
         assert!(r[36..].iter().all(|&b| b == 0));
         for (start, count, size, room) in [
             (1, 2, 32, 200),        // past the last stream
@@ -288,13 +290,13 @@ mod tests {
             (0, 1, u32::MAX, 200),  // overflowing size
         ] {
             let r = d.handle_control(&query(code::R_PCM_INFO, start, count, size), room, 0);
-            assert_eq!(status_of(&r), code::S_BAD_MSG, "start {start} count {count} size {size}");
+            assert_eq!(status_of(&r), Status::BadMsg, "start {start} count {count} size {size}");
             assert_eq!(r.len(), 4);
         }
         let r = d.handle_control(&query(code::R_JACK_INFO, 0, 1, 24), 100, 0);
-        assert_eq!(status_of(&r), code::S_BAD_MSG, "there are no jacks");
+        assert_eq!(status_of(&r), Status::BadMsg, "there are no jacks");
         let r = d.handle_control(&query(code::R_JACK_INFO, 0, 0, 24), 100, 0);
-        assert_eq!(status_of(&r), code::S_OK, "an empty query is fine");
+        assert_eq!(status_of(&r), Status::Ok, "an empty query is fine");
     }
 
     #[test]
@@ -306,74 +308,71 @@ mod tests {
         for op in [code::R_PCM_INFO, code::R_CHMAP_INFO] {
             let r = d.handle_control(&query(op, 0, 1, 64 << 20), room, 0);
             assert!(r.len() <= 4 + MAX_QUERY_ITEM_SIZE, "{op:#x}: a reply of {} bytes", r.len());
-            assert_eq!(status_of(&r), code::S_BAD_MSG, "{op:#x}");
+            assert_eq!(status_of(&r), Status::BadMsg, "{op:#x}");
         }
         // The largest item size accepted still gets its items, padded.
         let r =
             d.handle_control(&query(code::R_PCM_INFO, 0, 2, MAX_QUERY_ITEM_SIZE as u32), room, 0);
-        assert_eq!((status_of(&r), r.len()), (code::S_OK, 4 + 2 * MAX_QUERY_ITEM_SIZE));
+        assert_eq!((status_of(&r), r.len()), (Status::Ok, 4 + 2 * MAX_QUERY_ITEM_SIZE));
     }
 
     #[test]
     fn chmap_info_maps_stereo_for_the_small_stream_only() {
         let mut d = device();
         let r = d.handle_control(&query(code::R_CHMAP_INFO, 0, 1, 24), 28, 0);
-        assert_eq!(status_of(&r), code::S_OK);
+        assert_eq!(status_of(&r), Status::Ok);
         let info = ChmapInfo::from_prefix(&r[4..]).expect("item");
         assert_eq!((info.hdr.hda_fn_nid.get(), info.channels), (0, 2));
         assert_eq!(&info.positions[..3], &[chmap::FL, chmap::FR, chmap::NONE]);
         let r = d.handle_control(&query(code::R_CHMAP_INFO, 1, 1, 24), 28, 0);
-        assert_eq!(status_of(&r), code::S_BAD_MSG);
+        assert_eq!(status_of(&r), Status::BadMsg);
     }
 
     #[test]
     fn malformed_and_unknown_requests_get_the_spec_status() {
         let mut d = device();
-        assert_eq!(status_of(&d.handle_control(&[1, 1], 4, 0)), code::S_BAD_MSG, "short header");
+        assert_eq!(status_of(&d.handle_control(&[1, 1], 4, 0)), Status::BadMsg, "short header");
         assert!(
             d.handle_control(&pcm(code::R_PCM_PREPARE, 0), 3, 0).is_empty(),
             "no room for status"
         );
         assert_eq!(
             status_of(&d.handle_control(&pcm(0x0300, 0), 4, 0)),
-            code::S_NOT_SUPP,
+            Status::NotSupp,
             "CTL_INFO"
         );
-        assert_eq!(status_of(&d.handle_control(&pcm(0xdead, 0), 4, 0)), code::S_NOT_SUPP);
-        assert_eq!(
-            status_of(&d.handle_control(&pcm(code::R_JACK_REMAP, 0), 4, 0)),
-            code::S_BAD_MSG
-        );
+        assert_eq!(status_of(&d.handle_control(&pcm(0xdead, 0), 4, 0)), Status::NotSupp);
+        assert_eq!(status_of(&d.handle_control(&pcm(code::R_JACK_REMAP, 0), 4, 0)), Status::BadMsg);
         let mut long = set_params(0);
         long.push(0);
-        assert_eq!(status_of(&d.handle_control(&long, 4, 0)), code::S_BAD_MSG, "oversized");
+        assert_eq!(status_of(&d.handle_control(&long, 4, 0)), Status::BadMsg, "oversized");
         let short = &set_params(0)[..20];
-        assert_eq!(status_of(&d.handle_control(short, 4, 0)), code::S_BAD_MSG, "truncated");
+        assert_eq!(status_of(&d.handle_control(short, 4, 0)), Status::BadMsg, "truncated");
         let short = &query(code::R_PCM_INFO, 0, 1, 32)[..12];
-        assert_eq!(status_of(&d.handle_control(short, 100, 0)), code::S_BAD_MSG);
+        assert_eq!(status_of(&d.handle_control(short, 100, 0)), Status::BadMsg);
         assert_eq!(
             status_of(&d.handle_control(&set_params(2), 4, 0)),
-            code::S_BAD_MSG,
+            Status::BadMsg,
             "bogus stream"
         );
-        assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_START, 9), 4, 0)), code::S_BAD_MSG);
+        assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_START, 9), 4, 0)), Status::BadMsg);
         assert_eq!(d.streams()[0].state(), PcmState::Initial);
     }
 
     #[test]
     fn pcm_commands_drive_the_addressed_stream() {
         let mut d = device();
-        assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_START, 0), 4, 0)), code::S_BAD_MSG);
-        assert_eq!(status_of(&d.handle_control(&set_params(0), 4, 0)), code::S_OK);
-        assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_PREPARE, 0), 4, 0)), code::S_OK);
-        assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_START, 0), 4, 0)), code::S_OK);
+        assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_START, 0), 4, 0)), Status::BadMsg);
+        assert_eq!(status_of(&d.handle_control(&set_params(0), 4, 0)), Status::Ok);
+        assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_PREPARE, 0), 4, 0)), Status::Ok);
+        assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_START, 0), 4, 0)), Status::Ok);
         assert_eq!(d.streams()[0].state(), PcmState::Running);
         assert_eq!(d.streams()[1].state(), PcmState::Initial);
         assert_eq!(
             status_of(&d.handle_control(&pcm(code::R_PCM_RELEASE, 0), 4, 0)),
-            code::S_BAD_MSG
+            Status::BadMsg
         );
-        assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_STOP, 0), 4, 0)), code::S_OK);
-        assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_RELEASE, 0), 4, 0)), code::S_OK);
+        assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_STOP, 0), 4, 0)), Status::Ok);
+        assert_eq!(status_of(&d.handle_control(&pcm(code::R_PCM_RELEASE, 0), 4, 0)), Status::Ok);
     }
 }

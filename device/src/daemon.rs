@@ -1,12 +1,14 @@
 //! Serving one vhost-user connection: the daemon, the stream timers and the statistics
 //! reporter, shared by the binary and the tests.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use log::info;
+use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
@@ -85,12 +87,75 @@ pub fn serve_connection_with_stats(
 }
 
 /// Which end of the vhost-user socket the device is.
-#[derive(Clone, Copy, Debug)]
 pub enum Endpoint<'a> {
     /// Listen on this path; QEMU connects (`-chardev socket,path=...`).
     Listen(&'a Path),
     /// Connect to QEMU listening on this path (`-chardev socket,path=...,server=on`).
     Connect(&'a Path),
+    /// Accept the next connection on a socket that already listens (`--fd`, passed by the
+    /// parent process); it stays open for the next connection.
+    Inherited(&'a mut Listener),
+}
+
+impl std::fmt::Debug for Endpoint<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Listen(p) => f.debug_tuple("Listen").field(p).finish(),
+            Self::Connect(p) => f.debug_tuple("Connect").field(p).finish(),
+            Self::Inherited(l) => f.debug_tuple("Inherited").field(&l.as_raw_fd()).finish(),
+        }
+    }
+}
+
+/// Why the socket named by `--fd` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FdError {
+    /// 0, 1 and 2 are standard input, output and error (the backend program conventions).
+    #[error(
+        "--fd {0}: 0, 1 and 2 are standard input, output and error, not the vhost-user socket"
+    )]
+    Stdio(RawFd),
+    /// No such descriptor is open.
+    #[error("--fd {0}: no such file descriptor is open in this process")]
+    NotOpen(RawFd),
+    /// Not a Unix domain socket.
+    #[error("--fd {0}: not a Unix domain socket")]
+    NotUnixSocket(RawFd),
+    /// A connected socket, not a listening one.
+    #[error(
+        "--fd {0}: a connected socket; vdaq-device takes a listening one (vhost-user-backend's \
+         daemon accepts its connection from a listener) and serves each connection made to it"
+    )]
+    Connected(RawFd),
+}
+
+/// Takes the listening Unix socket `fd` that the parent process passed (`--fd`), after checking
+/// that it is one.
+///
+/// # Safety
+///
+/// `fd` must be owned by no one else in this process: on success (and on the errors after
+/// the descriptor was found open) it is closed when the returned listener drops.
+pub unsafe fn listener_from_fd(fd: RawFd) -> Result<Listener, FdError> {
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, UnixAddr};
+    if (0..=2).contains(&fd) {
+        return Err(FdError::Stdio(fd));
+    }
+    // Checked by its /proc entry, so that no number is taken that is not open.
+    if fd < 0 || std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_err() {
+        return Err(FdError::NotOpen(fd));
+    }
+    // SAFETY: `fd` is open (checked above) and, by this function's contract, owned by nothing
+    // else in this process, so this OwnedFd is its only owner and closes it once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    if getsockname::<UnixAddr>(owned.as_raw_fd()).is_err() {
+        return Err(FdError::NotUnixSocket(fd));
+    }
+    match getsockopt(&owned, sockopt::AcceptConn) {
+        Ok(true) => Ok(Listener::from(UnixListener::from(owned))),
+        Ok(false) => Err(FdError::Connected(fd)),
+        Err(_) => Err(FdError::NotUnixSocket(fd)),
+    }
 }
 
 /// Serves one connection at `endpoint` with fresh device state, publishing the statistics
@@ -115,26 +180,7 @@ pub fn run_connection(
             .register_listener(fd, EventSet::IN, data)
             .map_err(|e| format!("cannot register a stream timer: {e}"))?;
     }
-    let reporter = stats_every.map(|every| {
-        let stats = Arc::clone(&stats);
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut prev = DeviceStats::default();
-            let mut last = Instant::now();
-            while !stop2.load(Ordering::Relaxed) {
-                std::thread::sleep(every);
-                let now = stats.lock().map(|s| s.clone()).unwrap_or_default();
-                if now.streams.is_empty() {
-                    continue;
-                }
-                info!("{}", stats_line(&now, &prev, last.elapsed().as_secs_f64()));
-                last = Instant::now();
-                prev = now;
-            }
-        });
-        (stop, thread)
-    });
+    let reporter = stats_every.map(|every| Reporter::spawn(Arc::clone(&stats), every));
     let result = match endpoint {
         Endpoint::Listen(socket) => {
             info!("listening on {}", socket.display());
@@ -154,14 +200,93 @@ pub fn run_connection(
                 r.map_err(|e| format!("vhost-user connection failed: {e}"))
             }
         },
+        Endpoint::Inherited(listener) => {
+            info!("listening on the socket passed as descriptor {}", listener.as_raw_fd());
+            let r = accept_and_wait(&mut daemon, listener);
+            if let Some((_, exit)) = backend.read().ok().and_then(|b| b.exit_event(0)) {
+                let _ = exit.notify();
+            }
+            r.map_err(|e| format!("vhost-user connection failed: {e}"))
+        }
     };
-    if let Some((stop, thread)) = reporter {
-        stop.store(true, Ordering::Relaxed);
-        let _ = thread.join();
+    if let Some(reporter) = reporter {
+        reporter.stop();
     }
     result?;
     let final_stats = stats.lock().map(|s| s.clone()).unwrap_or_default();
     Ok(final_stats)
+}
+
+/// The statistics reporter: a thread that logs a line every interval and stops at once when
+/// asked (it waits on a condition variable, not in a sleep it cannot leave).
+#[derive(Debug)]
+pub struct Reporter {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Reporter {
+    /// Logs a statistics line from `stats` every `every` until [`Reporter::stop`].
+    pub fn spawn(stats: Arc<Mutex<DeviceStats>>, every: Duration) -> Self {
+        Self::spawn_with(every, move |prev, secs| {
+            let now = stats.lock().map(|s| s.clone()).unwrap_or_default();
+            if !now.streams.is_empty() {
+                info!("{}", stats_line(&now, prev, secs));
+                *prev = now;
+                return true;
+            }
+            false
+        })
+    }
+
+    /// As [`Reporter::spawn`], calling `tick(previous, seconds since the last line)` each
+    /// interval; `tick` returns whether it logged a line.
+    fn spawn_with<F>(every: Duration, mut tick: F) -> Self
+    where
+        F: FnMut(&mut DeviceStats, f64) -> bool + Send + 'static,
+    {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stop2 = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut prev = DeviceStats::default();
+            let mut last = Instant::now();
+            let (lock, wake) = &*stop2;
+            let Ok(mut stopped) = lock.lock() else { return };
+            let mut due = Instant::now() + every;
+            loop {
+                // Spurious wake-ups and early returns wait again for what is left.
+                let left = due.saturating_duration_since(Instant::now());
+                if !*stopped && !left.is_zero() {
+                    match wake.wait_timeout(stopped, left) {
+                        Ok((guard, _)) => stopped = guard,
+                        Err(_) => return,
+                    }
+                    continue;
+                }
+                if *stopped {
+                    return;
+                }
+                due += every;
+                if due < Instant::now() {
+                    due = Instant::now() + every; // behind (a slow tick): no burst to catch up
+                }
+                if tick(&mut prev, last.elapsed().as_secs_f64()) {
+                    last = Instant::now();
+                }
+            }
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops the thread at once (even in the middle of an interval) and waits for it.
+    pub fn stop(self) {
+        let (lock, wake) = &*self.stop;
+        if let Ok(mut stopped) = lock.lock() {
+            *stopped = true;
+        }
+        wake.notify_all();
+        let _ = self.thread.join();
+    }
 }
 
 /// Serves the connection made to `path` until QEMU hangs up (a hang-up is the normal end, as
@@ -176,5 +301,100 @@ fn connect_and_wait(
     match daemon.wait() {
         Err(Error::HandleRequest(VuError::Disconnected | VuError::PartialMessage)) => Ok(()),
         other => other,
+    }
+}
+
+/// Serves the next connection made to `listener` until QEMU hangs up (as
+/// [`VhostUserDaemon::serve`] does, but the listener stays open for the next one).
+fn accept_and_wait(
+    daemon: &mut VhostUserDaemon<Arc<RwLock<VdaqBackend>>>,
+    listener: &mut Listener,
+) -> vhost_user_backend::Result<()> {
+    use vhost::vhost_user::Error as VuError;
+    use vhost_user_backend::Error;
+    daemon.start(listener)?;
+    match daemon.wait() {
+        Err(Error::HandleRequest(VuError::Disconnected | VuError::PartialMessage)) => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::net::UnixStream;
+
+    fn temp_socket(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vdaq-fd-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir.join("s.sock")
+    }
+
+    #[test]
+    fn the_reporter_stops_at_once_in_the_middle_of_an_interval() {
+        let reporter = Reporter::spawn(Arc::default(), Duration::from_secs(3600));
+        std::thread::sleep(Duration::from_millis(20));
+        let t = Instant::now();
+        reporter.stop();
+        assert!(t.elapsed() < Duration::from_millis(500), "stopped after {:?}", t.elapsed());
+    }
+
+    #[test]
+    fn the_reporter_ticks_each_interval_until_stopped() {
+        let ticks = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&ticks);
+        let start = Instant::now();
+        let reporter = Reporter::spawn_with(Duration::from_millis(30), move |_, _| {
+            if let Ok(mut t) = seen.lock() {
+                t.push(start.elapsed());
+            }
+            true
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        reporter.stop();
+        let n = ticks.lock().map(|t| t.len()).unwrap_or(0);
+        assert!((3..=8).contains(&n), "{n} ticks in 200 ms at 30 ms");
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(ticks.lock().map(|t| t.len()).unwrap_or(0), n, "none after stop");
+        let first = ticks.lock().map(|t| t[0]).unwrap_or_default();
+        assert!(first >= Duration::from_millis(30), "the first after one interval: {first:?}");
+    }
+
+    #[test]
+    fn a_listening_unix_socket_is_taken_and_accepts() {
+        let path = temp_socket("listen");
+        let fd = UnixListener::bind(&path).expect("bind").into_raw_fd();
+        // SAFETY: `fd` was just released by its only owner.
+        let listener = unsafe { listener_from_fd(fd) }.expect("a listener");
+        assert_eq!(listener.as_raw_fd(), fd);
+        let _client = UnixStream::connect(&path).expect("connect");
+        assert!(listener.accept().expect("accept").is_some());
+        drop(listener);
+        assert!(path.exists(), "an inherited socket's path is not removed");
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    #[test]
+    fn other_descriptors_are_refused_by_kind() {
+        // SAFETY: 0 to 2 are refused before anything is taken.
+        assert!(matches!(unsafe { listener_from_fd(1) }, Err(FdError::Stdio(1))));
+        // SAFETY: a negative number is refused before anything is taken.
+        assert!(matches!(unsafe { listener_from_fd(-4) }, Err(FdError::NotOpen(-4))));
+        let (a, _b) = UnixStream::pair().expect("pair");
+        let fd = a.into_raw_fd();
+        // SAFETY: `fd` was just released by its only owner.
+        let e = unsafe { listener_from_fd(fd) }.err().expect("a connected socket is refused");
+        assert!(matches!(e, FdError::Connected(n) if n == fd), "{e}");
+        assert!(e.to_string().contains("a connected socket"), "{e}");
+        let file = std::fs::File::open("/proc/self/status").expect("a file").into_raw_fd();
+        // SAFETY: `file` was just released by its only owner.
+        let e = unsafe { listener_from_fd(file) }.err().expect("a file is refused");
+        assert!(matches!(e, FdError::NotUnixSocket(n) if n == file), "{e}");
+        // Both were closed by the refusals: the numbers can be checked again as not open,
+        // unless another test's thread reused them meanwhile, which a large number avoids.
+        // SAFETY: nothing in this process has ~a million descriptors open.
+        assert!(matches!(unsafe { listener_from_fd(999_999) }, Err(FdError::NotOpen(_))));
     }
 }

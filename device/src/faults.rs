@@ -40,24 +40,83 @@
 use serde::Deserialize;
 use vdaq_proto::virtio_snd::code;
 
-/// `[stream.faults]` as written.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+/// `[stream.faults]` as written; its flags (`--fault-*`) set every stream.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, clap::Args)]
 #[serde(deny_unknown_fields)]
+#[command(next_help_heading = "Fault injection (every stream; [stream.faults] in the file)")]
 pub struct FaultsConfig {
+    /// Lose every Nth period produced (a forced overrun).
+    #[arg(long = "fault-drop-every", value_name = "N")]
     pub drop_every: Option<i64>,
+    /// Complete every Nth buffer with VIRTIO_SND_S_IO_ERR (or --fault-status) and no frames.
+    #[arg(long = "fault-error-every", value_name = "N")]
     pub error_every: Option<i64>,
+    /// Complete every Nth buffer without notifying the driver.
+    #[arg(long = "fault-withhold-every", value_name = "N")]
     pub withhold_every: Option<i64>,
+    /// Hold each period this long before completing it.
+    #[arg(long = "fault-delay-ms", value_name = "MS")]
     pub delay_ms: Option<f64>,
+    /// Plus a random delay below this (from --fault-seed).
+    #[arg(long = "fault-jitter-ms", value_name = "MS")]
     pub jitter_ms: Option<f64>,
+    /// Seed of --fault-jitter-ms (default 0).
+    #[arg(id = "fault-seed", long = "fault-seed", value_name = "SEED")]
     pub seed: Option<u64>,
+    /// Complete nothing for --fault-stall-ms from this long after each START (default 0).
+    #[arg(long = "fault-stall-at-ms", value_name = "MS")]
     pub stall_at_ms: Option<f64>,
+    /// Length of the stall.
+    #[arg(long = "fault-stall-ms", value_name = "MS")]
     pub stall_ms: Option<f64>,
+    /// Status of --fault-error-every's completions: io_err (default), bad_msg, not_supp or
+    /// any number (e.g. 0x1234, not a status the spec has).
+    #[arg(long = "fault-status", value_name = "STATUS")]
     pub status: Option<StatusConfig>,
+    /// A lying device: report used lengths N bytes (1 to 16 MiB) past what was written, on rx
+    /// completions and control responses (nothing is written past the buffer).
+    #[arg(long = "fault-used-len-extra", value_name = "N")]
     pub used_len_extra: Option<i64>,
+    /// A lying device: report used lengths of L bytes (0 to 7), shorter than the status
+    /// written (control responses: at most 3).
+    #[arg(long = "fault-used-len-short", value_name = "L")]
     pub used_len_short: Option<i64>,
+    /// Lie about the used length on every Nth rx completion and control response (default 1).
+    #[arg(long = "fault-lie-every", value_name = "N")]
     pub lie_every: Option<i64>,
+    /// With each completed period, up to N (1 to 64) spurious events while event buffers
+    /// wait: XRUNs for this stream and for one that does not exist, an unknown event code,
+    /// PCM_PERIOD_ELAPSED.
+    #[arg(long = "fault-event-flood", value_name = "N")]
     pub event_flood: Option<i64>,
+    /// With each completed period, N (1 to 64) extra notifications on the rx and control
+    /// queues with nothing new in their used rings.
+    #[arg(long = "fault-spurious-notify", value_name = "N")]
     pub spurious_notify: Option<i64>,
+}
+
+impl FaultsConfig {
+    /// The flags given win over the file.
+    pub fn override_with(&mut self, flags: &Self) {
+        crate::config::override_fields!(
+            self,
+            flags,
+            drop_every,
+            error_every,
+            withhold_every,
+            delay_ms,
+            jitter_ms,
+            seed,
+            stall_at_ms,
+            stall_ms,
+            status,
+            used_len_extra,
+            used_len_short,
+            lie_every,
+            event_flood,
+            spurious_notify,
+        );
+    }
 }
 
 /// `status` as written: a name or a number.
@@ -68,6 +127,15 @@ pub enum StatusConfig {
     Name(String),
     /// A number.
     Code(i64),
+}
+
+impl std::str::FromStr for StatusConfig {
+    type Err = std::convert::Infallible;
+
+    /// A flag's value is text; it is checked with the file's, by [`FaultsConfig::to_plan`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::Name(s.to_string()))
+    }
 }
 
 /// The status of an injected error completion.
@@ -196,48 +264,107 @@ const MAX_EXTRA: i64 = 16 << 20;
 /// The most spurious events or notifications per period.
 const MAX_PER_PERIOD: i64 = 64;
 
+/// Why a fault setting is refused; the message names the field (`stream[0].faults.drop_every`).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum FaultsError {
+    /// An "every Nth" below 1.
+    #[error("{field} = {value} must be 1 or more")]
+    NotPositive {
+        /// The field.
+        field: String,
+        /// The value.
+        value: i64,
+    },
+    /// A time outside 0 to a minute.
+    #[error("{field} = {value} is out of range (0 to {MAX_MS} ms)")]
+    Ms {
+        /// The field.
+        field: String,
+        /// The value.
+        value: f64,
+    },
+    /// stall_at_ms without stall_ms.
+    #[error("{at}.stall_at_ms needs stall_ms")]
+    StallAtWithoutStall {
+        /// The table.
+        at: String,
+    },
+    /// An integer outside its range.
+    #[error("{field} = {value} is out of range ({min} to {max})")]
+    OutOfRange {
+        /// The field.
+        field: String,
+        /// The value.
+        value: i64,
+        /// The least allowed.
+        min: i64,
+        /// The most allowed.
+        max: i64,
+    },
+    /// Both used-length lies.
+    #[error("{at}: used_len_extra and used_len_short exclude each other")]
+    UsedLenBoth {
+        /// The table.
+        at: String,
+    },
+    /// A status that is no name and no number.
+    #[error("{field} = {source}")]
+    Status {
+        /// The field.
+        field: String,
+        /// The value.
+        source: BadStatus,
+    },
+    /// A status number outside 32 bits.
+    #[error("{field} = {value} is out of range (0 to 0xffffffff)")]
+    StatusOutOfRange {
+        /// The field.
+        field: String,
+        /// The value.
+        value: i64,
+    },
+}
+
 impl FaultsConfig {
     /// Checks every value; `at` names the table (e.g. `stream[1].faults`).
-    pub fn to_plan(&self, at: &str) -> Result<FaultPlan, String> {
+    pub fn to_plan(&self, at: &str) -> Result<FaultPlan, FaultsError> {
+        let field = |name: &str| format!("{at}.{name}");
         let every = |name: &str, v: Option<i64>| match v {
             None => Ok(0),
             Some(n) if n >= 1 => Ok(n as u64),
-            Some(n) => Err(format!("{at}.{name} = {n} must be 1 or more")),
+            Some(value) => Err(FaultsError::NotPositive { field: field(name), value }),
         };
         let ms = |name: &str, v: Option<f64>| match v {
             None => Ok(0),
             Some(x) if x.is_finite() && (0.0..=MAX_MS).contains(&x) => Ok((x * 1e6) as u64),
-            Some(x) => Err(format!("{at}.{name} = {x} is out of range (0 to {MAX_MS} ms)")),
+            Some(value) => Err(FaultsError::Ms { field: field(name), value }),
         };
         let stall = match (self.stall_at_ms, self.stall_ms) {
             (None, None) => None,
             (at_ms, Some(len)) => Some((ms("stall_at_ms", at_ms)?, ms("stall_ms", Some(len))?)),
-            (Some(_), None) => return Err(format!("{at}.stall_at_ms needs stall_ms")),
+            (Some(_), None) => return Err(FaultsError::StallAtWithoutStall { at: at.to_string() }),
         };
         let range = |name: &str, v: Option<i64>, min: i64, max: i64| match v {
             None => Ok(None),
             Some(n) if (min..=max).contains(&n) => Ok(Some(n as u32)),
-            Some(n) => Err(format!("{at}.{name} = {n} is out of range ({min} to {max})")),
+            Some(value) => Err(FaultsError::OutOfRange { field: field(name), value, min, max }),
         };
         let used_len = match (
             range("used_len_extra", self.used_len_extra, 1, MAX_EXTRA)?,
             range("used_len_short", self.used_len_short, 0, 7)?,
         ) {
-            (Some(_), Some(_)) => {
-                return Err(format!("{at}: used_len_extra and used_len_short exclude each other"))
-            }
+            (Some(_), Some(_)) => return Err(FaultsError::UsedLenBoth { at: at.to_string() }),
             (Some(n), None) => Some(UsedLenLie::Extra(n)),
             (None, Some(l)) => Some(UsedLenLie::Short(l)),
             (None, None) => None,
         };
         let error_status = match &self.status {
             None => FaultStatus::IoErr,
-            Some(StatusConfig::Name(name)) => {
-                FaultStatus::try_from(name.as_str()).map_err(|e| format!("{at}.status = {e}"))?
-            }
+            Some(StatusConfig::Name(name)) => FaultStatus::try_from(name.as_str())
+                .map_err(|source| FaultsError::Status { field: field("status"), source })?,
             Some(StatusConfig::Code(n)) => u32::try_from(*n)
                 .map(FaultStatus::from)
-                .map_err(|_| format!("{at}.status = {n} is out of range (0 to 0xffffffff)"))?,
+                .map_err(|_| FaultsError::StatusOutOfRange { field: field("status"), value: *n })?,
         };
         Ok(FaultPlan {
             error_status,
@@ -431,7 +558,45 @@ mod tests {
 
     fn plan(text: &str) -> Result<FaultPlan, String> {
         let cfg: FaultsConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        cfg.to_plan("stream[0].faults")
+        cfg.to_plan("stream[0].faults").map_err(|e| e.to_string())
+    }
+
+    fn refusal(text: &str) -> FaultsError {
+        let cfg: FaultsConfig = toml::from_str(text).unwrap();
+        cfg.to_plan("stream[0].faults").unwrap_err()
+    }
+
+    #[test]
+    fn refusals_are_told_apart_by_variant_and_name_the_field() {
+        let f = |name: &str| format!("stream[0].faults.{name}");
+        assert_eq!(
+            refusal("drop_every = 0"),
+            FaultsError::NotPositive { field: f("drop_every"), value: 0 }
+        );
+        assert_eq!(
+            refusal("delay_ms = -1.0"),
+            FaultsError::Ms { field: f("delay_ms"), value: -1.0 }
+        );
+        assert_eq!(
+            refusal("stall_at_ms = 5.0"),
+            FaultsError::StallAtWithoutStall { at: "stream[0].faults".into() }
+        );
+        assert_eq!(
+            refusal("event_flood = 65"),
+            FaultsError::OutOfRange { field: f("event_flood"), value: 65, min: 1, max: 64 }
+        );
+        assert_eq!(
+            refusal("used_len_extra = 4\nused_len_short = 1"),
+            FaultsError::UsedLenBoth { at: "stream[0].faults".into() }
+        );
+        assert_eq!(
+            refusal("status = \"loud\""),
+            FaultsError::Status { field: f("status"), source: BadStatus("loud".into()) }
+        );
+        assert_eq!(
+            refusal("status = -1"),
+            FaultsError::StatusOutOfRange { field: f("status"), value: -1 }
+        );
     }
 
     #[test]

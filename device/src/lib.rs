@@ -17,4 +17,5 @@ pub mod frames;
 pub mod ratelimit;
 pub mod recording;
 pub mod source;
+pub mod status;
 pub mod stream;

@@ -9,8 +9,8 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::geteuid;
 use vdaq_device::backend::DeviceStats;
-use vdaq_device::cli::Cli;
-use vdaq_device::daemon::{run_connection, stats_line, Endpoint};
+use vdaq_device::cli::{wants_capabilities, Cli, Socket, CAPABILITIES};
+use vdaq_device::daemon::{listener_from_fd, run_connection, stats_line, Endpoint};
 
 /// Handles SIGUSR1 (statistics now) and SIGINT/SIGTERM (final summary, our socket removed, exit)
 /// on a thread of its own; the signals are blocked everywhere else.
@@ -41,6 +41,12 @@ fn handle_signals(
 }
 
 fn main() -> ExitCode {
+    // QEMU's backend program conventions: print the capabilities and exit, whatever else the
+    // arguments say.
+    if wants_capabilities(std::env::args_os()) {
+        println!("{CAPABILITIES}");
+        return ExitCode::SUCCESS;
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // Whoever connects to the socket hands the device guest memory and gets its frames: the
     // socket (created with this mask) is for this user only.
@@ -57,8 +63,23 @@ fn main() -> ExitCode {
         }
     };
     let stats: Arc<Mutex<DeviceStats>> = Arc::default();
-    // The socket is ours to remove only when we listen on it.
-    let own_socket = (!settings.connect).then(|| settings.socket_path.clone());
+    // The socket is ours to remove only when we created it.
+    let own_socket = match &settings.socket {
+        Socket::Listen(path) => Some(path.clone()),
+        Socket::Connect(_) | Socket::Fd(_) => None,
+    };
+    let mut inherited = match settings.socket {
+        // SAFETY: the descriptor is the one the parent passed for this purpose (--fd); nothing
+        // in this process opened or owns it, and it is taken once, here.
+        Socket::Fd(fd) => match unsafe { listener_from_fd(fd) } {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     if let Err(e) = handle_signals(Arc::clone(&stats), own_socket) {
         error!("{e}");
         return ExitCode::FAILURE;
@@ -68,10 +89,14 @@ fn main() -> ExitCode {
         if let Ok(mut s) = stats.lock() {
             *s = DeviceStats::default();
         }
-        let endpoint = if settings.connect {
-            Endpoint::Connect(&settings.socket_path)
-        } else {
-            Endpoint::Listen(&settings.socket_path)
+        let endpoint = match (&settings.socket, inherited.as_mut()) {
+            (Socket::Listen(path), _) => Endpoint::Listen(path),
+            (Socket::Connect(path), _) => Endpoint::Connect(path),
+            (Socket::Fd(_), Some(listener)) => Endpoint::Inherited(listener),
+            (Socket::Fd(fd), None) => {
+                error!("--fd {fd}: the socket was not taken");
+                return ExitCode::FAILURE;
+            }
         };
         match run_connection(
             endpoint,

@@ -3,7 +3,7 @@
 //! stated format. Integer samples are read as codes, floats as values: replaying a recording in
 //! `codes` units into the same format gives back the same samples.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use vdaq_proto::format::SampleFormat;
 
@@ -25,17 +25,102 @@ pub enum FileFormat {
     },
 }
 
+/// Why a recording cannot be loaded; the message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    /// The file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Its contents are not a recording of the stated kind.
+    #[error("{}: {source}", path.display())]
+    Contents {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: BadRecording,
+    },
+    /// It holds no whole frame.
+    #[error("{}: the recording holds no frame", path.display())]
+    NoFrame {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// What is wrong with a recording's bytes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadRecording {
+    /// Raw, with 0 channels per frame.
+    #[error("a raw recording needs at least one channel")]
+    NoChannels,
+    /// Raw, with a partial frame at the end.
+    #[error("{len} bytes is not a whole number of {frame}-byte frames")]
+    PartialFrame {
+        /// The file's length.
+        len: usize,
+        /// Bytes per frame.
+        frame: usize,
+    },
+    /// No RIFF WAVE header.
+    #[error("not a RIFF WAVE file")]
+    NotWave,
+    /// A chunk's length runs past the end of the file.
+    #[error("a chunk runs past the end of the file")]
+    ChunkPastEnd,
+    /// The data chunk comes before the fmt chunk.
+    #[error("the data chunk comes before the fmt chunk")]
+    DataBeforeFmt,
+    /// The fmt chunk says 0 channels.
+    #[error("the fmt chunk says 0 channels")]
+    NoWavChannels,
+    /// A WAV encoding that is not read.
+    #[error("unsupported WAV encoding (format tag {tag}, {bits} bits)")]
+    UnsupportedWav {
+        /// The format tag (1 PCM, 3 float; the sub-format's for WAVE_FORMAT_EXTENSIBLE).
+        tag: u16,
+        /// Bits per sample.
+        bits: u16,
+    },
+    /// A WAV file without a data chunk.
+    #[error("no data chunk")]
+    NoData,
+    /// A CSV line past the header that is not numbers.
+    #[error("line {line}: not numbers: {text}")]
+    NotNumbers {
+        /// Line number (from 1).
+        line: usize,
+        /// The line.
+        text: String,
+    },
+    /// A CSV line with another number of columns than the first.
+    #[error("line {line}: {got} columns, expected {expected}")]
+    Columns {
+        /// Line number (from 1).
+        line: usize,
+        /// Its columns.
+        got: usize,
+        /// The first line's.
+        expected: usize,
+    },
+}
+
 /// Loads a recording; errors name the file and what is wrong.
-pub fn load(path: &Path, format: FileFormat) -> Result<Recording, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn load(path: &Path, format: FileFormat) -> Result<Recording, RecordingError> {
+    let bytes = std::fs::read(path)
+        .map_err(|source| RecordingError::Read { path: path.to_path_buf(), source })?;
     let r = match format {
         FileFormat::Wav => parse_wav(&bytes),
         FileFormat::Csv => parse_csv(&String::from_utf8_lossy(&bytes)),
         FileFormat::Raw { format, channels } => parse_raw(&bytes, format, channels),
     };
-    let rec = r.map_err(|e| format!("{}: {e}", path.display()))?;
+    let rec = r.map_err(|source| RecordingError::Contents { path: path.to_path_buf(), source })?;
     if rec.frames() == 0 {
-        return Err(format!("{}: the recording holds no frame", path.display()));
+        return Err(RecordingError::NoFrame { path: path.to_path_buf() });
     }
     Ok(rec)
 }
@@ -54,22 +139,26 @@ fn sample(bytes: &[u8], format: SampleFormat) -> f64 {
 }
 
 /// Parses raw interleaved samples.
-pub fn parse_raw(bytes: &[u8], format: SampleFormat, channels: usize) -> Result<Recording, String> {
+pub fn parse_raw(
+    bytes: &[u8],
+    format: SampleFormat,
+    channels: usize,
+) -> Result<Recording, BadRecording> {
     if channels == 0 {
-        return Err("a raw recording needs at least one channel".into());
+        return Err(BadRecording::NoChannels);
     }
     let frame = format.width() * channels;
     if !bytes.len().is_multiple_of(frame) {
-        return Err(format!("{} bytes is not a whole number of {frame}-byte frames", bytes.len()));
+        return Err(BadRecording::PartialFrame { len: bytes.len(), frame });
     }
     let values = bytes.chunks_exact(format.width()).map(|s| sample(s, format)).collect();
     Ok(Recording { values, channels })
 }
 
 /// Parses a WAV file.
-pub fn parse_wav(bytes: &[u8]) -> Result<Recording, String> {
+pub fn parse_wav(bytes: &[u8]) -> Result<Recording, BadRecording> {
     if bytes.len() < 12 || &bytes[..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
-        return Err("not a RIFF WAVE file".into());
+        return Err(BadRecording::NotWave);
     }
     let mut at = 12;
     let mut fmt: Option<(u16, usize, u16)> = None;
@@ -77,8 +166,7 @@ pub fn parse_wav(bytes: &[u8]) -> Result<Recording, String> {
         let id = &bytes[at..at + 4];
         let len = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]])
             as usize;
-        let body =
-            bytes.get(at + 8..at + 8 + len).ok_or("a chunk runs past the end of the file")?;
+        let body = bytes.get(at + 8..at + 8 + len).ok_or(BadRecording::ChunkPastEnd)?;
         match id {
             b"fmt " if body.len() >= 16 => {
                 let tag = u16::from_le_bytes([body[0], body[1]]);
@@ -93,10 +181,9 @@ pub fn parse_wav(bytes: &[u8]) -> Result<Recording, String> {
                 fmt = Some((tag, channels, bits));
             }
             b"data" => {
-                let (tag, channels, bits) =
-                    fmt.ok_or("the data chunk comes before the fmt chunk")?;
+                let (tag, channels, bits) = fmt.ok_or(BadRecording::DataBeforeFmt)?;
                 if channels == 0 {
-                    return Err("the fmt chunk says 0 channels".into());
+                    return Err(BadRecording::NoWavChannels);
                 }
                 let values: Vec<f64> = match (tag, bits) {
                     (1, 8) => body.iter().map(|&b| f64::from(b) - 128.0).collect(),
@@ -112,11 +199,7 @@ pub fn parse_wav(bytes: &[u8]) -> Result<Recording, String> {
                     (3, 64) => {
                         body.chunks_exact(8).map(|s| sample(s, SampleFormat::Float64)).collect()
                     }
-                    _ => {
-                        return Err(format!(
-                            "unsupported WAV encoding (format tag {tag}, {bits} bits)"
-                        ))
-                    }
+                    _ => return Err(BadRecording::UnsupportedWav { tag, bits }),
                 };
                 let whole = values.len() - values.len() % channels;
                 return Ok(Recording { values: values[..whole].to_vec(), channels });
@@ -125,11 +208,11 @@ pub fn parse_wav(bytes: &[u8]) -> Result<Recording, String> {
         }
         at += 8 + len + (len & 1);
     }
-    Err("no data chunk".into())
+    Err(BadRecording::NoData)
 }
 
 /// Parses CSV: one row per frame, one column per channel.
-pub fn parse_csv(text: &str) -> Result<Recording, String> {
+pub fn parse_csv(text: &str) -> Result<Recording, BadRecording> {
     let mut values = Vec::new();
     let mut channels = 0;
     for (n, line) in text.lines().enumerate() {
@@ -141,12 +224,12 @@ pub fn parse_csv(text: &str) -> Result<Recording, String> {
         let row = match row {
             Ok(r) => r,
             Err(_) if values.is_empty() && channels == 0 => continue, // a header
-            Err(_) => return Err(format!("line {}: not numbers: {line}", n + 1)),
+            Err(_) => return Err(BadRecording::NotNumbers { line: n + 1, text: line.to_string() }),
         };
         if channels == 0 {
             channels = row.len();
         } else if row.len() != channels {
-            return Err(format!("line {}: {} columns, expected {channels}", n + 1, row.len()));
+            return Err(BadRecording::Columns { line: n + 1, got: row.len(), expected: channels });
         }
         values.extend(row);
     }
@@ -188,25 +271,57 @@ mod tests {
 
     #[test]
     fn bad_wav_files_are_refused_with_a_reason() {
-        assert!(parse_wav(b"RIFX").unwrap_err().contains("not a RIFF"));
-        assert!(parse_wav(&wav(2, 1, 4, &[0; 4])).unwrap_err().contains("unsupported"));
+        assert_eq!(parse_wav(b"RIFX"), Err(BadRecording::NotWave));
+        let e = parse_wav(&wav(2, 1, 4, &[0; 4])).unwrap_err();
+        assert_eq!(e, BadRecording::UnsupportedWav { tag: 2, bits: 4 });
+        assert_eq!(e.to_string(), "unsupported WAV encoding (format tag 2, 4 bits)");
+        assert_eq!(parse_wav(&wav(1, 0, 16, &[0; 4])), Err(BadRecording::NoWavChannels));
         let mut truncated = wav(1, 1, 16, &[0; 8]);
         truncated.truncate(truncated.len() - 4);
-        assert!(parse_wav(&truncated).unwrap_err().contains("past the end"));
+        assert_eq!(parse_wav(&truncated), Err(BadRecording::ChunkPastEnd));
+        assert_eq!(parse_wav(b"RIFF\0\0\0\0WAVE"), Err(BadRecording::NoData));
     }
 
     #[test]
     fn csv_has_one_column_per_channel_and_an_optional_header() {
         let r = parse_csv("ch0, ch1\n1, 2\n3.5, -4\n").expect("valid");
         assert_eq!((r.channels, r.values), (2, vec![1.0, 2.0, 3.5, -4.0]));
-        assert!(parse_csv("1,2\n3\n").unwrap_err().contains("line 2: 1 columns"));
-        assert!(parse_csv("1,2\nx,y\n").unwrap_err().contains("not numbers"));
+        let e = parse_csv("1,2\n3\n").unwrap_err();
+        assert_eq!(e, BadRecording::Columns { line: 2, got: 1, expected: 2 });
+        assert_eq!(e.to_string(), "line 2: 1 columns, expected 2");
+        let e = parse_csv("1,2\nx,y\n").unwrap_err();
+        assert_eq!(e, BadRecording::NotNumbers { line: 2, text: "x,y".into() });
     }
 
     #[test]
     fn raw_needs_whole_frames() {
         let r = parse_raw(&[1, 0, 2, 0], SampleFormat::S16, 2).expect("valid");
         assert_eq!(r.values, vec![1.0, 2.0]);
-        assert!(parse_raw(&[1, 0, 2], SampleFormat::S16, 1).is_err());
+        let e = parse_raw(&[1, 0, 2], SampleFormat::S16, 1).unwrap_err();
+        assert_eq!(e, BadRecording::PartialFrame { len: 3, frame: 2 });
+        assert_eq!(parse_raw(&[], SampleFormat::S16, 0), Err(BadRecording::NoChannels));
+    }
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("vdaq-rec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.wav");
+        let e = load(&missing, FileFormat::Wav).unwrap_err();
+        assert!(matches!(&e, RecordingError::Read { path, .. } if *path == missing), "{e}");
+        assert!(e.to_string().starts_with(&format!("{}: ", missing.display())), "{e}");
+        let empty = dir.join("empty.csv");
+        std::fs::write(&empty, "header\n").unwrap();
+        let e = load(&empty, FileFormat::Csv).unwrap_err();
+        assert!(matches!(&e, RecordingError::NoFrame { path } if *path == empty), "{e}");
+        let bad = dir.join("bad.wav");
+        std::fs::write(&bad, "RIFX").unwrap();
+        let e = load(&bad, FileFormat::Wav).unwrap_err();
+        assert!(
+            matches!(&e, RecordingError::Contents { source: BadRecording::NotWave, .. }),
+            "{e}"
+        );
+        assert_eq!(e.to_string(), format!("{}: not a RIFF WAVE file", bad.display()));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -169,26 +169,16 @@ impl ChannelSignal {
             }
             Waveform::Replay { recording, looped, column } => {
                 let n = recording.frames();
-                let scale = self.amplitude_scale();
                 for (o, i) in frames {
                     *o = if n == 0 || (!looped && i >= n) {
                         0.0
                     } else {
-                        recording.value(i % n, *column) * scale + off
+                        recording.value(i % n, *column) * a + off
                     };
                 }
             }
         }
         true
-    }
-
-    fn amplitude_scale(&self) -> f64 {
-        // Replay values are taken as recorded; amplitude 0 (unset) means "as is".
-        if self.amplitude == 0.0 {
-            1.0
-        } else {
-            self.amplitude
-        }
     }
 }
 
@@ -483,10 +473,36 @@ mod tests {
         let t = SineTable::default();
         let rec = Arc::new(Recording { values: vec![1.0, 2.0, 3.0], channels: 1 });
         let mut s = sig(Waveform::Replay { recording: rec.clone(), looped: true, column: 0 });
-        s.amplitude = 0.0;
         assert_eq!(s.value(4, 8000, &t), Some(2.0));
         s.waveform = Waveform::Replay { recording: rec, looped: false, column: 0 };
         assert_eq!(s.value(4, 8000, &t), Some(0.0));
         assert_eq!(s.value(2, 8000, &t), Some(3.0));
+    }
+
+    #[test]
+    fn amplitude_zero_is_zero_for_every_waveform_and_scales_replay() {
+        let t = SineTable::default();
+        let rec = Arc::new(Recording { values: vec![1.0, 2.0, 3.0], channels: 1 });
+        let replay = Waveform::Replay { recording: rec, looped: true, column: 0 };
+        let waves = [
+            Waveform::Sine,
+            Waveform::Square { duty: 0.5 },
+            Waveform::Triangle,
+            Waveform::Sawtooth,
+            Waveform::Noise { seed: 3, gaussian: true },
+            Waveform::Noise { seed: 3, gaussian: false },
+            replay.clone(),
+        ];
+        for w in waves {
+            let mut s = sig(w.clone());
+            s.amplitude = 0.0;
+            s.offset = 0.25;
+            for i in 0..16 {
+                assert_eq!(s.value(i, 8000, &t), Some(0.25), "{w:?} frame {i}");
+            }
+        }
+        let mut s = sig(replay);
+        s.amplitude = -2.0;
+        assert_eq!(s.value(1, 8000, &t), Some(-4.0));
     }
 }

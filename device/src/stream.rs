@@ -13,6 +13,7 @@ use crate::faults::{FaultPlan, FaultStats, Faults, UsedLenLie};
 use crate::fifo::Fifo;
 use crate::frames::{chunk_buffer, Frames};
 use crate::source::{Generator, StreamSignal};
+use crate::status::Status;
 use vdaq_proto::format::SampleFormat;
 
 /// Largest buffer (and so device FIFO) a driver may request: bounds what a guest makes the
@@ -266,25 +267,26 @@ impl<R> Stream<R> {
         self.fifo.runs() + self.gaps.len() + self.held.len()
     }
 
-    /// PCM_SET_PARAMS. Errors are the spec's status codes.
-    pub fn set_params(&mut self, req: &PcmSetParams) -> Result<(), u32> {
+    /// PCM_SET_PARAMS. Refusals are the spec's statuses: `BadMsg` for a request not valid in
+    /// the state or malformed, `NotSupp` for values the stream does not offer.
+    pub fn set_params(&mut self, req: &PcmSetParams) -> Result<(), Status> {
         if !matches!(
             self.state,
             PcmState::Initial | PcmState::ParamsSet | PcmState::Prepared | PcmState::Released
         ) {
-            return Err(code::S_BAD_MSG);
+            return Err(Status::BadMsg);
         }
         let features = req.features.get();
         if features & !(1 << pcm_feature::EVT_XRUNS) != 0 {
-            return Err(code::S_NOT_SUPP);
+            return Err(Status::NotSupp);
         }
         let format = SampleFormat::from_wire(req.format)
             .filter(|f| self.caps.formats.contains(f))
-            .ok_or(code::S_NOT_SUPP)?;
+            .ok_or(Status::NotSupp)?;
         let rate =
-            rate_hz(req.rate).filter(|r| self.caps.rates.contains(r)).ok_or(code::S_NOT_SUPP)?;
+            rate_hz(req.rate).filter(|r| self.caps.rates.contains(r)).ok_or(Status::NotSupp)?;
         if req.channels < self.caps.channels_min || req.channels > self.caps.channels_max {
-            return Err(code::S_NOT_SUPP);
+            return Err(Status::NotSupp);
         }
         let params = Params {
             rate,
@@ -301,12 +303,12 @@ impl<R> Stream<R> {
             || !buffer.is_multiple_of(period)
             || buffer > MAX_BUFFER_BYTES
         {
-            return Err(code::S_BAD_MSG);
+            return Err(Status::BadMsg);
         }
         // Well-formed, but more work per period or more periods than the device takes.
         let period_ns = params.period_frames() * 1_000_000_000 / u64::from(rate);
         if period_ns < MIN_PERIOD_NS || buffer / period > MAX_PERIODS {
-            return Err(code::S_NOT_SUPP);
+            return Err(Status::NotSupp);
         }
         self.flush_posted();
         self.params = Some(params);
@@ -316,11 +318,11 @@ impl<R> Stream<R> {
 
     /// PCM_PREPARE: allocates the FIFO and resets the sample clock to frame 0. Buffers already
     /// posted stay posted.
-    pub fn prepare(&mut self) -> Result<(), u32> {
+    pub fn prepare(&mut self) -> Result<(), Status> {
         if !matches!(self.state, PcmState::ParamsSet | PcmState::Prepared | PcmState::Released) {
-            return Err(code::S_BAD_MSG);
+            return Err(Status::BadMsg);
         }
-        let p = self.params.ok_or(code::S_BAD_MSG)?;
+        let p = self.params.ok_or(Status::BadMsg)?;
         self.fifo = Fifo::new(p.buffer_bytes as usize, p.frame_bytes());
         self.clock = SampleClock::new(p.rate, p.period_frames());
         self.generator =
@@ -333,9 +335,9 @@ impl<R> Stream<R> {
     }
 
     /// PCM_START at `now_ns` (CLOCK_MONOTONIC).
-    pub fn start(&mut self, now_ns: u64) -> Result<(), u32> {
+    pub fn start(&mut self, now_ns: u64) -> Result<(), Status> {
         if !matches!(self.state, PcmState::Prepared | PcmState::Stopped) {
-            return Err(code::S_BAD_MSG);
+            return Err(Status::BadMsg);
         }
         self.clock.start(now_ns);
         self.faults.start(now_ns);
@@ -344,9 +346,9 @@ impl<R> Stream<R> {
     }
 
     /// PCM_STOP: the clock pauses; the FIFO and the posted buffers are kept.
-    pub fn stop(&mut self) -> Result<(), u32> {
+    pub fn stop(&mut self) -> Result<(), Status> {
         if self.state != PcmState::Running {
-            return Err(code::S_BAD_MSG);
+            return Err(Status::BadMsg);
         }
         self.clock.stop();
         self.state = PcmState::Stopped;
@@ -355,9 +357,9 @@ impl<R> Stream<R> {
 
     /// PCM_RELEASE: every posted buffer is returned (see [`Self::take_flushed`]) and the FIFO
     /// emptied.
-    pub fn release(&mut self) -> Result<(), u32> {
+    pub fn release(&mut self) -> Result<(), Status> {
         if !matches!(self.state, PcmState::Prepared | PcmState::Stopped) {
-            return Err(code::S_BAD_MSG);
+            return Err(Status::BadMsg);
         }
         self.flush_posted();
         self.fifo.clear();
@@ -400,19 +402,19 @@ impl<R> Stream<R> {
     /// Accepts a posted buffer with room for `payload` bytes of frames. Buffers are held while
     /// prepared or stopped and complete in the order they were posted. A buffer the stream
     /// cannot take comes back with the status to complete it with.
-    pub fn post(&mut self, request: R, payload: usize) -> Result<(), (R, u32)> {
+    pub fn post(&mut self, request: R, payload: usize) -> Result<(), (R, Status)> {
         let Some(p) = self.params.filter(|_| {
             matches!(self.state, PcmState::Prepared | PcmState::Running | PcmState::Stopped)
         }) else {
             self.stats.bad_buffers += 1;
-            return Err((request, code::S_BAD_MSG));
+            return Err((request, Status::BadMsg));
         };
         if payload == 0
             || !payload.is_multiple_of(p.frame_bytes())
             || payload > p.buffer_bytes as usize
         {
             self.stats.bad_buffers += 1;
-            return Err((request, code::S_BAD_MSG));
+            return Err((request, Status::BadMsg));
         }
         self.posted.push_back(Posted { request, payload });
         Ok(())
@@ -641,26 +643,26 @@ mod tests {
     #[test]
     fn lifecycle_follows_the_spec_and_refuses_out_of_order_commands() {
         let mut s: Stream<u32> = Stream::new(caps(true));
-        assert_eq!(s.prepare(), Err(code::S_BAD_MSG), "prepare before set_params");
-        assert_eq!(s.start(0), Err(code::S_BAD_MSG));
-        assert_eq!(s.stop(), Err(code::S_BAD_MSG));
-        assert_eq!(s.release(), Err(code::S_BAD_MSG));
+        assert_eq!(s.prepare(), Err(Status::BadMsg), "prepare before set_params");
+        assert_eq!(s.start(0), Err(Status::BadMsg));
+        assert_eq!(s.stop(), Err(Status::BadMsg));
+        assert_eq!(s.release(), Err(Status::BadMsg));
         assert_eq!(s.set_params(&params(640, 160, 1, false)), Ok(()));
-        assert_eq!(s.start(0), Err(code::S_BAD_MSG), "start before prepare");
+        assert_eq!(s.start(0), Err(Status::BadMsg), "start before prepare");
         assert_eq!(s.prepare(), Ok(()));
         assert_eq!(s.prepare(), Ok(()), "prepare again is allowed");
-        assert_eq!(s.stop(), Err(code::S_BAD_MSG), "stop while prepared");
+        assert_eq!(s.stop(), Err(Status::BadMsg), "stop while prepared");
         assert_eq!(s.start(0), Ok(()));
         assert_eq!(s.state(), PcmState::Running);
-        assert_eq!(s.set_params(&params(640, 160, 1, false)), Err(code::S_BAD_MSG));
-        assert_eq!(s.prepare(), Err(code::S_BAD_MSG));
-        assert_eq!(s.release(), Err(code::S_BAD_MSG), "release while running");
-        assert_eq!(s.start(0), Err(code::S_BAD_MSG));
+        assert_eq!(s.set_params(&params(640, 160, 1, false)), Err(Status::BadMsg));
+        assert_eq!(s.prepare(), Err(Status::BadMsg));
+        assert_eq!(s.release(), Err(Status::BadMsg), "release while running");
+        assert_eq!(s.start(0), Err(Status::BadMsg));
         assert_eq!(s.stop(), Ok(()));
         assert_eq!(s.start(0), Ok(()), "restart after stop");
         assert_eq!(s.stop(), Ok(()));
         assert_eq!(s.release(), Ok(()));
-        assert_eq!(s.start(0), Err(code::S_BAD_MSG));
+        assert_eq!(s.start(0), Err(Status::BadMsg));
         assert_eq!(s.prepare(), Ok(()), "prepare again after release");
         assert_eq!(s.release(), Ok(()));
         assert_eq!(s.set_params(&params(640, 160, 2, false)), Ok(()));
@@ -670,26 +672,26 @@ mod tests {
     fn set_params_rejects_unsupported_and_malformed_values() {
         let mut s: Stream<u32> = Stream::new(caps(true));
         let mut p = params(640, 160, 3, false);
-        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "too many channels");
+        assert_eq!(s.set_params(&p), Err(Status::NotSupp), "too many channels");
         p.channels = 0;
-        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "too few channels");
+        assert_eq!(s.set_params(&p), Err(Status::NotSupp), "too few channels");
         p.channels = 1;
         p.format = format::U16;
-        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "format not offered");
+        assert_eq!(s.set_params(&p), Err(Status::NotSupp), "format not offered");
         p.format = 200;
-        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "unknown format");
+        assert_eq!(s.set_params(&p), Err(Status::NotSupp), "unknown format");
         p.format = format::S16;
         p.rate = rate_code(44_100).unwrap_or(0);
-        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "rate not offered");
+        assert_eq!(s.set_params(&p), Err(Status::NotSupp), "rate not offered");
         p.rate = 99;
-        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "unknown rate code");
+        assert_eq!(s.set_params(&p), Err(Status::NotSupp), "unknown rate code");
         p.rate = rate_code(8_000).unwrap_or(0);
         p.features = Le32::new(1 << pcm_feature::SHMEM_HOST);
-        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "shared memory transport");
+        assert_eq!(s.set_params(&p), Err(Status::NotSupp), "shared memory transport");
         for (buffer, period) in [(640, 0), (640, 161), (650, 160), (MAX_BUFFER_BYTES + 160, 160)] {
             assert_eq!(
                 s.set_params(&params(buffer, period, 1, false)),
-                Err(code::S_BAD_MSG),
+                Err(Status::BadMsg),
                 "buffer {buffer} period {period}"
             );
         }
@@ -717,13 +719,13 @@ mod tests {
         // 1-frame periods at 384 kHz (2.6 us), 38 frames (99 us): refused.
         for frames in [1, 38] {
             let p = with(384_000, 1, SampleFormat::U8, frames, 4);
-            assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "{frames} frames at 384 kHz");
+            assert_eq!(s.set_params(&p), Err(Status::NotSupp), "{frames} frames at 384 kHz");
         }
         // A 2-byte period in a 64 MiB buffer: 33,554,432 periods per buffer.
         let p = with(8_000, 1, SampleFormat::S16, 1, 32 << 20);
-        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "periods per buffer");
+        assert_eq!(s.set_params(&p), Err(Status::NotSupp), "periods per buffer");
         let p = with(8_000, 1, SampleFormat::S16, 80, MAX_PERIODS + 1);
-        assert_eq!(s.set_params(&p), Err(code::S_NOT_SUPP), "1025 periods");
+        assert_eq!(s.set_params(&p), Err(Status::NotSupp), "1025 periods");
         assert_eq!(s.state(), PcmState::Initial);
         // What Linux's virtio_snd and arecord ask for here: max(rate / 200, 32)-frame periods
         // (5 ms; 32 frames at 5512 Hz), in every format and channel count, and a 1-frame
@@ -991,11 +993,11 @@ mod tests {
     #[test]
     fn bad_buffers_are_refused_with_bad_msg() {
         let mut s: Stream<u32> = Stream::new(caps(true));
-        assert_eq!(s.post(1, 160), Err((1, code::S_BAD_MSG)), "no parameters");
+        assert_eq!(s.post(1, 160), Err((1, Status::BadMsg)), "no parameters");
         let mut s = running(false);
-        assert_eq!(s.post(2, 0), Err((2, code::S_BAD_MSG)), "empty");
-        assert_eq!(s.post(3, 161), Err((3, code::S_BAD_MSG)), "not frame-aligned");
-        assert_eq!(s.post(4, 642), Err((4, code::S_BAD_MSG)), "larger than the buffer");
+        assert_eq!(s.post(2, 0), Err((2, Status::BadMsg)), "empty");
+        assert_eq!(s.post(3, 161), Err((3, Status::BadMsg)), "not frame-aligned");
+        assert_eq!(s.post(4, 642), Err((4, Status::BadMsg)), "larger than the buffer");
         assert_eq!(s.stats().bad_buffers, 3);
         assert!(s.post(5, 640).is_ok(), "a whole-buffer message is fine");
     }

@@ -136,6 +136,84 @@ fn with_connect_the_device_dials_qemu_and_again_after_a_hang_up() {
 }
 
 #[test]
+fn with_fd_the_device_serves_connections_on_the_inherited_listener() {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    use std::os::unix::process::CommandExt;
+    let dir = std::env::temp_dir().join(format!("vdaq-fd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("parent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("listen");
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vdaq-device"));
+    cmd.args(["--fd", &fd.to_string()]).stderr(Stdio::piped()).stdout(Stdio::null());
+    // SAFETY: the closure only calls fcntl (async-signal-safe) on a descriptor that the
+    // parent holds open (`listener` outlives the spawn), in the child before exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+            // SAFETY: `fd` is open in the child, inherited from the parent's listener.
+            let b = BorrowedFd::borrow_raw(fd);
+            fcntl(b, FcntlArg::F_SETFD(FdFlag::empty())).map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("start vdaq-device");
+    let d = Daemon { child, socket: path.clone() };
+    drop(listener);
+    for round in 0..2 {
+        let mut h = Harness::connect(&path);
+        assert_eq!(h.set_params(0, 8_000, 1, 640, 160, false), code::S_OK, "round {round}");
+        drop(h);
+    }
+    d.signal(Signal::SIGTERM);
+    let (status, log) = d.wait();
+    assert_eq!(status, Some(0), "{log}");
+    assert!(log.contains(&format!("listening on the socket passed as descriptor {fd}")), "{log}");
+    assert!(path.exists(), "the parent's socket is not removed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fd_of_standard_output_is_refused_with_exit_2() {
+    let child = Command::new(env!("CARGO_BIN_EXE_vdaq-device"))
+        .args(["--fd", "1"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start vdaq-device");
+    let d = Daemon { child, socket: PathBuf::new() };
+    let (status, log) = d.wait();
+    assert_eq!(status, Some(2), "{log}");
+    assert!(log.contains("--fd 1: 0, 1 and 2 are standard"), "{log}");
+}
+
+#[test]
+fn print_capabilities_prints_json_and_exits_whatever_else_is_given() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vdaq-device"))
+        .args(["--no-such-flag", "--print-capabilities", "--channels-max", "300"])
+        .output()
+        .expect("run vdaq-device");
+    assert!(out.status.success(), "{out:?}");
+    let caps: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(caps["type"], "sound");
+    assert!(caps["features"].is_array(), "{caps}");
+}
+
+#[test]
+fn a_long_stats_interval_does_not_hold_up_the_end() {
+    let d = Daemon::start("stats", &["--stats-interval", "3600", "--once"]);
+    wait_for(&d.socket);
+    let mut h = Harness::connect(&d.socket);
+    assert_eq!(h.set_params(0, 8_000, 1, 640, 160, false), code::S_OK);
+    let hung_up = Instant::now();
+    drop(h);
+    let (status, log) = d.wait();
+    assert_eq!(status, Some(0), "{log}");
+    assert!(hung_up.elapsed() < Duration::from_secs(2), "{:?}: {log}", hung_up.elapsed());
+}
+
+#[test]
 fn sigint_stops_an_idle_daemon() {
     let d = Daemon::start("int", &[]);
     wait_for(&d.socket);

@@ -227,7 +227,7 @@ fn replay_plays_wav_csv_and_raw_recordings_exactly() {
     let rec = vdaq_device::recording::load(&path, vdaq_device::recording::FileFormat::Wav).unwrap();
     let ch = |column| ChannelSignal {
         waveform: Waveform::Replay { recording: Arc::new(rec.clone()), looped: true, column },
-        amplitude: 0.0,
+        amplitude: 1.0, // the values as recorded
         offset: 0.0,
         frequency: 0.0,
         phase_deg: 0.0,
@@ -247,7 +247,7 @@ fn replay_plays_wav_csv_and_raw_recordings_exactly() {
     let rec = vdaq_device::recording::load(&path, vdaq_device::recording::FileFormat::Csv).unwrap();
     let signal = one(
         Waveform::Replay { recording: Arc::new(rec), looped: false, column: 0 },
-        0.0,
+        1.0, // as recorded
         0.0,
         0.0,
         0.0,
@@ -267,7 +267,7 @@ fn replay_plays_wav_csv_and_raw_recordings_exactly() {
     .unwrap();
     let signal = one(
         Waveform::Replay { recording: Arc::new(rec), looped: true, column: 0 },
-        0.0,
+        1.0, // as recorded
         0.0,
         0.0,
         0.0,
