@@ -9,23 +9,10 @@ mod support;
 
 use std::time::Duration;
 
-use support::{caps, Harness};
+use support::{caps, prepared, Harness, BUFFER, PERIOD, SEC};
 use vdaq_proto::virtio_snd::code;
 use vdaq_proto::wire::Pod;
 use vhost::VhostBackend;
-
-const SEC: Duration = Duration::from_secs(1);
-/// 8 kHz mono S16 with 80-frame (10 ms) periods and a 4-period buffer.
-const PERIOD: u32 = 160;
-const BUFFER: u32 = 640;
-
-/// A harness with stream 0 prepared at 8 kHz mono, 10 ms periods.
-fn prepared(xruns: bool) -> Harness {
-    let mut h = Harness::start(vec![caps(true)], false);
-    assert_eq!(h.set_params(0, 8_000, 1, BUFFER, PERIOD, xruns), code::S_OK);
-    assert_eq!(h.pcm(code::R_PCM_PREPARE, 0), code::S_OK);
-    h
-}
 
 #[test]
 fn a_head_made_available_again_while_held_breaks_the_device_until_reset() {

@@ -10,14 +10,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{caps, s16_counters, Harness, Part, Used};
+use support::{caps, s16_counters, Harness, Part, Used, BUFFER, PERIOD, SEC};
 use vdaq_device::faults::FaultsConfig;
 use vdaq_proto::virtio_snd::{code, Event};
 use vdaq_proto::wire::Pod;
 
-const SEC: Duration = Duration::from_secs(1);
-const PERIOD: u32 = 160;
-const BUFFER: u32 = 640;
 const GUARD: usize = 8192;
 
 /// A harness whose stream 0 has the faults of `table` (a `[stream.faults]` table).

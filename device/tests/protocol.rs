@@ -8,23 +8,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{caps, s16_counters, Harness, Part, RawDesc, VIRTQ_DESC_F_WRITE};
+use support::{
+    caps, prepared, s16_counters, Harness, Part, RawDesc, BUFFER, PERIOD, SEC, VIRTQ_DESC_F_WRITE,
+};
 use vdaq_proto::virtio_snd::{code, Config, Event, Hdr, PcmInfo, QueryInfo};
 use vdaq_proto::wire::Pod;
 use vhost::VhostBackend;
-
-const SEC: Duration = Duration::from_secs(1);
-/// 8 kHz mono S16 with 80-frame (10 ms) periods and a 4-period buffer.
-const PERIOD: u32 = 160;
-const BUFFER: u32 = 640;
-
-/// A harness with stream 0 prepared at 8 kHz mono, 10 ms periods.
-fn prepared(xruns: bool) -> Harness {
-    let mut h = Harness::start(vec![caps(true)], false);
-    assert_eq!(h.set_params(0, 8_000, 1, BUFFER, PERIOD, xruns), code::S_OK);
-    assert_eq!(h.pcm(code::R_PCM_PREPARE, 0), code::S_OK);
-    h
-}
 
 fn query(op: u32, start: u32, count: u32, size: u32) -> Vec<u8> {
     QueryInfo::new(op, start, count, size).as_bytes().to_vec()

@@ -210,29 +210,28 @@ impl Queue {
             head = ids[0];
             self.chains[usize::from(head)] = ids;
         }
+        self.publish(mem, head, !self.quiet);
+        self.last_head = head;
+        head
+    }
+
+    /// Puts `head` in the next avail slot, publishes the index and kicks when `kick`.
+    fn publish(&mut self, mem: &mut GuestMem, head: u16, kick: bool) {
         let slot = self.avail + 4 + 2 * u64::from(self.avail_idx % QUEUE_SIZE);
         mem.write_u16(slot, head);
         fence(Ordering::SeqCst);
         self.avail_idx = self.avail_idx.wrapping_add(1);
         mem.write_u16(self.avail + 2, self.avail_idx);
         fence(Ordering::SeqCst);
-        if !self.quiet {
+        if kick {
             self.kick.write(1).expect("kick");
         }
-        self.last_head = head;
-        head
     }
 
     /// Makes `head` available again without touching its descriptors (a broken or hostile
     /// driver: the spec forbids it while the device holds the chain) and kicks.
     pub fn republish(&mut self, mem: &mut GuestMem, head: u16) {
-        let slot = self.avail + 4 + 2 * u64::from(self.avail_idx % QUEUE_SIZE);
-        mem.write_u16(slot, head);
-        fence(Ordering::SeqCst);
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        mem.write_u16(self.avail + 2, self.avail_idx);
-        fence(Ordering::SeqCst);
-        self.kick.write(1).expect("kick");
+        self.publish(mem, head, true);
     }
 
     /// Signals the call eventfd received since the last read (the eventfd's counter).
@@ -682,4 +681,18 @@ pub fn set_params_in(
 /// Counter values of S16 frames (first channel of each frame).
 pub fn s16_counters(bytes: &[u8], channels: usize) -> Vec<u16> {
     bytes.chunks_exact(2 * channels).map(|f| u16::from_le_bytes([f[0], f[1]])).collect()
+}
+
+/// One second: the tests' usual wait.
+pub const SEC: Duration = Duration::from_secs(1);
+/// 8 kHz mono S16 with 80-frame (10 ms) periods and a 4-period buffer.
+pub const PERIOD: u32 = 160;
+pub const BUFFER: u32 = 640;
+
+/// A harness with stream 0 prepared at 8 kHz mono, 10 ms periods.
+pub fn prepared(xruns: bool) -> Harness {
+    let mut h = Harness::start(vec![caps(true)], false);
+    assert_eq!(h.set_params(0, 8_000, 1, BUFFER, PERIOD, xruns), code::S_OK);
+    assert_eq!(h.pcm(code::R_PCM_PREPARE, 0), code::S_OK);
+    h
 }
