@@ -10,7 +10,7 @@ Each file in ci/scenarios is one guest boot: its [boot] table gives the kernel v
 (`timeout`), guest commands to run once (`setup`) and before each scenario (`before_each`),
 files to put in the guest's /mnt/host (`share`), whether to add vhost-device-rng (`rng`), the
 user to run the device as (`device_user`, when the suite runs as root), extra guest kernel
-arguments (`append`), another backend to
+arguments (`append`), the guest's vCPUs (`smp`, default 1: races need 2), another backend to
 run instead of vdaq-device (`device_cmd`, relative to the repository, given the socket and
 `device`), and `sound = "qemu"` for QEMU's own virtio-sound-pci (`-audiodev none`) with no
 backend at all (ci/vm.sh's VM_SOUND); its scenarios run in order in that boot, each with a `run` snippet
@@ -436,6 +436,8 @@ def run_boot(boot, scenarios, live):
                VM_RNG="1" if boot.cfg.get("rng") else "0")
     if boot.cfg.get("device_user"):
         env["VM_DEVICE_USER"] = boot.cfg["device_user"]
+    if boot.cfg.get("smp"):
+        env["VM_SMP"] = str(int(boot.cfg["smp"]))
     if boot.cfg.get("append"):
         # Extra guest kernel arguments (e.g. panic_on_warn=1: a warning ends the boot).
         env["VM_APPEND"] = boot.cfg["append"]
@@ -577,7 +579,15 @@ def main():
                     "instead of each file's own")
     ap.add_argument("--device-config", type=Path,
                     help="vdaq-device's TOML configuration for every boot, instead of each file's")
+    ap.add_argument("--module", type=Path,
+                    help="a vdaq.ko to boot instead of the one built from guest-driver/ (e.g. "
+                    "an old driver from ci/old-module.sh, to show a test failing on it)")
     args = ap.parse_args()
+    if args.module:
+        if not args.module.is_file():
+            sys.exit(f"e2e: --module: no file {args.module}")
+        # images/build-initramfs.sh takes it from the environment.
+        os.environ["VDAQ_MODULE"] = str(args.module.resolve())
 
     boots = load(args.file or sorted(SCENARIOS.glob("*.toml")), args.full)
     for b in boots:

@@ -269,6 +269,34 @@ impl<T: HasTimer> Timer<T> {
         };
     }
 
+    /// Makes the timer fire within `ns` nanoseconds: starts it unless it is already queued to
+    /// fire by then. A timer that re-arms itself every tick must not be pushed back by each
+    /// start (a stream started more often than the tick kept it from ever firing).
+    ///
+    /// The state and expiry are read without the hrtimer base lock. A stale "queued" is
+    /// harmless when the caller made the callback's reason to re-arm visible (under its own
+    /// lock) before calling: a callback that dequeued the timer after that sees the reason;
+    /// one that dequeued it before left it not queued, which this call then saw. A stale "not
+    /// queued" only starts a timer that is about to be started anyway.
+    pub(crate) fn start_within(&self, ns: u64) {
+        let raw = self.raw.get();
+        // SAFETY: the timer was initialised by `new`; volatile reads of a u8 and a ktime_t
+        // that the hrtimer core writes under its lock (hrtimer_is_queued reads `state` alike).
+        let (queued, expires) = unsafe {
+            (
+                u32::from(core::ptr::read_volatile(&raw const (*raw).state))
+                    & bindings::HRTIMER_STATE_ENQUEUED
+                    != 0,
+                core::ptr::read_volatile(&raw const (*raw).node.expires),
+            )
+        };
+        // SAFETY: ktime_get may be called from any context.
+        let due = unsafe { bindings::ktime_get() }.saturating_add(ns as bindings::ktime_t);
+        if !(queued && expires <= due) {
+            self.start(ns);
+        }
+    }
+
     /// Stops the timer; waits for a running callback to finish (process context, without
     /// holding a lock the callback takes).
     pub(crate) fn cancel(&self) {

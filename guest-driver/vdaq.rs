@@ -607,7 +607,11 @@ impl VdaqDev {
             }
             tick
         };
-        self.watchdog.start(tick);
+        // Not `start`: re-arming a running watchdog at every START postpones it, and a stream
+        // started and stopped every 25 ms kept a 50 ms watchdog from ever finding another
+        // stream's stall (scenario race-watchdog-start). `running` is set above, under the
+        // state lock, as `start_within` needs.
+        self.watchdog.start_within(tick);
         if let Err(e) = self.pcm_command(code::R_PCM_START, id) {
             let _ = self.stop_stream(id);
             return Err(e);

@@ -18,6 +18,10 @@
 # on: virtio-pci, 9p over virtio (the host directories) and virtio_snd with the sound stack,
 # decompressed, with modules.dep made again. EXTRA.ko files go to /lib/modules/extra (the
 # init's workbench modes load them in the order given).
+#
+# VDAQ_MODULE=FILE.ko puts that vdaq.ko (built against the same kernel variant) in place of the
+# one built from guest-driver/: e.g. an old driver from ci/old-module.sh, to show that a test
+# fails on it.
 set -euo pipefail
 # shellcheck source=../ci/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../ci/lib.sh"
@@ -34,7 +38,13 @@ modules_dir=""
 case "$variant" in
   plain | debug)
     kernel_dir=$("$VDAQ_ROOT/images/build-kernel.sh" "$variant")
-    module=$("$VDAQ_ROOT/images/build-module.sh" "$variant")
+    if [ -n "${VDAQ_MODULE:-}" ]; then
+      [ -f "$VDAQ_MODULE" ] || die "VDAQ_MODULE: no module file '$VDAQ_MODULE'"
+      module=$(cd "$(dirname "$VDAQ_MODULE")" && pwd)/$(basename "$VDAQ_MODULE")
+      note "vdaq.ko from VDAQ_MODULE: $module"
+    else
+      module=$("$VDAQ_ROOT/images/build-module.sh" "$variant")
+    fi
     kernel_id=$kernel_dir
     ;;
   stock)

@@ -89,9 +89,12 @@ enum Command {
         #[arg(short = 'D', long, default_value = "/dev/vdaq0")]
         device: String,
     },
-    /// Use one started stream from several threads at once for --seconds: blocking reads
-    /// (counter checked), O_ASYNC on and off, STATS and INFO ioctls, poll(), and second opens
-    /// (EBUSY each). Prints JSON; exits 1 on an unexpected error or an unannounced loss.
+    /// Use one stream from several threads at once for --seconds. `threads` (default): a
+    /// started stream with blocking reads (counter checked), O_ASYNC on and off, STATS and INFO
+    /// ioctls, poll(), and second opens (EBUSY each). `async-race`: threads set and clear
+    /// O_ASYNC at once, then every signal the driver counts as sent must arrive. `start-stop`:
+    /// START and STOP as fast as they go. Prints JSON; exits 1 on an unexpected error, an
+    /// unannounced loss or a lost signal.
     Stress {
         /// Device node.
         #[arg(short = 'D', long, default_value = "/dev/vdaq0")]
@@ -99,6 +102,9 @@ enum Command {
         /// How long.
         #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
         seconds: f64,
+        /// What to do to the stream.
+        #[arg(long, value_enum, default_value_t = stress::Mode::Threads)]
+        mode: stress::Mode,
     },
     /// Check a raw capture of the counter source: every channel carries the frame index, which
     /// grows by one per frame. Prints a JSON report; exits 1 when the capture is not clean.
@@ -311,7 +317,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Stress { device, seconds } => ExitCode::from(stress::run(&device, seconds)),
+        Command::Stress { device, seconds, mode } => {
+            ExitCode::from(stress::run(&device, seconds, mode))
+        }
         Command::Feed { format, channels, rate, period_frames, frames, path } => {
             let signal =
                 feed::Signal { format: format.into(), channels: usize::from(channels), rate };

@@ -99,6 +99,14 @@ pub fn run(device: &str) -> u32 {
         }
     });
     t.check("a second open is refused with EBUSY", errno(open(device, false), libc::EBUSY, "open"));
+    t.check(
+        "INFO offers at most 64 periods (at most 64 MiB of buffers)",
+        if (2..=64).contains(&info.max_periods) {
+            Ok(())
+        } else {
+            Err(format!("max_periods {}", info.max_periods))
+        },
+    );
     let base = info.params;
     let bad = |mutate: fn(&mut Params)| {
         let mut p = base;
@@ -106,7 +114,7 @@ pub fn run(device: &str) -> u32 {
         sys::ioctl_write(fd, VDAQ_IOC_SET_PARAMS, &p)
     };
     type Mutation = fn(&mut Params);
-    let einval: [(&str, Mutation); 8] = [
+    let einval: [(&str, Mutation); 11] = [
         ("a rate not in the table", |p| p.rate = 44_000),
         ("an unknown format", |p| p.format = 99),
         ("zero channels", |p| p.channels = 0),
@@ -115,6 +123,15 @@ pub fn run(device: &str) -> u32 {
         ("one period", |p| p.periods = 1),
         ("more periods than the ring holds", |p| p.periods = 100_000),
         ("a non-zero reserved field", |p| p.reserved[1] = 1),
+        // The buffer size (period_bytes x periods) goes to the device as 32 bits: these
+        // products are 4 GiB and 4 GiB + 1 MiB, which wrap to 0 and to 1 MiB.
+        ("1 MiB periods x 4096 (a 4 GiB buffer)", |p| {
+            (p.period_bytes, p.periods) = (1 << 20, 4096)
+        }),
+        ("1 MiB periods x 4097 (a buffer wrapping 32 bits)", |p| {
+            (p.period_bytes, p.periods) = (1 << 20, 4097)
+        }),
+        ("65 periods (more than MAX_PERIODS, 64)", |p| p.periods = 65),
     ];
     for (what, m) in einval {
         t.check(&format!("SET_PARAMS with {what} gives EINVAL"), errno(bad(m), libc::EINVAL, what));
