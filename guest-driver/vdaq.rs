@@ -348,14 +348,17 @@ impl Stream {
         (4 * u64::from(self.params.period_frames) * 1_000_000_000 / rate).max(MIN_STALL_NS)
     }
 
-    /// True when the stream just became stalled: started, the device holding buffers, and
-    /// silent too long.
-    fn becomes_stalled(&mut self, now: u64) -> bool {
-        if self.running
+    /// Started, not yet found stalled, the device holding buffers, and silent too long.
+    fn is_silent(&self, now: u64) -> bool {
+        self.running
             && !self.stalled
             && self.posted > 0
             && now.saturating_sub(self.last_completion_ns) > self.stall_timeout_ns()
-        {
+    }
+
+    /// True when the stream just became stalled (see `is_silent`).
+    fn becomes_stalled(&mut self, now: u64) -> bool {
+        if self.is_silent(now) {
             self.stalled = true;
             self.stats.stalls += 1;
             return true;
@@ -473,6 +476,15 @@ struct VdaqDev {
 
 crate::impl_has_timer!(VdaqDev, watchdog);
 
+/// Who collects completed receive buffers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Collector {
+    /// The receive queue's interrupt.
+    Interrupt,
+    /// The stall watchdog, before it calls a silent stream stalled.
+    Watchdog,
+}
+
 fn now_ns() -> u64 {
     kernel::time::Ktime::ktime_get().to_ns() as u64
 }
@@ -482,6 +494,11 @@ impl TimerCallback for VdaqDev {
     /// of the shortest stall time-out while a stream is started and not stalled.
     fn timer_fired(&self) -> Option<u64> {
         let now = now_ns();
+        // Periods the device completed whose interrupt has not run yet (a guest vCPU the host
+        // did not run for longer than the time-out) are not a stall: collect them first.
+        if self.state.lock().streams.iter().any(|s| s.is_silent(now)) {
+            self.collect_rx(Collector::Watchdog);
+        }
         let mut next: Option<u64> = None;
         let mut stalled_any = false;
         {
@@ -658,9 +675,9 @@ impl VdaqDev {
         stopped.and(released)
     }
 
-    /// The receive interrupt: moves completed periods to their streams' ready lists, then
-    /// wakes readers and signals each stream's fasync owners once.
-    fn rx_interrupt(&self) {
+    /// Moves completed periods to their streams' ready lists, then wakes readers and signals
+    /// each stream's fasync owners once; the interrupt counters count only the interrupt.
+    fn collect_rx(&self, by: Collector) {
         let mut wake = false;
         {
             let mut guard = self.state.lock();
@@ -726,13 +743,16 @@ impl VdaqDev {
                 completed |= 1 << id;
             }
             for (id, s) in st.streams.iter_mut().enumerate() {
-                if seen & (1 << id) != 0 || s.running {
+                let interrupt = by == Collector::Interrupt;
+                if interrupt && (seen & (1 << id) != 0 || s.running) {
                     s.stats.rx_interrupts += 1;
                 }
                 if completed & (1 << id) == 0 {
                     continue;
                 }
-                s.stats.rx_interrupts_with_data += 1;
+                if interrupt {
+                    s.stats.rx_interrupts_with_data += 1;
+                }
                 // Under the lock, so that a concurrent fasync(off) cannot slip between
                 // counting and sending: the count is exactly the signals delivered.
                 if s.async_on {
@@ -1284,7 +1304,7 @@ impl virtio::Driver for VdaqDriver {
 
     fn callback(dev: ArcBorrow<'_, VdaqDev>, queue_index: u32) {
         match queue_index {
-            q if q == u32::from(queue::RX) => dev.rx_interrupt(),
+            q if q == u32::from(queue::RX) => dev.collect_rx(Collector::Interrupt),
             q if q == u32::from(queue::EVENT) => dev.state.lock().drain_events(),
             _ => {}
         }
