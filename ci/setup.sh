@@ -197,8 +197,11 @@ setup_demo() {
   note "bindgen: $("$BINDGEN" --version)"
   note "kernel rustc: $("$KERNEL_RUSTC" --version)"
   fetch_stock_kernel
-  if ! rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-gnu; then
-    command -v rustup >/dev/null && rustup target add x86_64-unknown-linux-gnu
+  # A rustup toolchain may lack its own host target's standard library for static builds;
+  # Debian's cargo (no rustup) has it.
+  if command -v rustup >/dev/null &&
+    ! rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-gnu; then
+    rustup target add x86_64-unknown-linux-gnu
   fi
 }
 
