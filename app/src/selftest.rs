@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
@@ -90,6 +90,23 @@ pub fn run(device: &str) -> u32 {
             return 1;
         }
     };
+    parameter_rules(&mut t, device, fd, &info);
+    streaming_rules(&mut t, &f, fd, &info);
+    let blocking = open_blocking_after_close(device, f);
+    t.check("a blocking read of a stopped stream starts it and returns periods", blocking);
+    t.check(
+        "close with signals pending: they stay deliverable, none comes after, the stream stops",
+        close_with_signals_pending(device),
+    );
+    mmap_tests(&mut t, device, &info);
+    println!("1..{}", t.n);
+    println!("selftest: {} passed, {} failed", t.n - t.failed, t.failed);
+    t.failed
+}
+
+/// The rules of INFO, the exclusive open and SET_PARAMS on a stopped stream: every invalid
+/// parameter set gives EINVAL.
+fn parameter_rules(t: &mut Tap, device: &str, fd: RawFd, info: &Info) {
     t.check("INFO reports a stopped stream with valid parameters", {
         let p = info.params;
         if info.started == 0 && p.periods >= 2 && p.period_bytes > 0 && info.rates != 0 {
@@ -140,6 +157,12 @@ pub fn run(device: &str) -> u32 {
         "STOP of a stopped stream gives EBADFD",
         errno(sys::ioctl_none(fd, VDAQ_IOC_STOP), libc::EBADFD, "stop"),
     );
+}
+
+/// START, STOP, poll and read on a stream with 100 ms periods: records whole, counted from
+/// sequence 0 after every START.
+fn streaming_rules(t: &mut Tap, f: &File, fd: RawFd, info: &Info) {
+    let base = info.params;
     // Long periods (100 ms at 48 kHz): right after START nothing can be ready yet.
     let mut small = base;
     let width = SampleFormat::from_wire(base.format as u8).map_or(2, |f| f.width()) as u32;
@@ -153,7 +176,7 @@ pub fn run(device: &str) -> u32 {
     let mut buf = vec![0u8; record * 8];
     t.check(
         "poll times out while stopped",
-        match poll_in(&f, 50) {
+        match poll_in(f, 50) {
             Ok(0) => Ok(()),
             other => Err(format!("{other:?}")),
         },
@@ -177,12 +200,12 @@ pub fn run(device: &str) -> u32 {
     );
     t.check(
         "poll reports POLLIN within a few periods",
-        match poll_in(&f, 2000) {
+        match poll_in(f, 2000) {
             Ok(r) if r & libc::POLLIN != 0 => Ok(()),
             other => Err(format!("{other:?}")),
         },
     );
-    let first = read_records(&f, &mut buf);
+    let first = read_records(f, &mut buf);
     t.check(
         "read returns whole periods with headers, counting from frame 0",
         match &first {
@@ -206,7 +229,7 @@ pub fn run(device: &str) -> u32 {
     t.check("START after STOP", sys::ioctl_none(fd, VDAQ_IOC_START).map_err(|e| e.to_string()));
     let deadline = Instant::now() + Duration::from_secs(3);
     let again = loop {
-        match read_records(&f, &mut buf) {
+        match read_records(f, &mut buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -223,16 +246,6 @@ pub fn run(device: &str) -> u32 {
             )),
         },
     );
-    let blocking = open_blocking_after_close(device, f);
-    t.check("a blocking read of a stopped stream starts it and returns periods", blocking);
-    t.check(
-        "close with signals pending: they stay deliverable, none comes after, the stream stops",
-        close_with_signals_pending(device),
-    );
-    mmap_tests(&mut t, device, &info);
-    println!("1..{}", t.n);
-    println!("selftest: {} passed, {} failed", t.n - t.failed, t.failed);
-    t.failed
 }
 
 /// Closes `f` (stopping the stream), reopens blocking and reads once.
