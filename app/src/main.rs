@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! `vdaq`: the vdaq guest app.
 
 use std::path::PathBuf;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Capture files: raw interleaved frames, WAV (PCM, or IEEE float for the float formats) and
 //! CSV (a line per frame: its index, then one value per channel).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Loading recordings to replay: WAV (PCM 8/16/24/32-bit, IEEE float 32/64), CSV (one column
 //! per channel; a first line that is not numeric is a header) and raw interleaved samples of a
 //! stated format. Integer samples are read as codes, floats as values: replaying a recording in

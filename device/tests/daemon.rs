@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The vdaq-device process: statistics on SIGUSR1, a clean stop on SIGTERM and SIGINT, fresh
 //! device state for each connection, and configuration errors that name the field.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Every source in every format, checked through the harness against an oracle computed here
 //! from the definitions: exact for the counter, DC and replay, within a stated tolerance for
 //! waveforms. Also: up to 255 channels, and streams with clocks of their own.
