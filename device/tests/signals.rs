@@ -204,6 +204,34 @@ fn temp(name: &str) -> PathBuf {
 }
 
 #[test]
+fn a_vdaq_csv_capture_replays_as_it_was_captured() {
+    // `vdaq capture -t csv` writes a frame column, then a column per channel
+    // (app/src/output.rs): the frame column is not replayed as a channel.
+    let path = temp("capture.csv");
+    std::fs::write(&path, "frame,ch0,ch1\n0,100,-100\n1,200,-200\n2,300,-300\n").unwrap();
+    let rec = vdaq_device::recording::load(&path, vdaq_device::recording::FileFormat::Csv).unwrap();
+    assert_eq!(rec.channels, 2);
+    let rec = Arc::new(rec);
+    let ch = |column| ChannelSignal {
+        waveform: Waveform::Replay { recording: rec.clone(), looped: true, column },
+        amplitude: 1.0, // the values as recorded
+        offset: 0.0,
+        frequency: 0.0,
+        phase_deg: 0.0,
+    };
+    let signal = StreamSignal { channels: vec![ch(0), ch(1)], units: Units::Codes };
+    let mut h = Harness::start(vec![stream(signal, 2)], false);
+    let bytes = h.capture(0, SampleFormat::S16, 8_000, 2, 320, 2);
+    h.finish().expect("clean disconnect");
+    let got = decode(&bytes, SampleFormat::S16);
+    assert!(!got.is_empty());
+    for (i, frame) in got.chunks_exact(2).enumerate() {
+        let v = 100.0 * (i % 3 + 1) as f64;
+        assert_eq!(frame, [v, -v], "frame {i}");
+    }
+}
+
+#[test]
 fn replay_plays_wav_csv_and_raw_recordings_exactly() {
     // A 3-frame stereo WAV, looped.
     let samples: [i16; 6] = [100, -100, 200, -200, 300, -300];
