@@ -638,6 +638,13 @@ mod tests {
     }
 
     #[test]
+    fn version_is_the_workspace_version() {
+        use clap::CommandFactory;
+        let version = Cli::command().render_version();
+        assert_eq!(version, format!("vdaq {}\n", env!("CARGO_PKG_VERSION")));
+    }
+
+    #[test]
     fn commands_come_in_the_order_a_user_needs_them() {
         use clap::CommandFactory;
         let cmd = Cli::command();

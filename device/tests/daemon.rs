@@ -202,6 +202,17 @@ fn print_capabilities_prints_json_and_exits_whatever_else_is_given() {
 }
 
 #[test]
+fn version_is_the_workspace_version() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vdaq-device"))
+        .arg("--version")
+        .output()
+        .expect("run vdaq-device");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text, format!("vdaq-device {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
 fn a_long_stats_interval_does_not_hold_up_the_end() {
     let d = Daemon::start("stats", &["--stats-interval", "3600", "--once"]);
     wait_for(&d.socket);
