@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # The GitHub Action's body (action.yml): runs another repository's scenario files against vdaq
 # in QEMU, inside a debian:bookworm container (vdaq's set-up needs Debian 12's packages), with
 # /dev/kvm passed through when the runner has it. Inputs come as environment variables:

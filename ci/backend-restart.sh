@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # Experiment: can a restarted vdaq-device resume with the same guest? Boots the plain guest
 # twice, once per QEMU set-up, captures, kills the device (SIGKILL), starts a new one and
 # captures again, then reports what QEMU and the guest did:

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 """vdaq benchmarks: measure, then write results JSON, SVG plots and a markdown report.
 
     ci/bench.py [--out DIR]      the full run (about 10 minutes under TCG here)

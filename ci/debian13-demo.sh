@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # Proves the set-up and the demo on Debian 13 (trixie) without a Debian 13 machine: makes a
 # trixie root with debootstrap from Debian's packages (the mirror of this machine's own apt
 # sources), copies this checkout into it, and runs `ci/demo.sh SECONDS` there with chroot: the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # The vdaq demo: installs what is missing, builds the device, the guest kernel, vdaq.ko and
 # the initramfs, starts vdaq-device, boots a QEMU guest with it, and captures from the guest
 # with the vdaq app (one signal per interrupt) while both sides print what happens live (the

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 """End-to-end scenarios in QEMU, described as data in ci/scenarios/*.toml.
 
     ci/e2e.py                  run every scenario

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # Fuzzes vdaq-device with cargo-fuzz (libFuzzer, no sanitizer: stable Rust; the device has no
 # unsafe of its own to check): the control-request and stream model (fuzz/fuzz_targets/
 # control.rs), guest descriptor chains in a split queue (chain.rs) and the whole backend's

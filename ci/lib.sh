@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # shellcheck shell=bash
 # Shared helpers for the ci/ and images/ scripts. Source it; it defines functions and variables
 # only.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # Builds vdaq.ko as it was at an earlier commit, to show that a test fails on the driver from
 # before a fix, and prints its path:
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # Installs what vdaq needs on a Debian 12 (bookworm) or 13 (trixie) machine, only what is
 # missing, in layers:
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # Runs every vdaq test: installs what is missing, checks formatting and lints, runs the unit
 # tests, builds the guest images, and runs the end-to-end suites in QEMU. Ends with a
 # "N passed, N failed" line; exits non-zero on any failure.
@@ -45,6 +46,7 @@ step "clippy -D warnings" cargo clippy --quiet --workspace --all-targets -- -D w
 step "clippy -D warnings (fuzz targets)" \
   cargo clippy --quiet --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 step "shellcheck" shell_lint
+step "SPDX licence lines (ci/spdx-check.sh)" ci/spdx-check.sh
 step "actionlint (.github/workflows)" "$ACTIONLINT" -color=false
 step "unit tests (cargo test)" cargo test --quiet --workspace
 step "fuzzing, 30 s per target (ci/fuzz.sh)" ci/fuzz.sh 30

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # Tests ci/workbench.sh's command mode in two boots: the command's exit status is passed
 # through (vdaq's kernel, a vdaq capture into the shared directory: 0, with the file there and
 # its counter exact; Debian's kernel, arecord sees virtio_snd's card, then `exit 3`: 3), and no

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # The vdaq workbench: starts vdaq-device, boots a guest with it attached and gives a root shell
 # on the guest's serial console, or runs a command in the guest and returns its exit status.
 # Run `ci/workbench.sh --help` for the options.

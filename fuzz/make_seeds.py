@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 """Writes the seed corpus of the fuzz targets (fuzz/seeds/TARGET/*): valid sessions and chains
 that the fuzzer then mutates. The input formats are described at the top of each target."""
 import struct

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # Builds the guest app as a static binary (glibc, crt-static) and prints its path.
 set -euo pipefail
 # shellcheck source=../ci/lib.sh

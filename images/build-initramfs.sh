@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # Builds the guest initramfs for a kernel:
 #
 #   images/build-initramfs.sh [plain|debug|stock] [EXTRA.ko...]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # Builds the guest kernel from Debian's linux-source-6.12 with Rust enabled.
 #
 #   images/build-kernel.sh [plain|debug]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # Builds vdaq.ko out of tree against a guest kernel variant and prints its path:
 #
 #   images/build-module.sh [plain|debug]

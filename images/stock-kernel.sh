@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # Unpacks Debian's own kernel, a kernel this project did not build: the linux-image 6.12 package
 # from bookworm-backports that ci/setup.sh downloads into $VDAQ_CACHE/stock-kernel (named in its
 # file `current`). Extracted with dpkg-deb -x (never installed on the host), with depmod run on

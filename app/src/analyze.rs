@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Signal analysis of a capture: frequency by zero crossings, range and mean.
 
 use vdaq_proto::format::SampleFormat;

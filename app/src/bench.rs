@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! `vdaq bench`: the same capture by each way of learning that periods are ready, side by side.
 
 use std::process::ExitCode;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Capture: by default asynchronous, the driver signals each completed period (kill_fasync);
 //! the signal handler drains every ready period with non-blocking reads until EAGAIN, checks
 //! the counter and measures interrupt-to-handler latency, while the main flow only reports

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! `vdaq check-bandwidth`: the counter check's throughput beside a memory copy of the same
 //! buffer, per format and channel count. The check must not bound a capture: it has to run at
 //! least at memory-copy speed (a read() capture copies every byte once).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! `vdaq feed`: the counter signal for a backend that reads its samples from a file: the
 //! benchmarks' peer, rust-vmm's vhost-device-sound, whose ALSA backend reads through ALSA's
 //! `file` plugin (`infile`).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! A log-linear (HDR-style) histogram of latencies: fixed memory, allocation-free recording,
 //! percentiles over any number of samples.
 //!

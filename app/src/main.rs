@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! `vdaq`: the vdaq guest app.
 
 use std::path::PathBuf;
@@ -634,6 +635,13 @@ mod tests {
         assert!(capture::requested_params(&capture_opts(&[]), &current).unwrap().is_none());
         let o = capture_opts(&["--period-bytes", "400", "--buffer-size", "1000"]);
         assert_eq!(capture::requested_params(&o, &current).unwrap().unwrap().periods, 10);
+    }
+
+    #[test]
+    fn version_is_the_workspace_version() {
+        use clap::CommandFactory;
+        let version = Cli::command().render_version();
+        assert_eq!(version, format!("vdaq {}\n", env!("CARGO_PKG_VERSION")));
     }
 
     #[test]

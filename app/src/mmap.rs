@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Zero-copy capture through a mapping of /dev/vdaqN: the ring logic, over any
 //! [`RingMemory`] (the real mapping in `sys`, a byte buffer in the tests). Nothing here trusts
 //! the driver: every offset and length it reports is checked against the layout before a byte

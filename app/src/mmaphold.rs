@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! `vdaq mmap-hold`: device removal while the ring is mapped. Maps the ring, starts the
 //! stream, waits for periods, removes the device (writes 1 to a sysfs `remove` file), then
 //! reads every page of the mapping and checks the periods still published in it; the ioctls

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Capture files: raw interleaved frames, WAV (PCM, or IEEE float for the float formats) and
 //! CSV (a line per frame: its index, then one value per channel).
 
@@ -479,6 +480,8 @@ mod tests {
         out.finish().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
+        // vdaq-device replays this layout as captured (its `frame` column is not a channel):
+        // device/src/recording.rs tests the same text; change both together.
         assert_eq!(text, "frame,ch0,ch1\n0,0,0\n1,1,-1\n2,300,7\n");
     }
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The app's JSON outputs as serde types: one shape for the stream parameters (the format by
 //! name, as `info` and `capture --json` both give it) and the driver's statistics.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! `vdaq selftest`: the /dev/vdaqN user API checked from user space, one TAP line per rule,
 //! for the in-guest test suite (and for anyone checking a driver build).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! `vdaq stress`: one started stream used from several threads at once, as a careless program
 //! would: blocking reads (the counter checked), O_ASYNC switched on and off (fasync), STATS and
 //! INFO ioctls, poll(), and opens of the same node from elsewhere (each must get EBUSY). Prints

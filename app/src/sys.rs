@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The system calls the app needs that std does not offer: fcntl for asynchronous I/O
 //! (F_SETOWN, O_ASYNC, F_SETSIG), sigaction with SA_SIGINFO, signal masks, the device's ioctl,
 //! CLOCK_MONOTONIC, pipe sizes for `vdaq feed`, and the mapping of /dev/vdaqN (mmap, munmap,

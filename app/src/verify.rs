@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Integrity check of counter-source captures: every channel of a frame carries the frame's
 //! sample-clock index, and the index grows by one per frame (modulo the format's range).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! `vdaq-bench-plot RESULTS.json OUT_DIR`: the SVG plots of a `ci/bench.py` run.
 //!
 //! - p1-throughput.svg: free-run MB/s by period size, read, SIGIO and mmap paths with the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # shellcheck shell=dash
 # Guest side of the demo: vdaq.ko drives the device and the vdaq app captures asynchronously
 # (a realtime signal per interrupt, F_SETSIG), printing frames/s, periods, signals and losses

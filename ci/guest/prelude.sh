@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # shellcheck shell=dash
 # Helpers for the end-to-end scenarios (ci/scenarios/*.toml), sourced in the guest (busybox
 # sh) by the scenario runner and by every scenario's `run` snippet. /mnt/host is the run's

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # The benchmarks' peer device (P6): rust-vmm's vhost-device-sound with its ALSA backend, on
 # SOCKET, capturing the counter signal, for ci/vm.sh's VM_DEVICE_CMD.
 #

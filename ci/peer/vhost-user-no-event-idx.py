@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 """A vhost-user relay that hides VIRTIO_RING_F_EVENT_IDX from the frontend (for the P6 peer).
 
     ci/peer/vhost-user-no-event-idx.py LISTEN_SOCKET BACKEND_SOCKET

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Throughput of the device alone, through the host harness: free-run mode, counter source,
 //! 48 kHz stereo S16 stream, period sizes from 4 KiB to 256 KiB, 8 buffers in flight. Printed
 //! next to a host write-stream baseline measured in the same run (copying the same amount of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The vhost-user glue: virtqueues, guest memory, timers and notifications around the device
 //! model.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Descriptor chains taken apart into the driver's readable and writable guest-memory segments,
 //! checked once so that later copies cannot leave guest memory.
 

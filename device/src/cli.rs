@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Command line of the vdaq-device daemon: flags over an optional TOML file.
 
 use std::os::fd::RawFd;

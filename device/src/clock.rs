@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The sample clock: how many periods are due at a given time, against CLOCK_MONOTONIC.
 //!
 //! The count is computed from the elapsed time since the run started (frames = rate x

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The configuration file (TOML) and its validation into stream capabilities.
 //!
 //! Every value is checked; an error names the field, the value and what is allowed.

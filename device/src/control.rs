@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The device model behind the control queue: configuration space and control requests.
 //!
 //! Requests arrive as the bytes a driver wrote and leave as the response bytes to write back;

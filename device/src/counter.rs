@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The counter source at memory speed: frames whose every sample is the frame's sample-clock
 //! index, encoded in the stream's format.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Serving one vhost-user connection: the daemon, the stream timers and the statistics
 //! reporter, shared by the binary and the tests.
 

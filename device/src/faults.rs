@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Fault injection: a stream that misbehaves on purpose, so that a driver meets the faults real
 //! hardware has. Configured per stream (`[stream.faults]` in the TOML file) or for every stream
 //! (`--fault-*` flags). Each fault is counted in the device's statistics.

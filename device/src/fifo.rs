@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The device FIFO: the intermediate buffer between the sample clock and the guest's buffers.
 //!
 //! Like a hardware FIFO it holds at most `capacity` bytes; the producer pushes whole periods,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! A completed buffer's frames on their way into guest memory: the FIFO's runs of sample-clock
 //! indices, rendered a chunk at a time into a small buffer that stays in the L1 cache, each
 //! chunk handed to the caller, which copies it into the guest buffer. Rendering is the only

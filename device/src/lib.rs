@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! vdaq-device: a vhost-user backend that emulates a paced data-acquisition card over the
 //! virtio-sound capture protocol.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! vdaq-device: serves the vdaq capture device to QEMU over vhost-user.
 
 use std::process::ExitCode;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Rate-limited warnings for what a guest controls: a guest that sends one bad chain after
 //! another must not flood the log (or keep the worker thread writing it). The first
 //! [`BURST`] refusals of each second are logged; the rest are counted, and the count is logged

@@ -1,7 +1,9 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Loading recordings to replay: WAV (PCM 8/16/24/32-bit, IEEE float 32/64), CSV (one column
-//! per channel; a first line that is not numeric is a header) and raw interleaved samples of a
-//! stated format. Integer samples are read as codes, floats as values: replaying a recording in
-//! `codes` units into the same format gives back the same samples.
+//! per channel; a first line that is not numeric is a header, and a first header column named
+//! `frame`, as `vdaq capture` writes, is a frame index, not a channel) and raw interleaved
+//! samples of a stated format. Integer samples are read as codes, floats as values: replaying a
+//! recording in `codes` units into the same format gives back the same samples.
 
 use std::path::{Path, PathBuf};
 
@@ -211,10 +213,15 @@ pub fn parse_wav(bytes: &[u8]) -> Result<Recording, BadRecording> {
     Err(BadRecording::NoData)
 }
 
-/// Parses CSV: one row per frame, one column per channel.
+/// Parses CSV: one row per frame, one column per channel. A first line that is not numbers is a
+/// header; a header whose first column is `frame` names a frame index column, as `vdaq capture`
+/// writes it (`frame,ch0,ch1`): that column is not a channel and is left out, so a capture
+/// replays as it was captured.
 pub fn parse_csv(text: &str) -> Result<Recording, BadRecording> {
     let mut values = Vec::new();
     let mut channels = 0;
+    // With a frame column: the columns of the header, which every row then has.
+    let mut frame_column: Option<usize> = None;
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -223,17 +230,38 @@ pub fn parse_csv(text: &str) -> Result<Recording, BadRecording> {
         let row: Result<Vec<f64>, _> = line.split(',').map(|c| c.trim().parse::<f64>()).collect();
         let row = match row {
             Ok(r) => r,
-            Err(_) if values.is_empty() && channels == 0 => continue, // a header
+            Err(_) if values.is_empty() && channels == 0 => {
+                // A header.
+                frame_column = frame_column_header(line);
+                continue;
+            }
             Err(_) => return Err(BadRecording::NotNumbers { line: n + 1, text: line.to_string() }),
+        };
+        let row = match frame_column {
+            Some(columns) if row.len() != columns => {
+                return Err(BadRecording::Columns {
+                    line: n + 1,
+                    got: row.len(),
+                    expected: columns,
+                })
+            }
+            Some(_) => &row[1..],
+            None => &row[..],
         };
         if channels == 0 {
             channels = row.len();
         } else if row.len() != channels {
             return Err(BadRecording::Columns { line: n + 1, got: row.len(), expected: channels });
         }
-        values.extend(row);
+        values.extend_from_slice(row);
     }
     Ok(Recording { values, channels: channels.max(1) })
+}
+
+/// The header's column count when its first column is `frame` (any case) and channels follow.
+fn frame_column_header(header: &str) -> Option<usize> {
+    let columns: Vec<&str> = header.split(',').map(str::trim).collect();
+    (columns.len() >= 2 && columns[0].eq_ignore_ascii_case("frame")).then_some(columns.len())
 }
 
 #[cfg(test)]
@@ -291,6 +319,34 @@ mod tests {
         assert_eq!(e.to_string(), "line 2: 1 columns, expected 2");
         let e = parse_csv("1,2\nx,y\n").unwrap_err();
         assert_eq!(e, BadRecording::NotNumbers { line: 2, text: "x,y".into() });
+    }
+
+    #[test]
+    fn a_vdaq_capture_replays_its_channels_not_the_frame_column() {
+        // Exactly what `vdaq capture -t csv` writes (app/src/output.rs, its test
+        // csv_has_a_line_per_frame): a frame column, then a column per channel.
+        let r = parse_csv("frame,ch0,ch1\n0,0,0\n1,1,-1\n2,300,7\n").expect("valid");
+        assert_eq!((r.channels, r.values), (2, vec![0.0, 0.0, 1.0, -1.0, 300.0, 7.0]));
+        let r = parse_csv("frame,ch0\n0,0.5\n1,-0.25\n").expect("valid");
+        assert_eq!((r.channels, r.values), (1, vec![0.5, -0.25]));
+        let r = parse_csv("Frame , a, b\r\n7,1,2\r\n").expect("valid");
+        assert_eq!((r.channels, r.values), (2, vec![1.0, 2.0]));
+        // Every row has the header's columns, the frame among them.
+        let e = parse_csv("frame,ch0,ch1\n0,1,2\n1,3\n").unwrap_err();
+        assert_eq!(e, BadRecording::Columns { line: 3, got: 2, expected: 3 });
+        let e = parse_csv("frame,ch0\n0\n").unwrap_err();
+        assert_eq!(e, BadRecording::Columns { line: 2, got: 1, expected: 2 });
+    }
+
+    #[test]
+    fn csv_without_a_frame_header_keeps_every_column() {
+        let r = parse_csv("0,10\n1,11\n").expect("valid");
+        assert_eq!((r.channels, r.values), (2, vec![0.0, 10.0, 1.0, 11.0]));
+        let r = parse_csv("time,ch0\n0,10\n1,11\n").expect("valid");
+        assert_eq!((r.channels, r.values), (2, vec![0.0, 10.0, 1.0, 11.0]));
+        // A lone `frame` column is a channel of that name.
+        let r = parse_csv("frame\n5\n6\n").expect("valid");
+        assert_eq!((r.channels, r.values), (1, vec![5.0, 6.0]));
     }
 
     #[test]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Signal sources: what each channel of a stream carries, and the rendering of frames in a
 //! negotiated format.
 //!

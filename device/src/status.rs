@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The status codes of virtio-snd (`VIRTIO_SND_S_*`): what a control request or an I/O
 //! message comes back with. The PCM state machine answers with these, not with bare numbers.
 

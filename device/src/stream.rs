@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! A PCM capture stream: the spec's command lifecycle, the sample clock, the device FIFO and the
 //! guest's posted buffers.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The vdaq-device process: statistics on SIGUSR1, a clean stop on SIGTERM and SIGINT, fresh
 //! device state for each connection, and configuration errors that name the field.
 
@@ -198,6 +199,17 @@ fn print_capabilities_prints_json_and_exits_whatever_else_is_given() {
     let caps: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(caps["type"], "sound");
     assert!(caps["features"].is_array(), "{caps}");
+}
+
+#[test]
+fn version_is_the_workspace_version() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vdaq-device"))
+        .arg("--version")
+        .output()
+        .expect("run vdaq-device");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text, format!("vdaq-device {}\n", env!("CARGO_PKG_VERSION")));
 }
 
 #[test]

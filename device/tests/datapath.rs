@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The capture data path through the host harness: frames rendered straight into guest
 //! buffers of any layout, one notification per service round, and failed writes into guest
 //! memory reported as errors, never as frames.

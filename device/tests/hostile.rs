@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! A hostile guest against the real backend, through the host harness: whatever the rings
 //! hold, the device's memory and work stay bounded, and a guest that breaks the ring rules
 //! gets a broken device until it resets it (QEMU's rule).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The lying device (`[stream.faults]`: used_len_extra, used_len_short, status, event_flood,
 //! spurious_notify), through the host harness: each lie is what the fault says, in the used
 //! ring, the status or the notifications, and the device never writes outside the buffers the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The device's protocol, timing and bad input, tested through the host harness (no QEMU): a
 //! vhost-user frontend and a split-virtqueue driver against the real backend.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Every source in every format, checked through the harness against an oracle computed here
 //! from the definitions: exact for the counter, DC and replay, within a stated tolerance for
 //! waveforms. Also: up to 255 channels, and streams with clocks of their own.
@@ -200,6 +201,34 @@ fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vdaq-signals-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
+}
+
+#[test]
+fn a_vdaq_csv_capture_replays_as_it_was_captured() {
+    // `vdaq capture -t csv` writes a frame column, then a column per channel
+    // (app/src/output.rs): the frame column is not replayed as a channel.
+    let path = temp("capture.csv");
+    std::fs::write(&path, "frame,ch0,ch1\n0,100,-100\n1,200,-200\n2,300,-300\n").unwrap();
+    let rec = vdaq_device::recording::load(&path, vdaq_device::recording::FileFormat::Csv).unwrap();
+    assert_eq!(rec.channels, 2);
+    let rec = Arc::new(rec);
+    let ch = |column| ChannelSignal {
+        waveform: Waveform::Replay { recording: rec.clone(), looped: true, column },
+        amplitude: 1.0, // the values as recorded
+        offset: 0.0,
+        frequency: 0.0,
+        phase_deg: 0.0,
+    };
+    let signal = StreamSignal { channels: vec![ch(0), ch(1)], units: Units::Codes };
+    let mut h = Harness::start(vec![stream(signal, 2)], false);
+    let bytes = h.capture(0, SampleFormat::S16, 8_000, 2, 320, 2);
+    h.finish().expect("clean disconnect");
+    let got = decode(&bytes, SampleFormat::S16);
+    assert!(!got.is_empty());
+    for (i, frame) in got.chunks_exact(2).enumerate() {
+        let v = 100.0 * (i % 3 + 1) as f64;
+        assert_eq!(frame, [v, -v], "frame {i}");
+    }
 }
 
 #[test]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The whole backend against a hostile guest: `handle_event` of the real `VdaqBackend` over
 //! split queues in guest memory (control, event, tx, rx, 16 entries each), with any
 //! descriptor tables, available rings (heads repeated, out of range, indices anywhere),

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Descriptor chains the guest controls, through a split queue in guest memory with a hole:
 //! whatever the descriptors say, a chain the device accepts lies inside guest memory (reading
 //! and writing all of it succeeds), and nothing panics.

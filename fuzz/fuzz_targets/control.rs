@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Control requests, buffers and time in any order against the device model: every request
 //! gets a response that fits the room the driver gave, and nothing panics.
 //!

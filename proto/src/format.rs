@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Sample formats the device produces, and the encoding of one sample into wire bytes.
 
 use crate::virtio_snd::format as wire;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The user API of /dev/vdaqN (the guest driver vdaq.ko): what read() returns and the ioctls.
 //!
 //! One definition for the driver (which includes this file) and the app.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The virtio-sound wire format (OASIS VIRTIO 1.2, 5.14 "Sound Device"), the subset a capture
 //! device and its drivers use. Names follow the specification without the `VIRTIO_SND_` prefix.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Plain-old-data wire structs: byte views without copies of per-field code.
 //!
 //! Dependency-free so that the kernel module can include this file as it is.

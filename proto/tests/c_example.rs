@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The C example, examples/sigio-capture.c, builds against proto/include/vdaq.h with the flags
 //! the guest image uses (-Wall -Wextra -Werror -O2), so that a header change that breaks C
 //! users fails here, in seconds, rather than in the image build; and it refuses what it

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The C header of the /dev/vdaqN user API, proto/include/vdaq.h, is rendered from the Rust
 //! definitions: this test fails when the committed header differs (run with VDAQ_BLESS=1 to
 //! rewrite it). The header follows the kernel's uapi conventions (`__u32`/`__u64` from
@@ -40,7 +41,9 @@ fn decl(ctype: &str, name: &str) -> String {
 fn render() -> (String, String) {
     let mut o = String::new();
     let mut checks = String::new();
-    o.push_str("/* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note) OR Apache-2.0 */\n");
+    // The uapi convention (the kernel's own headers), or the licences of vdaq's user space.
+    o.push_str("/* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note)");
+    o.push_str(" OR Apache-2.0 OR BSD-3-Clause */\n");
     o.push_str("/*\n * The user API of /dev/vdaqN (vdaq.ko).\n *\n");
     o.push_str(
         " * Generated from proto/src/uapi.rs by proto/tests/c_header.rs: do not edit\n * (VDAQ_BLESS=1 cargo test -p vdaq-proto --test c_header rewrites it).\n */\n",

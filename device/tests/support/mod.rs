@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Test harness: plays the guest's part against the real vdaq backend, over a real unix socket.
 //!
 //! A vhost-user frontend (the `vhost` crate's `Frontend`), guest memory in a memfd shared with
