@@ -47,9 +47,10 @@ const RESUME_EVENT: u16 = queue::COUNT as u16 + 1;
 const TIMER_EVENT_BASE: u16 = queue::COUNT as u16 + 2;
 /// The unknown event code `event_flood` sends.
 const FLOOD_UNKNOWN_EVENT: u32 = 0x7fff;
-/// Queue size the device accepts (QEMU's sound frontend uses 64): it bounds the chains the
-/// device holds per queue.
-pub const MAX_QUEUE_SIZE: usize = 256;
+/// Largest queue size the device accepts: it bounds the chains the device holds per queue.
+/// QEMU's VIRTQUEUE_MAX_SIZE, and what Debian 13's QEMU 10.0.13 asks of `vhost-user-snd-pci`
+/// (bookworm-backports' 10.0.2 asks 64).
+pub const MAX_QUEUE_SIZE: usize = 1024;
 /// Chains the device takes from one queue in one event. The rest wait for the resume event,
 /// which epoll delivers after the other ready events: a busy queue cannot starve the others
 /// or keep the worker thread for itself.
