@@ -195,31 +195,39 @@ WIDTH = {"u8": 1, "s16": 2, "s32": 4, "float": 4, "float64": 8}
 ALSA = {"U8": "u8", "S16_LE": "s16", "S32_LE": "s32", "FLOAT_LE": "float", "FLOAT64_LE": "float64"}
 
 
-def check_names(sc, sc_dir, app):
-    def text(name):
-        return read_text(sc_dir / name)
+class Checks:
+    """What a scenario's `checks` expressions can name: its outputs (`rc`, `stdout`, `j`, ...)
+    and the check functions below, each of which returns True or raises CheckFailed."""
 
-    def f(name):
-        v = last_json(text(name))
-        need(v is not None, f"{name}: no JSON object in it ({text(name)[:200]!r})")
+    def __init__(self, sc, sc_dir, app):
+        self.sc_dir, self.app = sc_dir, app
+        self.device_log = sc.logs.get("device", "")
+
+    def text(self, name):
+        return read_text(self.sc_dir / name)
+
+    def f(self, name):
+        v = last_json(self.text(name))
+        need(v is not None, f"{name}: no JSON object in it ({self.text(name)[:200]!r})")
         return v
 
-    def num(name):
+    def num(self, name):
         try:
-            return float(text(name).strip())
+            return float(self.text(name).strip())
         except ValueError:
-            raise CheckFailed(f"{name}: not a number: {text(name)[:100]!r}") from None
+            raise CheckFailed(f"{name}: not a number: {self.text(name)[:100]!r}") from None
 
-    def fields(name):
+    def fields(self, name):
         """A file of `name value` lines (e.g. a sysfs stats file) as an object of integers."""
         out = {}
-        for line in text(name).splitlines():
+        for line in self.text(name).splitlines():
             key, _, value = line.partition(" ")
             need(value.strip().lstrip("-").isdigit(), f"{name}: not a `name value` line: {line!r}")
             out[key] = int(value)
         need(out, f"{name}: empty")
         return to_j(out)
 
+    @staticmethod
     def clean_capture(s, seconds):
         need(s is not None, "no JSON summary")
         need(s.error is None, f"the capture ended with an error: {s.error}")
@@ -231,19 +239,21 @@ def check_names(sc, sc_dir, app):
              f"rate {s.rate_hz:.1f} Hz over {s.stream_seconds:.3f} s, not {rate} Hz within 5%")
         return True
 
+    @staticmethod
     def stalled(s):
         need(s is not None, "no JSON summary")
         need("EIO" in str(s.error), f"error {s.error!r}, expected EIO")
         need(s.driver.stalls == 1, f"the driver counted {s.driver.stalls} stalls")
         return True
 
-    def faults(stream):
+    def faults(self, stream):
         """The device's fault counts for `stream` at the scenario's end (its statistics line)."""
         found = re.findall(rf"stream {stream} faults: (\d+) dropped, (\d+) errors, (\d+) withheld, "
-                           r"(\d+) delayed, (\d+) stalls", device_log)
+                           r"(\d+) delayed, (\d+) stalls", self.device_log)
         need(found, f"no fault counts for stream {stream} in the device log")
         return to_j(dict(zip(("dropped", "errors", "withheld", "delayed", "stalls"), map(int, found[-1]))))
 
+    @staticmethod
     def tap_all_ok(out):
         lines = out.splitlines()
         bad = [l for l in lines if l.startswith("not ok")]
@@ -253,62 +263,63 @@ def check_names(sc, sc_dir, app):
              f"plan {plan}, {len(oks)} ok; failed: {'; '.join(bad) or 'none'}")
         return True
 
-    device_log = sc.logs.get("device", "")
-
-    def device_lost(stream):
-        m = re.findall(rf"statistics: .*?stream {stream}: [^;]*xruns \d+ \((\d+) frames lost\)", device_log)
+    def device_lost(self, stream):
+        m = re.findall(rf"statistics: .*?stream {stream}: [^;]*xruns \d+ \((\d+) frames lost\)", self.device_log)
         need(len(m) >= 2, f"fewer than two statistics lines in the device log: {m}")
         return int(m[-1]) - int(m[0])
 
-    def arecord_ok(rate, fmt, channels, seconds):
+    def arecord_ok(self, rate, fmt, channels, seconds):
         fmt = ALSA.get(fmt, fmt)
-        raw = sc_dir / "capture.raw"
+        raw = self.sc_dir / "capture.raw"
         size = raw.stat().st_size if raw.exists() else 0
         want = rate * seconds * channels * WIDTH[fmt]
         need(size == want, f"{size} bytes, expected {want}")
+        time_text = self.text("time")
         try:
-            stream_s = float(text("time").split()[0])
+            stream_s = float(time_text.split()[0])
         except (IndexError, ValueError):
-            raise CheckFailed(f"no stream time: {text('time')!r}") from None
+            raise CheckFailed(f"no stream time: {time_text!r}") from None
         need(abs(stream_s - seconds) <= 0.05 * seconds,
-             f"stream time {stream_s} s, expected {seconds} s within 5% (time: {text('time').strip()})")
+             f"stream time {stream_s} s, expected {seconds} s within 5% (time: {time_text.strip()})")
         return True
 
-    def wav_info(name):
+    def wav_info(self, name):
         import wave
-        with wave.open(str(sc_dir / name)) as w:
+        with wave.open(str(self.sc_dir / name)) as w:
             return {"channels": w.getnchannels(), "bits": 8 * w.getsampwidth(),
                     "rate": w.getframerate(), "frames": w.getnframes()}
 
-    def verify_counter(name, fmt, channels, frames):
+    def verify_counter(self, name, fmt, channels, frames):
         fmt = ALSA.get(fmt, fmt)
-        r = subprocess.run([app, "verify", "--format", fmt, "--channels", str(channels), "--frames",
-                            str(frames), "--first", "0", str(sc_dir / name)], capture_output=True, text=True)
+        r = subprocess.run([self.app, "verify", "--format", fmt, "--channels", str(channels), "--frames",
+                            str(frames), "--first", "0", str(self.sc_dir / name)], capture_output=True, text=True)
         need(r.returncode == 0, f"vdaq verify: {r.stdout.strip()} {r.stderr.strip()}")
         return True
 
-    def analyze(name, fmt, channels, rate):
+    def analyze(self, name, fmt, channels, rate):
         fmt = ALSA.get(fmt, fmt)
-        r = subprocess.run([app, "analyze", "--format", fmt, "--channels", str(channels), "--rate",
-                            str(rate), str(sc_dir / name)], capture_output=True, text=True)
+        r = subprocess.run([self.app, "analyze", "--format", fmt, "--channels", str(channels), "--rate",
+                            str(rate), str(self.sc_dir / name)], capture_output=True, text=True)
         need(r.returncode == 0, f"vdaq analyze: {r.stderr.strip()}")
         return to_j(json.loads(r.stdout))
 
-    stdout = text("stdout")
-    try:
-        rc = int(text("rc"))
-    except ValueError:
-        rc = None
-    return {
-        "rc": rc,
-        "stdout": stdout, "stderr": text("stderr"), "j": last_json(stdout),
-        "f": f, "t": text, "num": num, "fields": fields, "dmesg": text("dmesg.txt"), "device_log": device_log,
-        "clean_capture": clean_capture, "stalled": stalled, "tap_all_ok": tap_all_ok,
-        "device_lost": device_lost, "arecord_ok": arecord_ok, "verify_counter": verify_counter,
-        "faults": faults,
-        "wav_info": wav_info,
-        "analyze": analyze, "abs": abs, "len": len, "any": any, "all": all,
-    }
+    def names(self):
+        """The names a check expression sees."""
+        stdout = self.text("stdout")
+        try:
+            rc = int(self.text("rc"))
+        except ValueError:
+            rc = None
+        return {
+            "rc": rc,
+            "stdout": stdout, "stderr": self.text("stderr"), "j": last_json(stdout),
+            "f": self.f, "t": self.text, "num": self.num, "fields": self.fields,
+            "dmesg": self.text("dmesg.txt"), "device_log": self.device_log,
+            "clean_capture": self.clean_capture, "stalled": self.stalled, "tap_all_ok": self.tap_all_ok,
+            "device_lost": self.device_lost, "arecord_ok": self.arecord_ok,
+            "verify_counter": self.verify_counter, "faults": self.faults, "wav_info": self.wav_info,
+            "analyze": self.analyze, "abs": abs, "len": len, "any": any, "all": all,
+        }
 
 
 def explain(expr, names):
@@ -341,7 +352,7 @@ def evaluate(sc, app):
             why = f"the boot's time limit ({sc.boot.limit} s) ended it before this scenario finished"
         sc.results.append(("ran", False, why))
         return
-    names = check_names(sc, sc_dir, app)
+    names = Checks(sc, sc_dir, app).names()
     rc = names["rc"]
     why = f"exit status {rc}, expected {sc.exit}"
     if rc == 137:

@@ -128,14 +128,9 @@ vm_images() {
   esac
 }
 
-vm_run() {
-  local name=$1 variant=$2 script=$3
-  shift 3
-  local accel cpu sock dev_pid qemu_pid deadline rc tail_pid=""
-  vm_images "$variant"
-  accel=$(vm_accel)
-  local append=${VM_APPEND:-}
-  if [ "$accel" = kvm ]; then
+# Sets `cpu` and adds the guest's clock to `append` (vm_run's locals) for accelerator $1.
+vm_cpu_and_clock() {
+  if [ "$1" = kvm ]; then
     cpu=host
   else
     cpu=max
@@ -151,35 +146,16 @@ vm_run() {
     fi
     [ -n "$VDAQ_TSC_KHZ" ] && append+=" tsc_early_khz=$VDAQ_TSC_KHZ tsc=reliable"
   fi
-  VM_DIR="$VDAQ_RUN_DIR/$name"
-  rm -rf "$VM_DIR"
-  mkdir -p "$VM_DIR/share"
-  cp "$script" "$VM_DIR/share/guest.sh"
-  local f
-  for f in ${VM_SHARE_FILES[@]+"${VM_SHARE_FILES[@]}"}; do
-    cp "$f" "$VM_DIR/share/"
-  done
-  if [ -n "${VM_SHARE_DIR:-}" ]; then
-    cp -r "$VM_SHARE_DIR/." "$VM_DIR/share/"
-  fi
-  sock="$VM_DIR/vdaq.sock"
-  local run_as=()
-  if [ -n "${VM_DEVICE_USER:-}" ] && [ "$(id -u)" -eq 0 ]; then
-    # The device as an unprivileged user: its socket and a copy of the binary in a directory
-    # of its own that the user can reach (the repository may be under a private home).
-    local own
-    own=$(mktemp -d /tmp/vdaq-device.XXXXXX)
-    cp "$VDAQ_DEVICE_BIN" "$own/vdaq-device"
-    chown -R "$VM_DEVICE_USER" "$own"
-    chmod 0755 "$own"
-    sock="$own/vdaq.sock"
-    VM_TEMP_DIRS+=("$own")
-    run_as=(setpriv --reuid="$VM_DEVICE_USER" --regid="$(id -g "$VM_DEVICE_USER")" --clear-groups)
-  fi
+}
 
+# Starts the sound device of the boot on socket $1 with device arguments $2...: vdaq-device
+# (or VM_DEVICE_CMD) for vhost-user, nothing for QEMU's own; sets `dev_pid` and `sound_dev`
+# and reads `run_as` (vm_run's locals).
+vm_start_sound() {
+  local sock=$1 i
+  shift
   # Appended to, so that the marks of ci/vm.sh's loop (below) land between the device's lines.
   : >"$VM_DIR/device.log"
-  local sound_dev=()
   dev_pid=""
   case "${VM_SOUND:-vhost-user}" in
     qemu)
@@ -214,6 +190,72 @@ vm_run() {
       ;;
     *) die "VM_SOUND must be vhost-user or qemu (got '$VM_SOUND')" ;;
   esac
+}
+
+# Until QEMU ($1) ends or the time limit ($3 s, 0: none) passes, carries out the guest's
+# requests on the device ($2, empty for QEMU's own): files in the shared directory named
+# freeze, thaw, kill, stats or mark + "-device", each removed once done.
+vm_serve_markers() {
+  local qemu_pid=$1 dev_pid=$2 limit=$3 marker deadline
+  deadline=$((SECONDS + limit))
+  while kill -0 "$qemu_pid" 2>/dev/null && { [ "$limit" -eq 0 ] || [ "$SECONDS" -lt "$deadline" ]; }; do
+    # A guest script can make the device go silent, come back or die (stall and fault tests):
+    # it creates a marker in the shared directory; the marker is removed once done.
+    for marker in freeze thaw kill stats mark; do
+      [ -e "$VM_DIR/share/$marker-device" ] || continue
+      # With QEMU's own sound device there is no backend process to signal.
+      [ -n "$dev_pid" ] || [ "$marker" = mark ] || { rm -f "$VM_DIR/share/$marker-device"; continue; }
+      case "$marker" in
+        mark) cat "$VM_DIR/share/mark-device" >>"$VM_DIR/device.log" ;;
+        # Only vdaq-device prints statistics on SIGUSR1; it would end another backend.
+        stats) [ -n "${VM_DEVICE_CMD:-}" ] || kill -USR1 "$dev_pid" 2>/dev/null || true ;;
+        freeze) kill -STOP "$dev_pid" 2>/dev/null || true ;;
+        thaw) kill -CONT "$dev_pid" 2>/dev/null || true ;;
+        # Reaped here, so that bash does not report the job as "Killed".
+        kill) { kill -KILL "$dev_pid" && wait "$dev_pid"; } 2>/dev/null || true ;;
+      esac
+      rm -f "$VM_DIR/share/$marker-device"
+    done
+    sleep 0.05
+  done
+}
+
+vm_run() {
+  local name=$1 variant=$2 script=$3
+  shift 3
+  local accel cpu sock dev_pid qemu_pid rc tail_pid=""
+  vm_images "$variant"
+  accel=$(vm_accel)
+  local append=${VM_APPEND:-}
+  vm_cpu_and_clock "$accel"
+  VM_DIR="$VDAQ_RUN_DIR/$name"
+  rm -rf "$VM_DIR"
+  mkdir -p "$VM_DIR/share"
+  cp "$script" "$VM_DIR/share/guest.sh"
+  local f
+  for f in ${VM_SHARE_FILES[@]+"${VM_SHARE_FILES[@]}"}; do
+    cp "$f" "$VM_DIR/share/"
+  done
+  if [ -n "${VM_SHARE_DIR:-}" ]; then
+    cp -r "$VM_SHARE_DIR/." "$VM_DIR/share/"
+  fi
+  sock="$VM_DIR/vdaq.sock"
+  local run_as=()
+  if [ -n "${VM_DEVICE_USER:-}" ] && [ "$(id -u)" -eq 0 ]; then
+    # The device as an unprivileged user: its socket and a copy of the binary in a directory
+    # of its own that the user can reach (the repository may be under a private home).
+    local own
+    own=$(mktemp -d /tmp/vdaq-device.XXXXXX)
+    cp "$VDAQ_DEVICE_BIN" "$own/vdaq-device"
+    chown -R "$VM_DEVICE_USER" "$own"
+    chmod 0755 "$own"
+    sock="$own/vdaq.sock"
+    VM_TEMP_DIRS+=("$own")
+    run_as=(setpriv --reuid="$VM_DEVICE_USER" --regid="$(id -g "$VM_DEVICE_USER")" --clear-groups)
+  fi
+
+  local sound_dev=()
+  vm_start_sound "$sock" "$@"
 
   local extra=()
   if [ "${VM_RNG:-0}" = 1 ]; then
@@ -267,28 +309,7 @@ vm_run() {
   fi
 
   local limit=${VM_TIMEOUT:-300}
-  deadline=$((SECONDS + limit))
-  local marker
-  while kill -0 "$qemu_pid" 2>/dev/null && { [ "$limit" -eq 0 ] || [ "$SECONDS" -lt "$deadline" ]; }; do
-    # A guest script can make the device go silent, come back or die (stall and fault tests):
-    # it creates a marker in the shared directory; the marker is removed once done.
-    for marker in freeze thaw kill stats mark; do
-      [ -e "$VM_DIR/share/$marker-device" ] || continue
-      # With QEMU's own sound device there is no backend process to signal.
-      [ -n "$dev_pid" ] || [ "$marker" = mark ] || { rm -f "$VM_DIR/share/$marker-device"; continue; }
-      case "$marker" in
-        mark) cat "$VM_DIR/share/mark-device" >>"$VM_DIR/device.log" ;;
-        # Only vdaq-device prints statistics on SIGUSR1; it would end another backend.
-        stats) [ -n "${VM_DEVICE_CMD:-}" ] || kill -USR1 "$dev_pid" 2>/dev/null || true ;;
-        freeze) kill -STOP "$dev_pid" 2>/dev/null || true ;;
-        thaw) kill -CONT "$dev_pid" 2>/dev/null || true ;;
-        # Reaped here, so that bash does not report the job as "Killed".
-        kill) { kill -KILL "$dev_pid" && wait "$dev_pid"; } 2>/dev/null || true ;;
-      esac
-      rm -f "$VM_DIR/share/$marker-device"
-    done
-    sleep 0.05
-  done
+  vm_serve_markers "$qemu_pid" "$dev_pid" "$limit"
   rc=125
   if kill -0 "$qemu_pid" 2>/dev/null; then
     printf 'error: %s: the guest did not finish in %s s\n' "$name" "${VM_TIMEOUT:-300}" >&2
