@@ -203,14 +203,8 @@ fn temp(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-#[test]
-fn a_vdaq_csv_capture_replays_as_it_was_captured() {
-    // `vdaq capture -t csv` writes a frame column, then a column per channel
-    // (app/src/output.rs): the frame column is not replayed as a channel.
-    let path = temp("capture.csv");
-    std::fs::write(&path, "frame,ch0,ch1\n0,100,-100\n1,200,-200\n2,300,-300\n").unwrap();
-    let rec = vdaq_device::recording::load(&path, vdaq_device::recording::FileFormat::Csv).unwrap();
-    assert_eq!(rec.channels, 2);
+/// Replays `rec`'s two columns, looped and as recorded, into 8 kHz stereo S16; the values.
+fn replay_stereo_s16(rec: vdaq_device::source::Recording) -> Vec<f64> {
     let rec = Arc::new(rec);
     let ch = |column| ChannelSignal {
         waveform: Waveform::Replay { recording: rec.clone(), looped: true, column },
@@ -223,7 +217,18 @@ fn a_vdaq_csv_capture_replays_as_it_was_captured() {
     let mut h = Harness::start(vec![stream(signal, 2)], false);
     let bytes = h.capture(0, SampleFormat::S16, 8_000, 2, 320, 2);
     h.finish().expect("clean disconnect");
-    let got = decode(&bytes, SampleFormat::S16);
+    decode(&bytes, SampleFormat::S16)
+}
+
+#[test]
+fn a_vdaq_csv_capture_replays_as_it_was_captured() {
+    // `vdaq capture -t csv` writes a frame column, then a column per channel
+    // (app/src/output.rs): the frame column is not replayed as a channel.
+    let path = temp("capture.csv");
+    std::fs::write(&path, "frame,ch0,ch1\n0,100,-100\n1,200,-200\n2,300,-300\n").unwrap();
+    let rec = vdaq_device::recording::load(&path, vdaq_device::recording::FileFormat::Csv).unwrap();
+    assert_eq!(rec.channels, 2);
+    let got = replay_stereo_s16(rec);
     assert!(!got.is_empty());
     for (i, frame) in got.chunks_exact(2).enumerate() {
         let v = 100.0 * (i % 3 + 1) as f64;
@@ -254,18 +259,7 @@ fn replay_plays_wav_csv_and_raw_recordings_exactly() {
     let path = temp("rec.wav");
     std::fs::write(&path, wav).unwrap();
     let rec = vdaq_device::recording::load(&path, vdaq_device::recording::FileFormat::Wav).unwrap();
-    let ch = |column| ChannelSignal {
-        waveform: Waveform::Replay { recording: Arc::new(rec.clone()), looped: true, column },
-        amplitude: 1.0, // the values as recorded
-        offset: 0.0,
-        frequency: 0.0,
-        phase_deg: 0.0,
-    };
-    let signal = StreamSignal { channels: vec![ch(0), ch(1)], units: Units::Codes };
-    let mut h = Harness::start(vec![stream(signal, 2)], false);
-    let bytes = h.capture(0, SampleFormat::S16, 8_000, 2, 320, 2);
-    h.finish().expect("clean disconnect");
-    let got = decode(&bytes, SampleFormat::S16);
+    let got = replay_stereo_s16(rec);
     for (i, frame) in got.chunks_exact(2).enumerate() {
         let k = i % 3;
         assert_eq!(frame, [f64::from(samples[2 * k]), f64::from(samples[2 * k + 1])], "frame {i}");
