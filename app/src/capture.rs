@@ -1143,8 +1143,14 @@ impl Summary {
                 out += &format!("  counter: exact ({} gaps, all announced)\n", c.gaps);
             } else {
                 out += &format!(
-                    "  counter: {} gaps ({} frames, {} not announced), {} reorders, {} corrupt frames\n",
-                    c.gaps, c.missing_frames, self.unreported_frames, c.reorders, c.corrupt_frames
+                    "  counter: {} gaps ({} frames, {} not announced), {} reorders, {} corrupt frames, {} restarts ({} announced)\n",
+                    c.gaps,
+                    c.missing_frames,
+                    self.unreported_frames,
+                    c.reorders,
+                    c.corrupt_frames,
+                    c.restarts,
+                    c.restarts_allowed
                 );
             }
         }
@@ -1175,7 +1181,10 @@ impl Summary {
 
     fn counter_ok(&self) -> bool {
         let c = &self.counter;
-        self.unreported_frames == 0 && c.reorders == 0 && c.corrupt_frames == 0
+        self.unreported_frames == 0
+            && c.reorders == 0
+            && c.corrupt_frames == 0
+            && c.unannounced_restarts() == 0
     }
 
     /// Whether the capture did what was asked: no error, every frame (or until interrupted),

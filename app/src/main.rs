@@ -122,6 +122,11 @@ enum Command {
         /// Fail unless the first frame carries this counter value.
         #[arg(long)]
         first: Option<u64>,
+        /// Recoveries announced during the capture (e.g. arecord's `overrun!!!` lines): up to
+        /// this many restarts of the counter at 0 (each PREPARE starts a new acquisition) are
+        /// clean; any other break still fails.
+        #[arg(long, visible_alias = "allow-restarts", default_value_t = 0)]
+        restarts_allowed: u64,
         /// Raw capture file (interleaved frames).
         file: PathBuf,
     },
@@ -425,7 +430,7 @@ fn main() -> ExitCode {
             capture_command(&opts, None, true)
         }
         Command::Bench { opts } => bench::run(&opts),
-        Command::Verify { format, channels, frames, first, file } => {
+        Command::Verify { format, channels, frames, first, restarts_allowed, file } => {
             let bytes = match std::fs::read(&file) {
                 Ok(b) => b,
                 Err(e) => {
@@ -433,7 +438,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let report = verify::verify_counter(&bytes, format.into(), usize::from(channels));
+            let report = verify::verify_counter_with_restarts(
+                &bytes,
+                format.into(),
+                usize::from(channels),
+                restarts_allowed,
+            );
             println!("{}", report.to_json());
             let mut ok = report.is_clean();
             if let Some(p) = &report.first_problem {

@@ -117,6 +117,8 @@ pub struct CounterJson {
     pub missing_frames: u64,
     pub reorders: u64,
     pub corrupt_frames: u64,
+    pub restarts: u64,
+    pub restarts_allowed: u64,
     pub trailing_bytes: usize,
     pub clean: bool,
 }
@@ -130,6 +132,8 @@ impl From<&crate::verify::CounterReport> for CounterJson {
             missing_frames: r.missing_frames,
             reorders: r.reorders,
             corrupt_frames: r.corrupt_frames,
+            restarts: r.restarts,
+            restarts_allowed: r.restarts_allowed,
             trailing_bytes: r.trailing_bytes,
             clean: r.is_clean(),
         }

@@ -1,6 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Integrity check of counter-source captures: every channel of a frame carries the frame's
 //! sample-clock index, and the index grows by one per frame (modulo the format's range).
+//!
+//! The device's counter rule: each PCM_PREPARE starts a new acquisition at frame 0; within a
+//! START..STOP run, periods lost in the device leave a gap of exactly their frames; STOP then
+//! START continues without a gap. A recovery (Linux's virtio_snd sends STOP, RELEASE, PREPARE,
+//! START on every capture overrun) therefore shows as a jump to 0: a *restart*. The caller
+//! says how many recoveries were announced ([`CounterChecker::allow_restarts`]); a jump to 0
+//! is counted as a restart before any other classification, and a capture with no more
+//! restarts than announced (and nothing else wrong) is clean.
 
 use vdaq_proto::format::SampleFormat;
 
@@ -19,6 +27,10 @@ pub struct CounterReport {
     pub reorders: u64,
     /// Frames whose channels disagree, or whose samples are not counter values.
     pub corrupt_frames: u64,
+    /// Places where the counter started again at 0 (a new acquisition: a recovery).
+    pub restarts: u64,
+    /// Restarts the caller announced (recoveries it knows of): up to this many are clean.
+    pub restarts_allowed: u64,
     /// Bytes after the last whole frame.
     pub trailing_bytes: usize,
     /// The first problem, if any.
@@ -37,6 +49,8 @@ pub enum Problem {
     Gap { frame: u64, value: u64, expected: u64 },
     /// The counter went back or repeated.
     Back { frame: u64, value: u64, expected: u64 },
+    /// The counter started again at 0, beyond the restarts announced.
+    Restart { frame: u64, expected: u64 },
     /// Bytes after the last whole frame.
     Trailing { bytes: usize },
 }
@@ -52,15 +66,29 @@ impl std::fmt::Display for Problem {
             Self::Back { frame, value, expected } => {
                 write!(f, "frame {frame}: counter {value}, expected {expected} (went back)")
             }
+            Self::Restart { frame, expected } => write!(
+                f,
+                "frame {frame}: counter 0, expected {expected} (a restart no recovery announced)"
+            ),
             Self::Trailing { bytes } => write!(f, "{bytes} bytes after the last whole frame"),
         }
     }
 }
 
 impl CounterReport {
-    /// True when the capture is one unbroken run of counter frames.
+    /// True when the capture is unbroken runs of counter frames, each after the first
+    /// starting at 0, and no more restarts than announced.
     pub fn is_clean(&self) -> bool {
-        self.gaps == 0 && self.reorders == 0 && self.corrupt_frames == 0 && self.trailing_bytes == 0
+        self.gaps == 0
+            && self.reorders == 0
+            && self.corrupt_frames == 0
+            && self.trailing_bytes == 0
+            && self.restarts <= self.restarts_allowed
+    }
+
+    /// Restarts beyond those announced: each is a problem, like a reorder.
+    pub fn unannounced_restarts(&self) -> u64 {
+        self.restarts.saturating_sub(self.restarts_allowed)
     }
 
     /// One-line JSON rendering.
@@ -186,6 +214,13 @@ impl CounterChecker {
         }
     }
 
+    /// Allows `announced` restarts (recoveries the caller knows of, e.g. arecord's
+    /// `overrun!!!` messages): a jump to 0 is then clean, up to that many times.
+    pub fn allow_restarts(mut self, announced: u64) -> Self {
+        self.report.restarts_allowed = announced;
+        self
+    }
+
     fn problem(&mut self, what: Problem) {
         if self.report.first_problem.is_none() {
             self.report.first_problem = Some(what);
@@ -235,7 +270,8 @@ impl CounterChecker {
                 self.problem(Problem::NotCounter { frame: index });
                 continue;
             };
-            if samples.any(|s| s != Some(value)) {
+            let agree = !samples.any(|s| s != Some(value));
+            if !agree {
                 self.report.corrupt_frames += 1;
                 self.problem(Problem::ChannelsDisagree { frame: index });
             }
@@ -243,7 +279,14 @@ impl CounterChecker {
                 self.report.first = Some(value);
             }
             if let Some(expected) = self.expected {
-                if value != expected {
+                // Frame 0 on every channel where another value was due: a new acquisition,
+                // whatever the distance (from above half the range it would read as a gap).
+                if value == 0 && agree && expected != 0 {
+                    self.report.restarts += 1;
+                    if self.report.restarts > self.report.restarts_allowed {
+                        self.problem(Problem::Restart { frame: index, expected });
+                    }
+                } else if value != expected {
                     let ahead = (value + modulus - expected) % modulus;
                     // A jump of more than half the range is a step back, not a gap.
                     if ahead < modulus / 2 {
@@ -272,11 +315,23 @@ impl CounterChecker {
     }
 }
 
-/// Checks a whole capture.
+/// Checks a whole capture (no restart announced).
+#[cfg(test)]
 pub fn verify_counter(bytes: &[u8], format: SampleFormat, channels: usize) -> CounterReport {
+    verify_counter_with_restarts(bytes, format, channels, 0)
+}
+
+/// Checks a whole capture in which `restarts` recoveries were announced (see
+/// [`CounterChecker::allow_restarts`]).
+pub fn verify_counter_with_restarts(
+    bytes: &[u8],
+    format: SampleFormat,
+    channels: usize,
+    restarts: u64,
+) -> CounterReport {
     let frame = format.width() * channels.max(1);
     let whole = bytes.len() - bytes.len() % frame;
-    let mut c = CounterChecker::new(format, channels);
+    let mut c = CounterChecker::new(format, channels).allow_restarts(restarts);
     c.check(&bytes[..whole]);
     c.finish(bytes.len() - whole)
 }
@@ -331,6 +386,127 @@ mod tests {
         assert!(r.is_clean());
         let r = verify_counter(&0.5f32.to_le_bytes(), SampleFormat::Float, 1);
         assert_eq!(r.corrupt_frames, 1);
+    }
+
+    /// A run of `before` frames from 0, then a restart and `after` frames from 0 again.
+    fn restarted(format: SampleFormat, channels: usize, before: u64, after: u64) -> Vec<u8> {
+        capture(format, channels, (0..before).chain(0..after))
+    }
+
+    #[test]
+    fn an_announced_restart_above_half_the_range_is_a_restart_not_a_gap() {
+        // S16 at 40,000 and U8 at 200: the jump to 0 is less than half the range ahead, which
+        // the modulo classification alone read as a gap (the "continued with gaps").
+        for (format, before) in [(SampleFormat::S16, 40_000), (SampleFormat::U8, 200)] {
+            for channels in [1, 2] {
+                let bytes = restarted(format, channels, before, 3000);
+                let r = verify_counter_with_restarts(&bytes, format, channels, 1);
+                let what = format!("{format:?} x{channels}: {r:?}");
+                assert!(r.is_clean(), "{what}");
+                assert_eq!(
+                    (r.restarts, r.gaps, r.missing_frames, r.reorders),
+                    (1, 0, 0, 0),
+                    "{what}"
+                );
+                assert_eq!((r.frames, r.first, r.first_problem), (before + 3000, Some(0), None));
+            }
+        }
+    }
+
+    #[test]
+    fn an_announced_s32_restart_is_clean_and_fewer_restarts_than_announced_too() {
+        let bytes = capture(SampleFormat::S32, 3, (0..91_200).chain(0..4800).chain(0..100));
+        let r = verify_counter_with_restarts(&bytes, SampleFormat::S32, 3, 2);
+        assert!(r.is_clean(), "{r:?}");
+        assert_eq!((r.restarts, r.reorders, r.gaps), (2, 0, 0));
+        let r = verify_counter_with_restarts(&bytes, SampleFormat::S32, 3, 5);
+        assert!(r.is_clean(), "announced recoveries may restart nothing in the capture: {r:?}");
+        let r = verify_counter_with_restarts(&bytes[..12 * 1000], SampleFormat::S32, 3, 1);
+        assert_eq!((r.restarts, r.unannounced_restarts()), (0, 0));
+        assert!(r.is_clean());
+    }
+
+    #[test]
+    fn an_unannounced_restart_fails_at_its_frame() {
+        for (format, before) in [
+            (SampleFormat::S16, 40_000),
+            (SampleFormat::S16, 1000),
+            (SampleFormat::U8, 200),
+            (SampleFormat::S32, 91_200),
+            (SampleFormat::Float, 5000),
+            (SampleFormat::Float64, 5000),
+        ] {
+            let bytes = restarted(format, 2, before, 500);
+            let r = verify_counter(&bytes, format, 2);
+            let what = format!("{format:?}: {r:?}");
+            assert!(!r.is_clean(), "{what}");
+            assert_eq!((r.restarts, r.unannounced_restarts(), r.gaps, r.reorders), (1, 1, 0, 0));
+            assert_eq!(
+                r.first_problem,
+                Some(Problem::Restart {
+                    frame: before,
+                    expected: before % format.counter_modulus()
+                }),
+                "{what}"
+            );
+            // Two restarts, one announced: the second is the problem.
+            let bytes = capture(format, 2, (0..before).chain(0..10).chain(0..10));
+            let r = verify_counter_with_restarts(&bytes, format, 2, 1);
+            assert!(!r.is_clean(), "{what}");
+            assert_eq!(
+                r.first_problem,
+                Some(Problem::Restart { frame: before + 10, expected: 10 })
+            );
+        }
+    }
+
+    #[test]
+    fn with_restarts_announced_a_repeat_a_reorder_or_a_gap_still_fails() {
+        let cases: [(&str, Vec<u64>); 5] = [
+            ("repeat", (0..1000).chain(990..1200).collect()),
+            ("reorder", (0..500).chain(600..700).chain(500..600).collect()),
+            ("gap", (0..1000).chain(1100..1200).collect()),
+            ("gap after a restart", (0..1000).chain(0..100).chain(150..200).collect()),
+            ("restart to another value", (0..40_000).chain(1..100).collect()),
+        ];
+        for (what, indices) in cases {
+            for format in [SampleFormat::S16, SampleFormat::S32] {
+                let bytes = capture(format, 2, indices.iter().copied());
+                let r = verify_counter_with_restarts(&bytes, format, 2, 3);
+                assert!(!r.is_clean(), "{what} {format:?}: {r:?}");
+                assert!(r.gaps + r.reorders >= 1, "{what} {format:?}: {r:?}");
+                assert!(
+                    matches!(r.first_problem, Some(Problem::Gap { .. } | Problem::Back { .. })),
+                    "{what} {format:?}: {r:?}"
+                );
+            }
+        }
+        // A frame of 0 on one channel only is corruption, not a restart.
+        let mut bytes = restarted(SampleFormat::S16, 2, 1000, 10);
+        bytes[1000 * 4 + 2] = 0x55;
+        let r = verify_counter_with_restarts(&bytes, SampleFormat::S16, 2, 3);
+        assert_eq!((r.restarts, r.corrupt_frames), (0, 1), "{r:?}");
+        assert!(!r.is_clean());
+    }
+
+    #[test]
+    fn restarts_are_the_same_in_the_fast_and_the_frame_by_frame_check() {
+        let mut rng = Rng(0x4e57);
+        for format in SampleFormat::ALL {
+            for channels in [1, 2, 5] {
+                let bytes = capture(
+                    format,
+                    channels,
+                    (0..3000).chain(0..2500).chain(0..7).chain(0..4000).chain(4100..4200),
+                );
+                let r = both(&bytes, format, channels, &mut rng);
+                assert_eq!(
+                    (r.restarts, r.gaps, r.missing_frames),
+                    (3, 1, 100),
+                    "{format:?}: {r:?}"
+                );
+            }
+        }
     }
 
     /// xorshift64*: reproducible pseudo-random numbers for the property tests.
