@@ -1181,10 +1181,7 @@ impl Summary {
 
     fn counter_ok(&self) -> bool {
         let c = &self.counter;
-        self.unreported_frames == 0
-            && c.reorders == 0
-            && c.corrupt_frames == 0
-            && c.unannounced_restarts() == 0
+        self.unreported_frames == 0 && c.reorders == 0 && c.corrupt_frames == 0
     }
 
     /// Whether the capture did what was asked: no error, every frame (or until interrupted),

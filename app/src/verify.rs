@@ -6,9 +6,11 @@
 //! START..STOP run, periods lost in the device leave a gap of exactly their frames; STOP then
 //! START continues without a gap. A recovery (Linux's virtio_snd sends STOP, RELEASE, PREPARE,
 //! START on every capture overrun) therefore shows as a jump to 0: a *restart*. The caller
-//! says how many recoveries were announced ([`CounterChecker::allow_restarts`]); a jump to 0
-//! is counted as a restart before any other classification, and a capture with no more
-//! restarts than announced (and nothing else wrong) is clean.
+//! says how many recoveries were announced ([`CounterChecker::allow_restarts`]); while some
+//! are left, a jump to 0 is counted as a restart before any other classification; past them it
+//! is classified as any other jump (a gap or a step back), so that a capture with more
+//! restarts than announced fails, and a gap of whole periods that ends on a wrap to 0 in a
+//! narrow format stays a gap.
 
 use vdaq_proto::format::SampleFormat;
 
@@ -49,8 +51,6 @@ pub enum Problem {
     Gap { frame: u64, value: u64, expected: u64 },
     /// The counter went back or repeated.
     Back { frame: u64, value: u64, expected: u64 },
-    /// The counter started again at 0, beyond the restarts announced.
-    Restart { frame: u64, expected: u64 },
     /// Bytes after the last whole frame.
     Trailing { bytes: usize },
 }
@@ -66,10 +66,6 @@ impl std::fmt::Display for Problem {
             Self::Back { frame, value, expected } => {
                 write!(f, "frame {frame}: counter {value}, expected {expected} (went back)")
             }
-            Self::Restart { frame, expected } => write!(
-                f,
-                "frame {frame}: counter 0, expected {expected} (a restart no recovery announced)"
-            ),
             Self::Trailing { bytes } => write!(f, "{bytes} bytes after the last whole frame"),
         }
     }
@@ -77,18 +73,9 @@ impl std::fmt::Display for Problem {
 
 impl CounterReport {
     /// True when the capture is unbroken runs of counter frames, each after the first
-    /// starting at 0, and no more restarts than announced.
+    /// starting at 0 (at most as many restarts as announced).
     pub fn is_clean(&self) -> bool {
-        self.gaps == 0
-            && self.reorders == 0
-            && self.corrupt_frames == 0
-            && self.trailing_bytes == 0
-            && self.restarts <= self.restarts_allowed
-    }
-
-    /// Restarts beyond those announced: each is a problem, like a reorder.
-    pub fn unannounced_restarts(&self) -> u64 {
-        self.restarts.saturating_sub(self.restarts_allowed)
+        self.gaps == 0 && self.reorders == 0 && self.corrupt_frames == 0 && self.trailing_bytes == 0
     }
 
     /// One-line JSON rendering.
@@ -279,13 +266,17 @@ impl CounterChecker {
                 self.report.first = Some(value);
             }
             if let Some(expected) = self.expected {
-                // Frame 0 on every channel where another value was due: a new acquisition,
-                // whatever the distance (from above half the range it would read as a gap).
-                if value == 0 && agree && expected != 0 {
+                // Frame 0 on every channel where another value was due, while announced
+                // recoveries are left: a new acquisition, whatever the distance (from above
+                // half the range it would read as a gap). With none left it is classified as
+                // any other jump: in the narrow formats a gap of whole periods can end on a
+                // wrap to 0, and a capture announces its gaps.
+                if value == 0
+                    && agree
+                    && expected != 0
+                    && self.report.restarts < self.report.restarts_allowed
+                {
                     self.report.restarts += 1;
-                    if self.report.restarts > self.report.restarts_allowed {
-                        self.problem(Problem::Restart { frame: index, expected });
-                    }
                 } else if value != expected {
                     let ahead = (value + modulus - expected) % modulus;
                     // A jump of more than half the range is a step back, not a gap.
@@ -422,12 +413,20 @@ mod tests {
         let r = verify_counter_with_restarts(&bytes, SampleFormat::S32, 3, 5);
         assert!(r.is_clean(), "announced recoveries may restart nothing in the capture: {r:?}");
         let r = verify_counter_with_restarts(&bytes[..12 * 1000], SampleFormat::S32, 3, 1);
-        assert_eq!((r.restarts, r.unannounced_restarts()), (0, 0));
+        assert_eq!(r.restarts, 0);
         assert!(r.is_clean());
     }
 
     #[test]
     fn an_unannounced_restart_fails_at_its_frame() {
+        // With no recovery left to account for it, a jump to 0 is classified as any other
+        // jump (a gap or a step back), and fails there.
+        let at = |r: &CounterReport| match r.first_problem {
+            Some(Problem::Gap { frame, value: 0, .. } | Problem::Back { frame, value: 0, .. }) => {
+                Some(frame)
+            }
+            _ => None,
+        };
         for (format, before) in [
             (SampleFormat::S16, 40_000),
             (SampleFormat::S16, 1000),
@@ -440,24 +439,25 @@ mod tests {
             let r = verify_counter(&bytes, format, 2);
             let what = format!("{format:?}: {r:?}");
             assert!(!r.is_clean(), "{what}");
-            assert_eq!((r.restarts, r.unannounced_restarts(), r.gaps, r.reorders), (1, 1, 0, 0));
-            assert_eq!(
-                r.first_problem,
-                Some(Problem::Restart {
-                    frame: before,
-                    expected: before % format.counter_modulus()
-                }),
-                "{what}"
-            );
+            assert_eq!((r.restarts, r.gaps + r.reorders), (0, 1), "{what}");
+            assert_eq!(at(&r), Some(before), "{what}");
             // Two restarts, one announced: the second is the problem.
             let bytes = capture(format, 2, (0..before).chain(0..10).chain(0..10));
             let r = verify_counter_with_restarts(&bytes, format, 2, 1);
             assert!(!r.is_clean(), "{what}");
-            assert_eq!(
-                r.first_problem,
-                Some(Problem::Restart { frame: before + 10, expected: 10 })
-            );
+            assert_eq!(r.restarts, 1, "{what}");
+            assert_eq!(at(&r), Some(before + 10), "{what}");
         }
+    }
+
+    #[test]
+    fn a_gap_that_ends_on_a_wrap_to_0_is_a_gap_when_no_recovery_was_announced() {
+        // S16 wraps every 65,536 frames: periods lost across the wrap end on counter 0.
+        let bytes = capture(SampleFormat::S16, 2, (60_000..64_000).chain(65_536..66_000));
+        let mut c = CounterChecker::new(SampleFormat::S16, 2);
+        c.check(&bytes);
+        let r = c.finish(0);
+        assert_eq!((r.restarts, r.gaps, r.missing_frames), (0, 1, 1536), "{r:?}");
     }
 
     #[test]
@@ -499,7 +499,7 @@ mod tests {
                     channels,
                     (0..3000).chain(0..2500).chain(0..7).chain(0..4000).chain(4100..4200),
                 );
-                let r = both(&bytes, format, channels, &mut rng);
+                let r = both_allowing(&bytes, format, channels, 3, &mut rng);
                 assert_eq!(
                     (r.restarts, r.gaps, r.missing_frames),
                     (3, 1, 100),
@@ -541,9 +541,20 @@ mod tests {
     /// Checks `bytes` in random pieces of whole frames with the fast check and with the
     /// frame-by-frame one; they must agree on every returned loss and on the report.
     fn both(bytes: &[u8], format: SampleFormat, channels: usize, rng: &mut Rng) -> CounterReport {
+        both_allowing(bytes, format, channels, 0, rng)
+    }
+
+    /// `both`, with `restarts` recoveries announced.
+    fn both_allowing(
+        bytes: &[u8],
+        format: SampleFormat,
+        channels: usize,
+        restarts: u64,
+        rng: &mut Rng,
+    ) -> CounterReport {
         let frame = format.width() * channels;
-        let mut fast = CounterChecker::new(format, channels);
-        let mut exact = CounterChecker::new(format, channels);
+        let mut fast = CounterChecker::new(format, channels).allow_restarts(restarts);
+        let mut exact = CounterChecker::new(format, channels).allow_restarts(restarts);
         let mut rest = bytes;
         while !rest.is_empty() {
             let frames = 1 + rng.below(3000) as usize;
