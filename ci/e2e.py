@@ -673,9 +673,12 @@ def main():
     if args.report:
         write_report(everything, args.report, " ".join(["ci/e2e.py", *sys.argv[1:]]))
     write_junit(plan, RUN_DIR / "e2e.junit.xml")
-    failed = sum(not sc.ok for sc in everything)
-    print(f"e2e: {len(everything) - failed} passed, {failed} failed "
-          f"(TAP: {RUN_DIR / 'e2e.tap'}, JUnit: {RUN_DIR / 'e2e.junit.xml'})")
+    failed_names = [sc.name for sc in everything if not sc.ok]
+    failed = len(failed_names)
+    # The names again on the last line, which a truncated log still shows.
+    print(f"e2e: {len(everything) - failed} passed, {failed} failed"
+          + (f" ({', '.join(failed_names)})" if failed_names else "")
+          + f" (TAP: {RUN_DIR / 'e2e.tap'}, JUnit: {RUN_DIR / 'e2e.junit.xml'})")
     return 1 if failed else 0
 
 

@@ -10,6 +10,7 @@ cd "$VDAQ_ROOT"
 
 passed=0
 failed=0
+failed_names=()
 step() {
   local name=$1
   shift
@@ -19,6 +20,7 @@ step() {
   else
     printf 'FAIL: %s\n' "$name"
     failed=$((failed + 1))
+    failed_names+=("$name")
   fi
 }
 
@@ -62,5 +64,9 @@ step "benchmark smoke run (ci/bench.py --smoke: outputs produced and well formed
   python3 ci/bench.py --smoke
 step "no process left running" no_leftover_processes
 
+# The failures again at the end, where a truncated log still shows them.
+for name in "${failed_names[@]}"; do
+  printf 'FAILED: %s\n' "$name"
+done
 echo "vdaq tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

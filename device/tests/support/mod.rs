@@ -294,6 +294,25 @@ impl Queue {
         mem.read_u16(self.used + 2)
     }
 
+    /// The device's `avail_event` (VIRTIO_F_EVENT_IDX): the avail index it wants a kick for,
+    /// which it sets to the next chain to take whenever it re-enables notifications.
+    pub fn avail_event(&self, mem: &GuestMem) -> u16 {
+        mem.read_u16(self.used + 4 + 8 * u64::from(QUEUE_SIZE))
+    }
+
+    /// Waits (EVENT_IDX only) until the device has taken the first `n` chains made available,
+    /// which a kick alone does not order against another queue's kick; false on timeout.
+    pub fn wait_taken(&self, mem: &GuestMem, n: u16, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.avail_event(mem) < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
     /// Waits until at least `n` used elements were taken, or `timeout` passes.
     pub fn wait_used(&mut self, mem: &GuestMem, n: usize, timeout: Duration) -> Vec<Used> {
         let deadline = Instant::now() + timeout;
