@@ -102,6 +102,7 @@ class Scenario:
         self.results = []  # (description, ok, detail)
         self.logs = {}
         self.seconds = 0.0
+        self.overruns = 0  # announced by arecord ('overrun!!!')
 
     @property
     def ok(self):
@@ -279,9 +280,22 @@ class Checks:
             stream_s = float(time_text.split()[0])
         except (IndexError, ValueError):
             raise CheckFailed(f"no stream time: {time_text!r}") from None
-        need(abs(stream_s - seconds) <= 0.05 * seconds,
-             f"stream time {stream_s} s, expected {seconds} s within 5% (time: {time_text.strip()})")
+        overruns = self.overruns()
+        if overruns == 0:
+            need(abs(stream_s - seconds) <= 0.05 * seconds,
+                 f"stream time {stream_s} s, expected {seconds} s within 5% (time: {time_text.strip()})")
+        else:
+            # Each recovery restarts the capture: the time the guest lost before it is in the
+            # stream time and not in the data, so only the lower bound holds (the frames can
+            # never come faster than the device's clock).
+            need(stream_s >= 0.95 * seconds,
+                 f"stream time {stream_s} s, expected at least {seconds} s less 5% "
+                 f"({overruns} overruns announced; time: {time_text.strip()})")
         return True
+
+    def overruns(self):
+        """The overruns arecord announced (its 'overrun!!!' on standard error)."""
+        return self.text("stderr").count("overrun!!!")
 
     def wav_info(self, name):
         import wave
@@ -293,7 +307,7 @@ class Checks:
         """The counter unbroken, but for one restart at 0 per overrun arecord announced (each
         recovery is a new PREPARE, which starts a new acquisition: docs/CONFORMANCE.md)."""
         fmt = ALSA.get(fmt, fmt)
-        overruns = self.text("stderr").count("overrun!!!")
+        overruns = self.overruns()
         r = subprocess.run([self.app, "verify", "--format", fmt, "--channels", str(channels), "--frames",
                             str(frames), "--first", "0", "--restarts-allowed", str(overruns),
                             str(self.sc_dir / name)], capture_output=True, text=True)
@@ -358,6 +372,7 @@ def evaluate(sc, app):
         sc.results.append(("ran", False, why))
         return
     names = Checks(sc, sc_dir, app).names()
+    sc.overruns = names["stderr"].count("overrun!!!")
     rc = names["rc"]
     why = f"exit status {rc}, expected {sc.exit}"
     if rc == 137:
@@ -552,7 +567,9 @@ def write_report(scenarios, path, command):
         f"Command: `{command}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, on "
         f"`{os.uname().nodename}` ({os.cpu_count()} CPUs, {os.uname().release}).",
         "",
-        f"{len(scenarios) - failed} passed, {failed} failed.",
+        f"{len(scenarios) - failed} passed, {failed} failed; arecord announced "
+        f"{sum(sc.overruns for sc in scenarios)} overruns, in "
+        f"{sum(sc.overruns > 0 for sc in scenarios)} captures.",
         "",
         "| scenario | result | what | seconds |",
         "| --- | --- | --- | --- |",
@@ -560,7 +577,10 @@ def write_report(scenarios, path, command):
     for sc in scenarios:
         failed = next(((d, detail) for d, ok, detail in sc.results if not ok), ("", ""))
         why = "" if sc.ok else f": {failed[0]}: {failed[1]}"[:160].replace("|", "/")
-        lines.append(f"| {sc.name} | {'ok' if sc.ok else 'FAIL' + why} | {sc.summary} | {sc.seconds:.1f} |")
+        result = "ok" if sc.ok else "FAIL" + why
+        if sc.overruns:
+            result += f" ({sc.overruns} overrun{'s' if sc.overruns > 1 else ''} announced)"
+        lines.append(f"| {sc.name} | {result} | {sc.summary} | {sc.seconds:.1f} |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -666,7 +686,8 @@ def main():
     print()
     for sc in everything:
         checks = len(sc.results)
-        print(f"{'ok  ' if sc.ok else 'FAIL'} {sc.name:24} {sc.summary} ({checks} checks)")
+        overruns = f", {sc.overruns} overruns announced" if sc.overruns else ""
+        print(f"{'ok  ' if sc.ok else 'FAIL'} {sc.name:24} {sc.summary} ({checks} checks{overruns})")
         if not sc.ok:
             print(failure_report(sc))
     write_tap(everything, RUN_DIR / "e2e.tap")

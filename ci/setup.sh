@@ -13,8 +13,8 @@
 #    sources), on trixie its own;
 #  - [demo] the kernel toolchain: linux-source-6.12, Debian's rustc-web (with the library source
 #    the kernel needs), clang/lld/llvm 19, bindgen-cli from crates.io (cached under $VDAQ_CACHE);
-#  - [demo] guest user space: busybox-static, alsa-utils (arecord), gcc and linux-libc-dev for
-#    the C example;
+#  - [demo] guest user space: busybox-static, alsa-utils (arecord), gcc, gcc-multilib and
+#    linux-libc-dev for the C example (64- and 32-bit);
 #  - [demo] Rust for the device and the app: the cargo on PATH, else Debian's cargo-web (1.96,
 #    with clippy and rustfmt), which matches rustc-web;
 #  - [demo] Debian's own kernel, linux-image 6.12 (the package the metapackage
@@ -36,7 +36,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 APT_PACKAGES=(
   linux-source-6.12 rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev
   flex bison bc libelf-dev libssl-dev cpio kmod busybox-static alsa-utils xz-utils
-  python3 build-essential linux-libc-dev
+  python3 build-essential linux-libc-dev gcc-multilib
 )
 # The benchmarks' extras: vhost-device-sound's ALSA backend builds against libasound.
 BENCH_APT_PACKAGES=(libasound2-dev pkg-config)

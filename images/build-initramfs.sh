@@ -8,7 +8,9 @@
 # It holds busybox-static, the kernel's modules, vdaq.ko, arecord with its libraries and ALSA's
 # configuration (the conformance client), the vdaq app (static), the C example
 # examples/sigio-capture.c as /bin/vdaq-sigio-example (static, built here with the host's gcc
-# against proto/include/vdaq.h and Linux's uapi headers from linux-libc-dev), and the init
+# against proto/include/vdaq.h and Linux's uapi headers from linux-libc-dev) and as the 32-bit
+# /bin/vdaq-sigio-example32 (gcc-multilib; it runs on kernels with IA32_EMULATION, as vdaq's
+# debug kernel and Debian's, and exercises vdaq.ko's compat_ioctl), and the init
 # script that runs the host's guest script. Cached under $VDAQ_CACHE/initramfs by its inputs.
 # Prints its path.
 #
@@ -79,7 +81,7 @@ key=$( {
   hash_inputs "${BASH_SOURCE[0]}" "$VDAQ_ROOT/images/guest" "$app" ${module:+"$module"} \
     "$VDAQ_ROOT/examples/sigio-capture.c" "$VDAQ_ROOT/proto/include/vdaq.h" \
     ${extra_kos[@]+"${extra_kos[@]}"}
-  dpkg-query -W -f='${Version}\n' busybox-static alsa-utils libc6-dev linux-libc-dev
+  dpkg-query -W -f='${Version}\n' busybox-static alsa-utils libc6-dev libc6-dev-i386 linux-libc-dev
   # ALSA's library: libasound2 on bookworm, libasound2t64 on trixie.
   dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\n' 'libasound2*' 2>/dev/null |
     awk '$1 == "ii" && $2 !~ /-(dev|data)$/ { print $2, $3 }' || true
@@ -132,9 +134,12 @@ if [ "${#extra_kos[@]}" -gt 0 ]; then
   done
 fi
 install -m 0755 "$app" "$stage/bin/vdaq"
-# The C example, static: the guest has no libc.
+# The C example, static (the guest has no libc), and the same program for 32-bit processes.
 gcc -Wall -Wextra -Werror -O2 -static -I "$VDAQ_ROOT/proto/include" \
   -o "$stage/bin/vdaq-sigio-example" "$VDAQ_ROOT/examples/sigio-capture.c"
+gcc -m32 -Wall -Wextra -Werror -O2 -static -I "$VDAQ_ROOT/proto/include" \
+  -o "$stage/bin/vdaq-sigio-example32" "$VDAQ_ROOT/examples/sigio-capture.c" ||
+  die "cannot build the 32-bit C example: gcc-multilib is missing (ci/setup.sh demo installs it)"
 
 # A dynamically linked program with the libraries it loads.
 copy_with_libs() {

@@ -5,7 +5,7 @@
 //! <linux/types.h>, the ioctl numbers as `_IOR`/`_IOW`/`_IO` from <linux/ioctl.h>, no libc
 //! header, plain C90). A C program compiled here checks, with static assertions, every
 //! struct's size and field offsets against the Rust layout and every ioctl macro's expansion
-//! against the Rust constant.
+//! against the Rust constant, for 64-bit and for 32-bit (`-m32`) programs alike.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -241,6 +241,10 @@ fn c_header_matches_the_rust_definitions() {
         "#include <stddef.h>\n#include \"{path}\"\n\n{checks}\nint main(void) {{ return 0; }}\n"
     );
     compile("check.c", &program, &["-std=c11", "-Wall", "-Wextra", "-Werror"]);
+    // The same layout for 32-bit processes: vdaq.ko's compat_ioctl passes their ioctls to the
+    // 64-bit handler unchanged, which is right only if it is (and the numbers, which encode
+    // the sizes, are the same). Needs gcc-multilib (ci/setup.sh installs it).
+    compile("check32.c", &program, &["-m32", "-std=c11", "-Wall", "-Wextra", "-Werror"]);
 }
 
 #[test]
