@@ -139,8 +139,9 @@ impl InFlight {
     }
 }
 
-/// Counters shared with the daemon's main thread while the device runs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Counters shared with the daemon's main thread while the device runs; serialised as the
+/// statistics file (`--stats-json`), field names as here.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DeviceStats {
     /// Per stream totals.
     pub streams: Vec<StreamStats>,
@@ -158,12 +159,21 @@ pub struct DeviceStats {
     pub xrun_events_dropped: u64,
     /// XRUN events sent.
     pub xrun_events_sent: u64,
-    /// Why the device is broken (until the guest resets it), if it is.
+    /// Why the device is broken (until the guest resets it), if it is: in JSON, the message.
+    #[serde(serialize_with = "message_or_null")]
     pub broken: Option<GuestError>,
     /// Spurious events sent (the `event_flood` fault).
     pub spurious_events: u64,
     /// Extra notifications sent with nothing new in the used ring (`spurious_notify`).
     pub spurious_notifications: u64,
+}
+
+/// An optional error as its message, or null.
+fn message_or_null<S: serde::Serializer>(e: &Option<GuestError>, s: S) -> Result<S::Ok, S::Error> {
+    match e {
+        Some(e) => s.collect_str(e),
+        None => s.serialize_none(),
+    }
 }
 
 /// The vdaq vhost-user backend.

@@ -105,6 +105,8 @@ pub struct Settings {
     pub streams: Vec<StreamCaps>,
     /// Statistics line period.
     pub stats_every: Option<Duration>,
+    /// The statistics file (`--stats-json`).
+    pub stats_json: Option<PathBuf>,
     /// Serve one connection only.
     pub once: bool,
 }
@@ -152,6 +154,7 @@ impl Cli {
             socket,
             streams,
             stats_every: (stats > 0.0).then(|| Duration::from_secs_f64(stats)),
+            stats_json: file.stats_json.clone(),
             once: self.once,
         })
     }

@@ -31,6 +31,10 @@ pub struct FileConfig {
     /// Log a statistics line every this many seconds (0: never).
     #[arg(long, value_name = "SECONDS")]
     pub stats_interval: Option<f64>,
+    /// Keep the statistics in this file as JSON: rewritten whole at each statistics line, on
+    /// SIGUSR1, and when a connection ends or the device stops.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
     /// Deliver frames as fast as the guest posts buffers instead of at the sample rate
     /// (throughput benchmarks).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -144,7 +148,7 @@ pub(crate) use override_fields;
 impl FileConfig {
     /// The flags given win over the file.
     pub fn override_with(&mut self, flags: &Self) {
-        override_fields!(self, flags, socket_path, stats_interval, free_run);
+        override_fields!(self, flags, socket_path, stats_interval, stats_json, free_run);
     }
 }
 

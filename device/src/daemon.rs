@@ -4,11 +4,11 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use log::info;
+use log::{info, warn};
 use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
@@ -16,7 +16,31 @@ use vmm_sys_util::epoll::EventSet;
 
 use crate::backend::{DeviceStats, VdaqBackend};
 use crate::faults::FaultStats;
+use crate::statsfile;
 use crate::stream::StreamCaps;
+
+/// Where the statistics go while the device runs: a log line every `every`, and the statistics
+/// file (`--stats-json`), rewritten at each line, on SIGUSR1, and when a connection ends or the
+/// device stops.
+#[derive(Clone, Debug, Default)]
+pub struct Reporting {
+    /// Statistics line period.
+    pub every: Option<Duration>,
+    /// The statistics file.
+    pub json: Option<PathBuf>,
+}
+
+impl Reporting {
+    /// Rewrites the statistics file, if there is one. A failure is logged and the device goes
+    /// on: the file's directory was writable when the device started.
+    pub fn write_json(&self, stats: &DeviceStats) {
+        if let Some(path) = &self.json {
+            if let Err(e) = statsfile::write(path, stats) {
+                warn!("cannot write the statistics file {}: {e}", path.display());
+            }
+        }
+    }
+}
 
 /// One line of statistics; frames/s over `secs` since `prev`.
 /// With `secs` infinite (totals), frames/s is left out.
@@ -84,7 +108,8 @@ pub fn serve_connection_with_stats(
     stats_every: Option<Duration>,
     stats: Arc<Mutex<DeviceStats>>,
 ) -> Result<DeviceStats, String> {
-    run_connection(Endpoint::Listen(socket), caps, stats_every, stats)
+    let reporting = Reporting { every: stats_every, json: None };
+    run_connection(Endpoint::Listen(socket), caps, &reporting, stats)
 }
 
 /// Which end of the vhost-user socket the device is.
@@ -160,11 +185,11 @@ pub unsafe fn listener_from_fd(fd: RawFd) -> Result<Listener, FdError> {
 }
 
 /// Serves one connection at `endpoint` with fresh device state, publishing the statistics
-/// into `stats`, and returns the final statistics.
+/// into `stats` and as `reporting` says, and returns the final statistics.
 pub fn run_connection(
     endpoint: Endpoint<'_>,
     caps: Vec<StreamCaps>,
-    stats_every: Option<Duration>,
+    reporting: &Reporting,
     stats: Arc<Mutex<DeviceStats>>,
 ) -> Result<DeviceStats, String> {
     let backend = VdaqBackend::with_stats(caps, Arc::clone(&stats))
@@ -181,7 +206,10 @@ pub fn run_connection(
             .register_listener(fd, EventSet::IN, data)
             .map_err(|e| format!("cannot register a stream timer: {e}"))?;
     }
-    let reporter = stats_every.map(|every| Reporter::spawn(Arc::clone(&stats), every));
+    let reporter = reporting.every.map(|every| {
+        let json = Reporting { every: None, json: reporting.json.clone() };
+        Reporter::spawn(Arc::clone(&stats), every, json)
+    });
     let result = match endpoint {
         Endpoint::Listen(socket) => {
             info!("listening on {}", socket.display());
@@ -213,8 +241,9 @@ pub fn run_connection(
     if let Some(reporter) = reporter {
         reporter.stop();
     }
-    result?;
     let final_stats = stats.lock().map(|s| s.clone()).unwrap_or_default();
+    reporting.write_json(&final_stats);
+    result?;
     Ok(final_stats)
 }
 
@@ -227,12 +256,14 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// Logs a statistics line from `stats` every `every` until [`Reporter::stop`].
-    pub fn spawn(stats: Arc<Mutex<DeviceStats>>, every: Duration) -> Self {
+    /// Logs a statistics line from `stats` every `every` (and rewrites `json`'s statistics
+    /// file) until [`Reporter::stop`].
+    pub fn spawn(stats: Arc<Mutex<DeviceStats>>, every: Duration, json: Reporting) -> Self {
         Self::spawn_with(every, move |prev, secs| {
             let now = stats.lock().map(|s| s.clone()).unwrap_or_default();
             if !now.streams.is_empty() {
                 info!("{}", stats_line(&now, prev, secs));
+                json.write_json(&now);
                 *prev = now;
                 return true;
             }
@@ -335,7 +366,8 @@ mod tests {
 
     #[test]
     fn the_reporter_stops_at_once_in_the_middle_of_an_interval() {
-        let reporter = Reporter::spawn(Arc::default(), Duration::from_secs(3600));
+        let reporter =
+            Reporter::spawn(Arc::default(), Duration::from_secs(3600), Reporting::default());
         std::thread::sleep(Duration::from_millis(20));
         let t = Instant::now();
         reporter.stop();

@@ -386,7 +386,7 @@ impl FaultsConfig {
 }
 
 /// What a stream's faults did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FaultStats {
     /// Periods dropped by `drop_every`.
     pub dropped: u64,

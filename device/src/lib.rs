@@ -18,5 +18,6 @@ pub mod frames;
 pub mod ratelimit;
 pub mod recording;
 pub mod source;
+pub mod statsfile;
 pub mod status;
 pub mod stream;

@@ -11,12 +11,14 @@ use nix::sys::stat::{umask, Mode};
 use nix::unistd::geteuid;
 use vdaq_device::backend::DeviceStats;
 use vdaq_device::cli::{wants_capabilities, Cli, Socket, CAPABILITIES};
-use vdaq_device::daemon::{listener_from_fd, run_connection, stats_line, Endpoint};
+use vdaq_device::daemon::{listener_from_fd, run_connection, stats_line, Endpoint, Reporting};
 
 /// Handles SIGUSR1 (statistics now) and SIGINT/SIGTERM (final summary, our socket removed, exit)
-/// on a thread of its own; the signals are blocked everywhere else.
+/// on a thread of its own; the signals are blocked everywhere else. Both rewrite the statistics
+/// file, if there is one.
 fn handle_signals(
     stats: Arc<Mutex<DeviceStats>>,
+    reporting: Reporting,
     own_socket: Option<std::path::PathBuf>,
 ) -> Result<(), String> {
     let mut set = SigSet::empty();
@@ -28,6 +30,7 @@ fn handle_signals(
         let Ok(sig) = set.wait() else { continue };
         let now = stats.lock().map(|s| s.clone()).unwrap_or_default();
         let line = stats_line(&now, &DeviceStats::default(), f64::INFINITY);
+        reporting.write_json(&now);
         if sig == Signal::SIGUSR1 {
             info!("statistics: {line}");
             continue;
@@ -64,6 +67,15 @@ fn main() -> ExitCode {
         }
     };
     let stats: Arc<Mutex<DeviceStats>> = Arc::default();
+    let reporting = Reporting { every: settings.stats_every, json: settings.stats_json.clone() };
+    // The statistics file exists from the start (zeros until a driver connects), and a path
+    // that cannot be written is refused now rather than warned about later.
+    if let Some(path) = &reporting.json {
+        if let Err(e) = vdaq_device::statsfile::write(path, &DeviceStats::default()) {
+            eprintln!("error: --stats-json {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
     // The socket is ours to remove only when we created it.
     let own_socket = match &settings.socket {
         Socket::Listen(path) => Some(path.clone()),
@@ -81,7 +93,7 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
-    if let Err(e) = handle_signals(Arc::clone(&stats), own_socket) {
+    if let Err(e) = handle_signals(Arc::clone(&stats), reporting.clone(), own_socket) {
         error!("{e}");
         return ExitCode::FAILURE;
     }
@@ -99,12 +111,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match run_connection(
-            endpoint,
-            settings.streams.clone(),
-            settings.stats_every,
-            Arc::clone(&stats),
-        ) {
+        match run_connection(endpoint, settings.streams.clone(), &reporting, Arc::clone(&stats)) {
             Ok(stats) => info!(
                 "connection closed: {}",
                 stats_line(&stats, &DeviceStats::default(), f64::INFINITY)

@@ -95,7 +95,7 @@ impl Params {
 }
 
 /// Running totals of a stream since the device started.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StreamStats {
     /// Periods the sample clock produced (kept or lost).
     pub periods_produced: u64,

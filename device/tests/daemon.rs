@@ -225,6 +225,65 @@ fn a_long_stats_interval_does_not_hold_up_the_end() {
     assert!(hung_up.elapsed() < Duration::from_secs(2), "{:?}: {log}", hung_up.elapsed());
 }
 
+/// The statistics file, parsed.
+fn stats_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("the statistics file"))
+        .expect("the statistics file is JSON")
+}
+
+#[test]
+fn the_statistics_file_is_written_at_start_each_interval_on_sigusr1_and_at_the_end() {
+    let dir = std::env::temp_dir().join(format!("vdaq-daemon-{}-json", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("stats.json");
+    let _ = std::fs::remove_file(&json);
+    let d = Daemon::start_at(
+        &dir.join("vdaq.sock"),
+        &["--stats-json", json.to_str().unwrap(), "--stats-interval", "0.2", "--free-run"],
+    );
+    wait_for(&d.socket);
+    let v = stats_json(&json);
+    assert_eq!(v["control_requests"], 0, "zeros before a driver connects: {v}");
+    let mut h = Harness::connect(&d.socket);
+    assert_eq!(h.set_params(0, 8_000, 1, 640, 160, false), code::S_OK);
+    assert_eq!(h.pcm(code::R_PCM_PREPARE, 0), code::S_OK);
+    let b = h.post_rx(0, 160, false);
+    assert_eq!(h.pcm(code::R_PCM_START, 0), code::S_OK);
+    assert_eq!(h.wait_rx(1, Duration::from_secs(1)).len(), 1);
+    let _ = b;
+    // A statistics line (0.2 s) rewrites it.
+    std::thread::sleep(Duration::from_millis(500));
+    let v = stats_json(&json);
+    assert_eq!(v["streams"][0]["frames_delivered"], 80, "{v}");
+    assert_eq!(v["streams"][0]["buffers_completed"], 1, "{v}");
+    assert_eq!(v["control_requests"], 3, "{v}");
+    assert!(v["broken"].is_null(), "{v}");
+    // SIGTERM writes the totals last.
+    assert_eq!(h.pcm(code::R_PCM_STOP, 0), code::S_OK);
+    std::thread::sleep(Duration::from_millis(100));
+    d.signal(Signal::SIGTERM);
+    let (status, log) = d.wait();
+    drop(h);
+    assert_eq!(status, Some(0), "{log}");
+    assert_eq!(stats_json(&json)["control_requests"], 4, "{log}");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_statistics_file_that_cannot_be_written_is_refused_at_start_with_exit_2() {
+    let d = Daemon::start("json-bad", &["--stats-json", "/nonexistent-vdaq-dir/stats.json"]);
+    let (status, log) = d.wait();
+    assert_eq!(status, Some(2), "{log}");
+    assert!(log.contains("--stats-json /nonexistent-vdaq-dir/stats.json"), "{log}");
+}
+
 #[test]
 fn sigint_stops_an_idle_daemon() {
     let d = Daemon::start("int", &[]);
