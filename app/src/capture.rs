@@ -783,27 +783,7 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
         .open(&opts.device)
         .map_err(|e| open_error(&opts.device, e))?;
     let fd = file.as_raw_fd();
-    let info: Info = sys::ioctl_read(fd, VDAQ_IOC_INFO)?;
-    let mut p = info.params;
-    let wanted = requested_params(opts, &info.params)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    if let Some(want) = wanted {
-        p = want;
-        sys::ioctl_write(fd, VDAQ_IOC_SET_PARAMS, &p).map_err(|e| {
-            let format = SampleFormat::from_wire(p.format as u8).map_or("?", |f| f.name());
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "the driver refused {} Hz, {format}, {} channels, {} periods of {} bytes ({e}); {}",
-                    p.rate,
-                    p.channels,
-                    p.periods,
-                    p.period_bytes,
-                    describe_offer(&info)
-                ),
-            )
-        })?;
-    }
+    let p = configure(fd, opts)?;
     let format = SampleFormat::from_wire(p.format as u8)
         .ok_or_else(|| io::Error::other(format!("unknown format code {}", p.format)))?;
     let channels = p.channels as usize;
@@ -824,11 +804,7 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
         }
         None => None,
     };
-    // Two spools of two seconds of frames (at least two rings, at most 64 MiB each): one fills
-    // while the main flow writes the other.
-    let ring_bytes = p.period_bytes as usize * p.periods as usize;
-    let spool_bytes =
-        (p.rate as usize * frame_bytes * 2).clamp(2 * ring_bytes, (64 << 20).max(2 * ring_bytes));
+    let spool_bytes = spool_capacity(&p, frame_bytes);
     let mut spare_spool = output.as_ref().map(|_| Vec::with_capacity(spool_bytes));
     let signal = opts.rt_signal.map(sys::sigrtmin).unwrap_or(libc::SIGIO);
     // Room for the whole ring per read (the driver returns whole records only).
@@ -836,8 +812,7 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
     let mmap = if opts.mode == Mode::Mmap { Some(map_ring(fd, &p)?) } else { None };
     // Mode mmap reads nothing: the periods stay where the device put them.
     let buf = if mmap.is_some() { Vec::new() } else { vec![0u8; record * p.periods as usize] };
-    let period_ns = u64::from(p.period_bytes / (frame_bytes.max(1) as u32)) * 1_000_000_000
-        / u64::from(p.rate.max(1));
+    let period_ns = nominal_period_ns(&p, frame_bytes);
     let mut consumer = Consumer::new(fd, buf, (format, channels), frames_wanted, period_ns);
     consumer.expect_fd = opts.rt_signal.is_some();
     consumer.verify = !opts.no_verify;
@@ -871,8 +846,7 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
         with_consumer(signal, |c| c.as_mut().map(|c| c.drain(sys::monotonic_ns())));
     }
 
-    let mut last_print = Instant::now();
-    let mut last_frames = 0;
+    let mut live = Live { last_print: Instant::now(), last_frames: 0 };
     // Writes what the consumer spooled (swapping spools with the signal blocked only briefly).
     let mut flush = |output: &mut Option<FileSink>| {
         let (Some(sink), Some(spare)) = (output.as_mut(), spare_spool.as_mut()) else {
@@ -915,40 +889,8 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
             }
         }
         flush(&mut output);
-        if opts.live && last_print.elapsed() >= Duration::from_secs(1) {
-            let frames = FRAMES.load(Ordering::Relaxed);
-            let fps = (frames - last_frames) as f64 / last_print.elapsed().as_secs_f64();
-            // Latency of the periods since the last line; the driver's ring: periods completed
-            // and not read yet.
-            let recent = with_consumer(signal, |c| {
-                c.as_mut().map_or_else(Histogram::new, |c| {
-                    let recent = c.recent_latencies.clone();
-                    c.recent_latencies.clear();
-                    recent
-                })
-            });
-            let ring = match with_consumer(signal, |c| c.as_ref().and_then(Consumer::mapped_ready))
-            {
-                Some(ready) => ready,
-                None => sys::driver_stats(fd).map_or(0, |d| {
-                    let d = stats_delta(&d, &driver_before);
-                    d.periods.saturating_sub(d.periods_read)
-                }),
-            };
-            println!(
-                "vdaq: {:6.1} s {:9.0} frames/s {:7} periods {:7} signals {:6} lost  ring {}/{}  latency p50 {} us max {} us",
-                start.elapsed().as_secs_f64(),
-                fps,
-                PERIODS.load(Ordering::Relaxed),
-                SIGNALS.load(Ordering::Relaxed),
-                LOST.load(Ordering::Relaxed),
-                ring,
-                p.periods,
-                recent.percentile(0.5),
-                recent.max(),
-            );
-            last_frames = frames;
-            last_print = Instant::now();
+        if opts.live && live.last_print.elapsed() >= Duration::from_secs(1) {
+            println!("{}", live.line(signal, fd, &driver_before, &p, start));
         }
     }
     let wall = start.elapsed().as_secs_f64();
@@ -981,37 +923,167 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
         }
         None => None,
     };
+    drop(file);
+    let end = RunEnd {
+        signals: SIGNALS.load(Ordering::Relaxed),
+        periods: PERIODS.load(Ordering::Relaxed),
+        frames: FRAMES.load(Ordering::Relaxed),
+        wall_seconds: wall,
+        driver,
+        irq_delta: irq_before.zip(irq_after).map(|(b, a)| a.saturating_sub(b)),
+        mapped_unread,
+        frames_wanted,
+        params: p,
+        interrupted: sys::interrupted(),
+        file: file_summary,
+    };
+    Ok(summarize(opts, consumer, end))
+}
+
+/// Reads the node's parameters and sets the ones `opts` asks for; returns those in force.
+fn configure(fd: RawFd, opts: &Options) -> io::Result<Params> {
+    let info: Info = sys::ioctl_read(fd, VDAQ_IOC_INFO)?;
+    let Some(p) = requested_params(opts, &info.params)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+    else {
+        return Ok(info.params);
+    };
+    sys::ioctl_write(fd, VDAQ_IOC_SET_PARAMS, &p).map_err(|e| {
+        let format = SampleFormat::from_wire(p.format as u8).map_or("?", |f| f.name());
+        io::Error::new(
+            e.kind(),
+            format!(
+                "the driver refused {} Hz, {format}, {} channels, {} periods of {} bytes ({e}); {}",
+                p.rate,
+                p.channels,
+                p.periods,
+                p.period_bytes,
+                describe_offer(&info)
+            ),
+        )
+    })?;
+    Ok(p)
+}
+
+/// Bytes of each of the two spools: two seconds of frames, at least two rings, at most 64 MiB
+/// (or two rings, if those are more). One fills while the main flow writes the other.
+fn spool_capacity(p: &Params, frame_bytes: usize) -> usize {
+    let ring_bytes = p.period_bytes as usize * p.periods as usize;
+    (p.rate as usize * frame_bytes * 2).clamp(2 * ring_bytes, (64 << 20).max(2 * ring_bytes))
+}
+
+/// The nominal duration of a period, in nanoseconds.
+fn nominal_period_ns(p: &Params, frame_bytes: usize) -> u64 {
+    u64::from(p.period_bytes / (frame_bytes.max(1) as u32)) * 1_000_000_000
+        / u64::from(p.rate.max(1))
+}
+
+/// The signal a capture took its periods by, as the summary names it.
+fn signal_name(mode: Mode, rt_signal: Option<i32>) -> String {
+    match (mode, rt_signal) {
+        (Mode::Read | Mode::Poll, _) => "none".into(),
+        (Mode::Sigio | Mode::Mmap, Some(n)) => format!("SIGRTMIN+{n}"),
+        (Mode::Sigio | Mode::Mmap, None) => "SIGIO".into(),
+    }
+}
+
+/// The `--live` line's state: when the last line was printed, and the frames then.
+struct Live {
+    last_print: Instant,
+    last_frames: u64,
+}
+
+impl Live {
+    /// The line for the time since the last one: frame rate, totals, the driver's ring (periods
+    /// completed and not read yet) and the latency of the periods since the last line.
+    fn line(
+        &mut self,
+        signal: libc::c_int,
+        fd: RawFd,
+        driver_before: &Stats,
+        p: &Params,
+        start: Instant,
+    ) -> String {
+        let frames = FRAMES.load(Ordering::Relaxed);
+        let fps = (frames - self.last_frames) as f64 / self.last_print.elapsed().as_secs_f64();
+        let recent = with_consumer(signal, |c| {
+            c.as_mut().map_or_else(Histogram::new, |c| {
+                let recent = c.recent_latencies.clone();
+                c.recent_latencies.clear();
+                recent
+            })
+        });
+        let ring = match with_consumer(signal, |c| c.as_ref().and_then(Consumer::mapped_ready)) {
+            Some(ready) => ready,
+            None => sys::driver_stats(fd).map_or(0, |d| {
+                let d = stats_delta(&d, driver_before);
+                d.periods.saturating_sub(d.periods_read)
+            }),
+        };
+        self.last_frames = frames;
+        self.last_print = Instant::now();
+        format!(
+            "vdaq: {:6.1} s {:9.0} frames/s {:7} periods {:7} signals {:6} lost  ring {}/{}  latency p50 {} us max {} us",
+            start.elapsed().as_secs_f64(),
+            fps,
+            PERIODS.load(Ordering::Relaxed),
+            SIGNALS.load(Ordering::Relaxed),
+            LOST.load(Ordering::Relaxed),
+            ring,
+            p.periods,
+            recent.percentile(0.5),
+            recent.max(),
+        )
+    }
+}
+
+/// What a capture measured around its consumer, once it stopped.
+struct RunEnd {
+    signals: u64,
+    periods: u64,
+    frames: u64,
+    wall_seconds: f64,
+    /// The driver's statistics over the run.
+    driver: Stats,
+    irq_delta: Option<u64>,
+    /// Mode mmap: the periods left in the ring.
+    mapped_unread: Option<u64>,
+    frames_wanted: u64,
+    params: Params,
+    interrupted: bool,
+    file: Option<FileSummary>,
+}
+
+/// The capture's summary from its consumer's state and what the run measured.
+fn summarize(opts: &Options, consumer: Consumer, end: RunEnd) -> Summary {
     // Periods completed but not read when signals stopped: at most the one whose signal was
     // still on its way. More means a signal was lost without its periods being drained.
-    let unread_at_stop =
-        mapped_unread.unwrap_or_else(|| driver.periods.saturating_sub(driver.periods_read));
-    drop(file);
-
-    let frames = FRAMES.load(Ordering::Relaxed);
+    let unread_at_stop = end
+        .mapped_unread
+        .unwrap_or_else(|| end.driver.periods.saturating_sub(end.driver.periods_read));
     let stream_ns = consumer.last_ts.saturating_sub(consumer.first_ts.unwrap_or(0));
     let stream_seconds = stream_ns as f64 / 1e9;
-    let rate_hz =
-        if stream_ns > 0 { (frames - consumer.first_frames) as f64 / stream_seconds } else { 0.0 };
+    let rate_hz = if stream_ns > 0 {
+        end.frames.saturating_sub(consumer.first_frames) as f64 / stream_seconds
+    } else {
+        0.0
+    };
     let lat = &consumer.latencies;
-    let ring_error = consumer.ring_error.map(|e| e.to_string());
-    let error = consumer.error.map(|kind| read_error_text(kind, consumer.error_errno));
-    let error = ring_error.or(error);
-    Ok(Summary {
+    // A broken ring says more than the read error it caused.
+    let error = consumer
+        .ring_error
+        .map(|e| e.to_string())
+        .or_else(|| consumer.error.map(|kind| read_error_text(kind, consumer.error_errno)));
+    Summary {
         mode: opts.mode,
         error_signals: consumer.error_signals,
         error,
-        signal: if !signalled {
-            "none".into()
-        } else if opts.rt_signal.is_some() {
-            format!("SIGRTMIN+{}", opts.rt_signal.unwrap_or(0))
-        } else {
-            "SIGIO".into()
-        },
-        signals: SIGNALS.load(Ordering::Relaxed),
+        signal: signal_name(opts.mode, opts.rt_signal),
+        signals: end.signals,
         signals_with_wrong_fd: consumer.wrong_fd,
         handler_runs_without_data: consumer.empty_runs,
-        periods: PERIODS.load(Ordering::Relaxed),
-        frames,
+        periods: end.periods,
+        frames: end.frames,
         frames_lost_reported: consumer.losses.reported,
         error_periods: consumer.losses.error_periods,
         loss_mismatches: consumer.losses.mismatches,
@@ -1021,21 +1093,21 @@ pub fn run(opts: &Options, irq_name: Option<&str>, until_interrupted: bool) -> i
         unread_at_stop,
         stream_seconds,
         rate_hz,
-        wall_seconds: wall,
+        wall_seconds: end.wall_seconds,
         latency_us: [lat.percentile(0.5), lat.percentile(0.9), lat.percentile(0.99), lat.max()],
         latency_histogram: consumer.latency.to_vec(),
         jitter_histogram: consumer.jitter.to_vec(),
         jitter_max_us: consumer.jitter_max_us,
         counter: consumer.checker.finish(0),
-        driver,
-        irq_delta: irq_before.zip(irq_after).map(|(b, a)| a.saturating_sub(b)),
-        frames_wanted,
-        params: p,
+        driver: end.driver,
+        irq_delta: end.irq_delta,
+        frames_wanted: end.frames_wanted,
+        params: end.params,
         device: opts.device.clone(),
         verified: !opts.no_verify,
-        interrupted: sys::interrupted(),
-        file: file_summary,
-    })
+        interrupted: end.interrupted,
+        file: end.file,
+    }
 }
 
 impl Summary {
@@ -1358,5 +1430,87 @@ mod tests {
         let t = read_error_text(io::ErrorKind::Other, Some(libc::EIO));
         assert!(t.starts_with("EIO: the device stopped completing periods"), "{t}");
         assert!(read_error_text(io::ErrorKind::Other, Some(libc::ENODEV)).contains("gone"));
+    }
+
+    fn params(rate: u32, period_bytes: u32, periods: u32) -> Params {
+        Params { rate, channels: 2, format: 0, period_bytes, periods, ..Default::default() }
+    }
+
+    #[test]
+    fn spools_hold_two_seconds_within_two_rings_and_64_mib() {
+        // 48 kHz stereo S16: 2 s are 384,000 bytes, more than two 64 KiB rings of 4.
+        assert_eq!(spool_capacity(&params(48_000, 4096, 4), 4), 384_000);
+        // Two rings when they are more than two seconds.
+        assert_eq!(spool_capacity(&params(8_000, 1 << 20, 64), 4), 2 << 26);
+        // 64 MiB at most otherwise: 384 kHz x 32 x S32 is 98 MB a second.
+        assert_eq!(spool_capacity(&params(384_000, 4096, 4), 128), 64 << 20);
+    }
+
+    #[test]
+    fn the_nominal_period_follows_frames_per_period_and_rate() {
+        assert_eq!(nominal_period_ns(&params(48_000, 4096, 4), 4), 21_333_333);
+        assert_eq!(nominal_period_ns(&params(8_000, 160, 4), 2), 10_000_000);
+        // A zero rate or frame size gives no division by zero.
+        assert_eq!(nominal_period_ns(&params(0, 160, 4), 0), 160_000_000_000);
+    }
+
+    #[test]
+    fn the_signal_is_named_as_the_mode_takes_it() {
+        assert_eq!(signal_name(Mode::Sigio, None), "SIGIO");
+        assert_eq!(signal_name(Mode::Mmap, Some(1)), "SIGRTMIN+1");
+        assert_eq!(signal_name(Mode::Poll, Some(1)), "none");
+        assert_eq!(signal_name(Mode::Read, None), "none");
+    }
+
+    fn run_end(frames: u64, driver: Stats, mapped_unread: Option<u64>) -> RunEnd {
+        RunEnd {
+            signals: 3,
+            periods: 4,
+            frames,
+            wall_seconds: 0.5,
+            driver,
+            irq_delta: Some(5),
+            mapped_unread,
+            frames_wanted: 32,
+            params: params(8_000, 32, 4),
+            interrupted: false,
+            file: None,
+        }
+    }
+
+    #[test]
+    fn the_summary_measures_the_rate_from_the_first_period_to_the_last() {
+        // Four periods of 8 frames, 1 ms apart: 24 frames after the first in 3 ms.
+        let buf = records(&[(0, 8, 0), (8, 8, 0), (16, 8, 0), (24, 8, 0)]);
+        let n = buf.len();
+        let mut c = consumer(buf);
+        assert_eq!(c.take_records(n, 5_000_000), 4);
+        let driver = Stats { periods: 6, periods_read: 4, ..Default::default() };
+        let s = summarize(&opts(&["--mode", "poll"]), c, run_end(32, driver, None));
+        assert!((s.stream_seconds - 0.003).abs() < 1e-9, "{}", s.stream_seconds);
+        assert!((s.rate_hz - 8_000.0).abs() < 1e-6, "{}", s.rate_hz);
+        assert_eq!((s.frames, s.periods, s.signals, s.signal.as_str()), (32, 4, 3, "none"));
+        // Completed and not read when the capture stopped, by the driver's counts.
+        assert_eq!(s.unread_at_stop, 2);
+        assert!(s.counter.is_clean() && s.counter.gaps == 0, "{:?}", s.counter);
+        assert_eq!((s.error, s.irq_delta, s.verified), (None, Some(5), true));
+    }
+
+    #[test]
+    fn the_summary_takes_unread_periods_from_the_ring_in_mode_mmap() {
+        let c = consumer(Vec::new());
+        let driver = Stats { periods: 6, periods_read: 0, ..Default::default() };
+        let s = summarize(&opts(&["--mode", "mmap"]), c, run_end(0, driver, Some(1)));
+        assert_eq!((s.unread_at_stop, s.signal.as_str()), (1, "SIGIO"));
+        assert_eq!((s.rate_hz, s.stream_seconds), (0.0, 0.0), "no period: no rate");
+    }
+
+    #[test]
+    fn the_summary_names_a_read_error() {
+        let mut c = consumer(Vec::new());
+        c.error = Some(io::ErrorKind::Other);
+        c.error_errno = Some(libc::EIO);
+        let s = summarize(&opts(&[]), c, run_end(0, Stats::default(), None));
+        assert!(s.error.is_some_and(|e| e.starts_with("EIO")));
     }
 }
