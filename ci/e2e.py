@@ -560,6 +560,10 @@ def write_tap(scenarios, path):
     path.write_text("\n".join(lines) + "\n")
 
 
+def plural(n, noun):
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def write_report(scenarios, path, command):
     """A markdown table of the results, with the command and the machine."""
     failed = sum(not sc.ok for sc in scenarios)
@@ -568,8 +572,8 @@ def write_report(scenarios, path, command):
         f"`{os.uname().nodename}` ({os.cpu_count()} CPUs, {os.uname().release}).",
         "",
         f"{len(scenarios) - failed} passed, {failed} failed; arecord announced "
-        f"{sum(sc.overruns for sc in scenarios)} overruns, in "
-        f"{sum(sc.overruns > 0 for sc in scenarios)} captures.",
+        f"{plural(sum(sc.overruns for sc in scenarios), 'overrun')}, in "
+        f"{plural(sum(sc.overruns > 0 for sc in scenarios), 'capture')}.",
         "",
         "| scenario | result | what | seconds |",
         "| --- | --- | --- | --- |",
@@ -579,7 +583,7 @@ def write_report(scenarios, path, command):
         why = "" if sc.ok else f": {failed[0]}: {failed[1]}"[:160].replace("|", "/")
         result = "ok" if sc.ok else "FAIL" + why
         if sc.overruns:
-            result += f" ({sc.overruns} overrun{'s' if sc.overruns > 1 else ''} announced)"
+            result += f" ({plural(sc.overruns, 'overrun')} announced)"
         lines.append(f"| {sc.name} | {result} | {sc.summary} | {sc.seconds:.1f} |")
     path.write_text("\n".join(lines) + "\n")
 
