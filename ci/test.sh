@@ -49,6 +49,7 @@ step "clippy -D warnings (fuzz targets)" \
   cargo clippy --quiet --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 step "shellcheck" shell_lint
 step "SPDX licence lines (ci/spdx-check.sh)" ci/spdx-check.sh
+step "vdaq.ko: make CLIPPY=1 and the kernel's rustfmt (ci/kernel-lint.sh)" ci/kernel-lint.sh
 step "actionlint (.github/workflows)" "$ACTIONLINT" -color=false
 step "unit tests (cargo test)" cargo test --quiet --workspace
 step "fuzzing, 30 s per target (ci/fuzz.sh)" ci/fuzz.sh 30

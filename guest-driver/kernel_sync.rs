@@ -159,7 +159,9 @@ unsafe impl Sync for FasyncList {}
 impl FasyncList {
     /// An empty list.
     pub(crate) fn new() -> Self {
-        Self { head: Opaque::new(core::ptr::null_mut()) }
+        Self {
+            head: Opaque::new(core::ptr::null_mut()),
+        }
     }
 
     /// Adds or removes `file` (the fasync file operation; `on` false also on release).
@@ -304,6 +306,10 @@ impl<T: HasTimer> Timer<T> {
         unsafe { bindings::hrtimer_cancel(self.raw.get()) };
     }
 
+    /// The hrtimer's callback.
+    ///
+    /// # Safety
+    /// Called by the hrtimer core only, with `raw` the `raw` field of a live `Timer<T>`.
     unsafe extern "C" fn fire(raw: *mut bindings::hrtimer) -> bindings::hrtimer_restart {
         // From the hrtimer back to its owner: field offset in the timer, then in the owner.
         let timer_offset = core::mem::offset_of!(Self, raw);

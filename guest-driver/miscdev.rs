@@ -87,7 +87,11 @@ pub(crate) struct SysfsText<'a> {
 
 impl core::fmt::Write for SysfsText<'_> {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let end = self.len.checked_add(s.len()).filter(|&e| e <= self.buf.len()).ok_or(core::fmt::Error)?;
+        let end = self
+            .len
+            .checked_add(s.len())
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(core::fmt::Error)?;
         self.buf[self.len..end].copy_from_slice(s.as_bytes());
         self.len = end;
         Ok(())
@@ -138,7 +142,8 @@ impl<T: FileOperations> Registration<T> {
             // SAFETY: the miscdevice is initialised and pinned inside `this` until drop,
             // which deregisters it.
             kernel::error::to_result(unsafe { bindings::misc_register(this.misc.get()) })?;
-            this.registered.store(true, core::sync::atomic::Ordering::Release);
+            this.registered
+                .store(true, core::sync::atomic::Ordering::Release);
             Ok(())
         })
     }
@@ -201,9 +206,15 @@ impl<T: FileOperations> AttrsHolder<T> {
         // SAFETY: all-zero is valid for the rest (no name, no visibility callbacks).
         ..unsafe { core::mem::zeroed() }
     };
-    const GROUPS: &'static [*const bindings::attribute_group; 2] = &[&Self::GROUP, core::ptr::null()];
+    const GROUPS: &'static [*const bindings::attribute_group; 2] =
+        &[&Self::GROUP, core::ptr::null()];
 }
 
+/// sysfs `show` of the node's `stats` attribute.
+///
+/// # Safety
+/// Called by sysfs only, with `dev` the device the misc core registered for a
+/// [`Registration<T>`] (its driver data is the miscdevice) and `buf` a page for this call.
 unsafe extern "C" fn show_stats<T: FileOperations>(
     dev: *mut bindings::device,
     _attr: *mut bindings::device_attribute,
@@ -215,10 +226,13 @@ unsafe extern "C" fn show_stats<T: FileOperations>(
     let misc = unsafe { bindings::dev_get_drvdata(dev) }.cast::<bindings::miscdevice>();
     // SAFETY: `misc` is the `misc` field of a pinned, registered `Registration<T>`.
     let reg = unsafe {
-        &*(misc as *const u8).sub(core::mem::offset_of!(Registration<T>, misc)).cast::<Registration<T>>()
+        &*(misc as *const u8)
+            .sub(core::mem::offset_of!(Registration<T>, misc))
+            .cast::<Registration<T>>()
     };
     // SAFETY: sysfs gives `show` a page-sized buffer for this call.
-    let page = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), crate::pages::PAGE_SIZE) };
+    let page =
+        unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), crate::pages::PAGE_SIZE) };
     let mut out = SysfsText { buf: page, len: 0 };
     match T::show_stats(&reg.data, &mut out) {
         Ok(()) => out.len as isize,
@@ -248,6 +262,11 @@ unsafe fn file_data<'a, T: FileOperations>(file: *mut bindings::file) -> ArcBorr
     unsafe { <Arc<T> as ForeignOwnable>::borrow((*file).private_data) }
 }
 
+/// `file_operations.open`.
+///
+/// # Safety
+/// Called by the misc core only, on a file whose `private_data` is the miscdevice of a
+/// registered [`Registration<T>`], under the misc core's lock.
 unsafe extern "C" fn open<T: FileOperations>(
     _inode: *mut bindings::inode,
     file: *mut bindings::file,
@@ -258,7 +277,8 @@ unsafe extern "C" fn open<T: FileOperations>(
         let misc = unsafe { (*file).private_data } as *mut bindings::miscdevice;
         // SAFETY: `misc` is the `misc` field of a pinned `Registration<T>`.
         let reg = unsafe {
-            &*(misc as *const u8).sub(core::mem::offset_of!(Registration<T>, misc))
+            &*(misc as *const u8)
+                .sub(core::mem::offset_of!(Registration<T>, misc))
                 .cast::<Registration<T>>()
         };
         let data = reg.data.clone();
@@ -269,6 +289,11 @@ unsafe extern "C" fn open<T: FileOperations>(
     })
 }
 
+/// `file_operations.release`.
+///
+/// # Safety
+/// Called by the VFS only, once, on a file `open::<T>` succeeded for, when no other operation
+/// runs on it.
 unsafe extern "C" fn release<T: FileOperations>(
     _inode: *mut bindings::inode,
     file: *mut bindings::file,
@@ -280,6 +305,10 @@ unsafe extern "C" fn release<T: FileOperations>(
     0
 }
 
+/// `file_operations.read`.
+///
+/// # Safety
+/// Called by the VFS only, on an open file of a [`Registration<T>`], with `buf` a user address.
 unsafe extern "C" fn read<T: FileOperations>(
     file: *mut bindings::file,
     buf: *mut kernel::ffi::c_char,
@@ -294,6 +323,10 @@ unsafe extern "C" fn read<T: FileOperations>(
     })
 }
 
+/// `file_operations.poll`.
+///
+/// # Safety
+/// Called by the VFS only, on an open file of a [`Registration<T>`], with its poll table.
 unsafe extern "C" fn poll<T: FileOperations>(
     file: *mut bindings::file,
     table: *mut bindings::poll_table,
@@ -303,6 +336,11 @@ unsafe extern "C" fn poll<T: FileOperations>(
     T::poll(data, &File(file), &PollTable { file, table })
 }
 
+/// `file_operations.unlocked_ioctl`.
+///
+/// # Safety
+/// Called by the VFS only (or by `compat_ioctl::<T>`), on an open file of a
+/// [`Registration<T>`].
 unsafe extern "C" fn ioctl<T: FileOperations>(
     file: *mut bindings::file,
     cmd: kernel::ffi::c_uint,
@@ -311,13 +349,16 @@ unsafe extern "C" fn ioctl<T: FileOperations>(
     from_result(|| {
         // SAFETY: ioctl runs on an open file of this registration.
         let data = unsafe { file_data::<T>(file) };
-        T::ioctl(data, &File(file), cmd, arg as usize)
+        T::ioctl(data, &File(file), cmd, arg)
     }) as _
 }
 
 /// ioctl() from a 32-bit process: the same commands, as `compat_ptr_ioctl` would pass them
 /// (every vdaq ioctl argument is a pointer to a struct laid out alike for 32-bit processes:
 /// 64-bit fields at 8-byte offsets, sizes in multiples of 8).
+///
+/// # Safety
+/// Called by the VFS only, on an open file of a [`Registration<T>`].
 unsafe extern "C" fn compat_ioctl<T: FileOperations>(
     file: *mut bindings::file,
     cmd: kernel::ffi::c_uint,
@@ -329,6 +370,11 @@ unsafe extern "C" fn compat_ioctl<T: FileOperations>(
     unsafe { ioctl::<T>(file, cmd, arg) }
 }
 
+/// `file_operations.fasync`.
+///
+/// # Safety
+/// Called by the VFS only (fcntl, and release before `release::<T>`), on an open file of a
+/// [`Registration<T>`].
 unsafe extern "C" fn fasync<T: FileOperations>(
     fd: kernel::ffi::c_int,
     file: *mut bindings::file,
@@ -342,6 +388,11 @@ unsafe extern "C" fn fasync<T: FileOperations>(
     })
 }
 
+/// `file_operations.mmap`.
+///
+/// # Safety
+/// Called by the mm core only, under the mmap lock, on an open file of a [`Registration<T>`]
+/// with the area being set up.
 unsafe extern "C" fn mmap<T: FileOperations>(
     file: *mut bindings::file,
     vma: *mut bindings::vm_area_struct,
@@ -370,11 +421,19 @@ unsafe fn vma_data<'a, T: FileOperations>(vma: *mut bindings::vm_area_struct) ->
     unsafe { file_data::<T>((*vma).vm_file) }
 }
 
+/// `vm_operations_struct.open`.
+///
+/// # Safety
+/// Called by the mm core only, on a live copy of an area `mmap::<T>` set up.
 unsafe extern "C" fn vma_open<T: FileOperations>(vma: *mut bindings::vm_area_struct) {
     // SAFETY: the mm core calls `open` on a live copy of an area of ours.
     T::mapping_opened(unsafe { vma_data::<T>(vma) });
 }
 
+/// `vm_operations_struct.close`.
+///
+/// # Safety
+/// Called by the mm core only, on a live area `mmap::<T>` set up, before it drops `vm_file`.
 unsafe extern "C" fn vma_close<T: FileOperations>(vma: *mut bindings::vm_area_struct) {
     // SAFETY: the mm core calls `close` on a live area of ours, before it drops `vm_file`.
     T::mapping_closed(unsafe { vma_data::<T>(vma) });

@@ -30,26 +30,26 @@ impl VmaNew {
     /// First user address of the area.
     pub(crate) fn start(&self) -> usize {
         // SAFETY: by the type invariant the VMA is live.
-        unsafe { (*self.vma).__bindgen_anon_1.__bindgen_anon_1.vm_start as usize }
+        unsafe { (*self.vma).__bindgen_anon_1.__bindgen_anon_1.vm_start }
     }
 
     /// User address just past the area.
     pub(crate) fn end(&self) -> usize {
         // SAFETY: by the type invariant the VMA is live.
-        unsafe { (*self.vma).__bindgen_anon_1.__bindgen_anon_1.vm_end as usize }
+        unsafe { (*self.vma).__bindgen_anon_1.__bindgen_anon_1.vm_end }
     }
 
     /// The mmap offset, in pages.
     pub(crate) fn pgoff(&self) -> usize {
         // SAFETY: by the type invariant the VMA is live.
-        unsafe { (*self.vma).vm_pgoff as usize }
+        unsafe { (*self.vma).vm_pgoff }
     }
 
     /// The area's `VM_*` flags.
     pub(crate) fn flags(&self) -> usize {
         // SAFETY: by the type invariant the VMA is live; the flags do not change under us
         // (the mmap lock is held for writing).
-        unsafe { (*self.vma).__bindgen_anon_2.vm_flags as usize }
+        unsafe { (*self.vma).__bindgen_anon_2.vm_flags }
     }
 
     /// True when the mapping is shared (MAP_SHARED). `VM_MAYSHARE`, not `VM_SHARED`: the mm
@@ -73,7 +73,10 @@ impl VmaNew {
     pub(crate) fn set_dontexpand(&self) {
         // SAFETY: as in `try_clear_maywrite`.
         unsafe {
-            bindings::vm_flags_set(self.vma, (bindings::VM_DONTEXPAND | bindings::VM_DONTDUMP) as _)
+            bindings::vm_flags_set(
+                self.vma,
+                (bindings::VM_DONTEXPAND | bindings::VM_DONTDUMP) as _,
+            )
         };
     }
 

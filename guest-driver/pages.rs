@@ -46,9 +46,8 @@ impl Pages {
         }
         let order = count.next_power_of_two().trailing_zeros();
         // SAFETY: plain page allocation; the result is checked for NULL.
-        let first = unsafe {
-            bindings::alloc_pages(bindings::GFP_KERNEL | bindings::__GFP_ZERO, order)
-        };
+        let first =
+            unsafe { bindings::alloc_pages(bindings::GFP_KERNEL | bindings::__GFP_ZERO, order) };
         if first.is_null() {
             return Err(ENOMEM);
         }
@@ -130,13 +129,31 @@ impl PagePool {
         for _ in 0..periods {
             buffers.push(Pages::alloc(stride_pages)?, GFP_KERNEL)?;
         }
-        let head = MmapStatus { magic: MMAP_MAGIC, version: MMAP_VERSION, ..Default::default() };
-        let pool = Arc::new(Self { status, buffers, period_bytes, stride_pages }, GFP_KERNEL)?;
+        let head = MmapStatus {
+            magic: MMAP_MAGIC,
+            version: MMAP_VERSION,
+            ..Default::default()
+        };
+        let pool = Arc::new(
+            Self {
+                status,
+                buffers,
+                period_bytes,
+                stride_pages,
+            },
+            GFP_KERNEL,
+        )?;
         pool.write_status(0, head.as_bytes());
         let mut handles = KVec::with_capacity(periods, GFP_KERNEL)?;
         for index in 0..periods {
             // INVARIANT (of `PeriodBuffer`): one handle per index, made only here.
-            handles.push(PeriodBuffer { pool: pool.clone(), index }, GFP_KERNEL)?;
+            handles.push(
+                PeriodBuffer {
+                    pool: pool.clone(),
+                    index,
+                },
+                GFP_KERNEL,
+            )?;
         }
         Ok((pool, handles))
     }
@@ -168,7 +185,10 @@ impl PagePool {
     /// Writes `bytes` into the status pages at `offset` (within bounds: callers pass offsets
     /// of the layout).
     fn write_status(&self, offset: usize, bytes: &[u8]) {
-        if offset.checked_add(bytes.len()).map_or(true, |end| end > self.status.len()) {
+        if offset
+            .checked_add(bytes.len())
+            .map_or(true, |end| end > self.status.len())
+        {
             return;
         }
         // SAFETY: in bounds of the status pages (checked above), which live as long as `self`.
@@ -176,7 +196,11 @@ impl PagePool {
         // so writes do not race each other. Readers in user space read racily by design and
         // synchronise through `head` (release store below, acquire load there).
         unsafe {
-            core::ptr::copy_nonoverlapping(bytes.as_ptr(), self.status.addr.add(offset), bytes.len())
+            core::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.status.addr.add(offset),
+                bytes.len(),
+            )
         };
     }
 
@@ -190,7 +214,10 @@ impl PagePool {
     /// Publishes the record of period `record.header.sequence`, then `head` past it.
     pub(crate) fn publish(&self, record: &MmapRecord) {
         let slot = (record.header.sequence % self.periods() as u64) as usize;
-        self.write_status(RECORDS_OFFSET + slot * core::mem::size_of::<MmapRecord>(), record.as_bytes());
+        self.write_status(
+            RECORDS_OFFSET + slot * core::mem::size_of::<MmapRecord>(),
+            record.as_bytes(),
+        );
         self.store_u64(HEAD_OFFSET, record.header.sequence + 1);
     }
 

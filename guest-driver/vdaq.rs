@@ -52,15 +52,21 @@ mod mm;
 mod pages;
 mod virtio;
 
+// The definitions shared with the device and the app (proto/src): cargo fmt formats them with
+// the workspace's settings, so the kernel's rustfmt check leaves them alone.
+#[rustfmt::skip]
 #[allow(dead_code, unreachable_pub)]
 #[path = "../proto/src/format.rs"]
 mod format;
+#[rustfmt::skip]
 #[allow(dead_code, unreachable_pub)]
 #[path = "../proto/src/uapi.rs"]
 mod uapi;
+#[rustfmt::skip]
 #[allow(dead_code, unreachable_pub)]
 #[path = "../proto/src/virtio_snd.rs"]
 mod virtio_snd;
+#[rustfmt::skip]
 #[allow(dead_code, unreachable_pub)]
 #[path = "../proto/src/wire.rs"]
 mod wire;
@@ -138,7 +144,9 @@ impl Caps {
     fn check(&self, u: &uapi::Params) -> Result<Params> {
         let rate_code = virtio_snd::rate_code(u.rate).ok_or(EINVAL)?;
         let format = u8::try_from(u.format).map_err(|_| EINVAL)?;
-        let width = format::SampleFormat::from_wire(format).ok_or(EINVAL)?.width() as u32;
+        let width = format::SampleFormat::from_wire(format)
+            .ok_or(EINVAL)?
+            .width() as u32;
         let channels = u8::try_from(u.channels).map_err(|_| EINVAL)?;
         let frame_bytes = width * u32::from(channels);
         let ok = u.reserved == [0; 3]
@@ -152,8 +160,19 @@ impl Caps {
             && (2..=self.max_periods).contains(&u.periods)
             // The buffer size goes to the device as a u32.
             && u.period_bytes.checked_mul(u.periods).is_some();
-        let period_frames = u.period_bytes.checked_div(frame_bytes).filter(|_| ok).ok_or(EINVAL)?;
-        Ok(Params { rate_code, format, channels, frame_bytes, period_frames, periods: u.periods })
+        let period_frames = u
+            .period_bytes
+            .checked_div(frame_bytes)
+            .filter(|_| ok)
+            .ok_or(EINVAL)?;
+        Ok(Params {
+            rate_code,
+            format,
+            channels,
+            frame_bytes,
+            period_frames,
+            periods: u.periods,
+        })
     }
 }
 
@@ -177,7 +196,10 @@ impl Message for RxMsg {
     fn buffers(&mut self) -> Buffers<'_> {
         Buffers {
             readable: [Some(self.xfer.as_bytes()), None],
-            writable: [Some(self.data.as_mut_slice()), Some(self.status.as_bytes_mut())],
+            writable: [
+                Some(self.data.as_mut_slice()),
+                Some(self.status.as_bytes_mut()),
+            ],
         }
     }
 }
@@ -206,7 +228,10 @@ struct EventMsg {
 
 impl Message for EventMsg {
     fn buffers(&mut self) -> Buffers<'_> {
-        Buffers { readable: [None, None], writable: [Some(self.event.as_bytes_mut()), None] }
+        Buffers {
+            readable: [None, None],
+            writable: [Some(self.event.as_bytes_mut()), None],
+        }
     }
 }
 
@@ -224,7 +249,11 @@ impl<T> Ring<T> {
         for _ in 0..n {
             slots.push(None, GFP_KERNEL)?;
         }
-        Ok(Self { slots, head: 0, len: 0 })
+        Ok(Self {
+            slots,
+            head: 0,
+            len: 0,
+        })
     }
 
     fn is_empty(&self) -> bool {
@@ -417,18 +446,27 @@ impl State {
     /// At most one pass over the event buffers per call (they are posted again after it), so
     /// a device that completes them as fast as they come cannot keep the handler looping.
     fn drain_events(&mut self) {
-        let State { events, streams, .. } = self;
-        let Some(events) = events.as_mut() else { return };
+        let State {
+            events, streams, ..
+        } = self;
+        let Some(events) = events.as_mut() else {
+            return;
+        };
         let mut taken: [Option<KBox<EventMsg>>; EVENT_BUFFERS] = [const { None }; EVENT_BUFFERS];
         let mut n = 0;
         while n < EVENT_BUFFERS {
-            let Some((mut msg, len)) = events.get_buf() else { break };
+            let Some((mut msg, len)) = events.get_buf() else {
+                break;
+            };
             if len as usize >= core::mem::size_of::<Event>()
                 && msg.event.hdr.code.get() == code::EVT_PCM_XRUN
             {
                 // The stream id comes from the device: ignore one we do not know, or that is
                 // not a capture stream of ours.
-                if let Some(s) = streams.get_mut(msg.event.data.get() as usize).filter(|s| s.capture) {
+                if let Some(s) = streams
+                    .get_mut(msg.event.data.get() as usize)
+                    .filter(|s| s.capture)
+                {
                     let frames = u64::from(s.params.period_frames);
                     s.lost_before_next += frames;
                     s.stats.xruns += 1;
@@ -506,8 +544,11 @@ impl TimerCallback for VdaqDev {
             for (id, s) in st.streams.iter_mut().enumerate() {
                 if s.becomes_stalled(now) {
                     stalled_any = true;
-                    pr_warn!("stream {}: no period completed for {} ms: the device is not responding\n",
-                        id, s.stall_timeout_ns() / 1_000_000);
+                    pr_warn!(
+                        "stream {}: no period completed for {} ms: the device is not responding\n",
+                        id,
+                        s.stall_timeout_ns() / 1_000_000
+                    );
                     if s.async_on {
                         s.stats.stall_signals += 1;
                         if let Some(list) = self.fasync.get(id) {
@@ -539,7 +580,14 @@ impl VdaqDev {
             static NEXT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
             NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
         };
-        let msg = KBox::new(CtlMsg { id, request: req, response }, GFP_KERNEL)?;
+        let msg = KBox::new(
+            CtlMsg {
+                id,
+                request: req,
+                response,
+            },
+            GFP_KERNEL,
+        )?;
         {
             let mut st = self.state.lock();
             let ctl = st.control.as_mut().ok_or(ENODEV)?;
@@ -564,7 +612,11 @@ impl VdaqDev {
                     .map(|s| s.get())
                     .unwrap_or(0);
                 if status != code::S_OK {
-                    pr_warn!("control request failed with status {:#x} ({} bytes)\n", status, len);
+                    pr_warn!(
+                        "control request failed with status {:#x} ({} bytes)\n",
+                        status,
+                        len
+                    );
                     return Err(EIO);
                 }
                 let mut response = KVec::with_capacity(written, GFP_KERNEL)?;
@@ -578,7 +630,8 @@ impl VdaqDev {
     }
 
     fn pcm_command(&self, op: u32, stream: u32) -> Result {
-        self.control(virtio_snd::PcmHdr::new(op, stream).as_bytes(), 4).map(|_| ())
+        self.control(virtio_snd::PcmHdr::new(op, stream).as_bytes(), 4)
+            .map(|_| ())
     }
 
     /// SET_PARAMS, PREPARE, post every period, START; arms the watchdog. A stalled stream is
@@ -667,7 +720,10 @@ impl VdaqDev {
             self.state.lock().stream(id).map_or(true, |s| s.posted == 0)
         });
         if !matches!(returned, Ok(Wait::Ready)) {
-            pr_warn!("stream {}: the device did not return every period on release\n", id);
+            pr_warn!(
+                "stream {}: the device did not return every period on release\n",
+                id
+            );
         }
         if stalled {
             return released;
@@ -729,7 +785,11 @@ impl VdaqDev {
                     frames_lost: core::mem::take(&mut s.lost_before_next),
                 };
                 // The record first, then `head` past it: a reader of the mapping sees it whole.
-                let record = MmapRecord { header, buffer: msg.data.index(), reserved: 0 };
+                let record = MmapRecord {
+                    header,
+                    buffer: msg.data.index(),
+                    reserved: 0,
+                };
                 msg.data.pool().publish(&record);
                 s.sequence += 1;
                 s.last_completion_ns = header.timestamp_ns;
@@ -799,7 +859,9 @@ impl VdaqDev {
             return Err(EINVAL);
         }
         for _ in tail..upto {
-            let Some(r) = st.stream(id)?.ready.pop() else { break };
+            let Some(r) = st.stream(id)?.ready.pop() else {
+                break;
+            };
             st.recycle(r.msg);
             st.stream(id)?.stats.periods_read += 1;
         }
@@ -859,7 +921,7 @@ impl miscdev::FileOperations for StreamNode {
         let (gone, running) = {
             let mut st = dev.state.lock();
             let gone = st.gone;
-            (gone, st.stream(id).map_or(false, |s| s.running))
+            (gone, st.stream(id).is_ok_and(|s| s.running))
         };
         if !gone && running {
             let _serial = dev.control_lock.lock();
@@ -879,7 +941,10 @@ impl miscdev::FileOperations for StreamNode {
         let (record, running) = {
             let mut st = dev.state.lock();
             let s = st.stream(id)?;
-            (core::mem::size_of::<PeriodHeader>() + s.params.period_bytes() as usize, s.running)
+            (
+                core::mem::size_of::<PeriodHeader>() + s.params.period_bytes() as usize,
+                s.running,
+            )
         };
         if out.len() < record {
             return Err(EINVAL);
@@ -912,13 +977,18 @@ impl miscdev::FileOperations for StreamNode {
             // The watchdog wakes us if the device goes silent.
             dev.readers.wait_until(None, || {
                 let mut st = dev.state.lock();
-                st.gone || st.stream(id).map_or(true, |s| !s.ready.is_empty() || s.stalled)
+                st.gone
+                    || st
+                        .stream(id)
+                        .map_or(true, |s| !s.ready.is_empty() || s.stalled)
             })?;
         };
         let mut total = dev.copy_out(id, first, out)?;
         // Whole periods only: more if they are ready and fit, without waiting.
         while out.len() >= record {
-            let Some(r) = dev.state.lock().stream(id)?.ready.pop() else { break };
+            let Some(r) = dev.state.lock().stream(id)?.ready.pop() else {
+                break;
+            };
             total += dev.copy_out(id, r, out)?;
         }
         Ok(total)
@@ -942,7 +1012,12 @@ impl miscdev::FileOperations for StreamNode {
         mask
     }
 
-    fn ioctl(node: ArcBorrow<'_, Self>, _file: &miscdev::File, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(
+        node: ArcBorrow<'_, Self>,
+        _file: &miscdev::File,
+        cmd: u32,
+        arg: usize,
+    ) -> Result<isize> {
         let (dev, id) = (&node.dev, node.id);
         let size = |n| UserSlice::new(arg, n);
         match cmd {
@@ -964,12 +1039,16 @@ impl miscdev::FileOperations for StreamNode {
                         reserved: 0,
                     }
                 };
-                size(core::mem::size_of::<uapi::Info>()).writer().write_slice(info.as_bytes())?;
+                size(core::mem::size_of::<uapi::Info>())
+                    .writer()
+                    .write_slice(info.as_bytes())?;
                 Ok(0)
             }
             uapi::VDAQ_IOC_SET_PARAMS => {
                 let mut raw = uapi::Params::default();
-                size(core::mem::size_of::<uapi::Params>()).reader().read_slice(raw.as_bytes_mut())?;
+                size(core::mem::size_of::<uapi::Params>())
+                    .reader()
+                    .read_slice(raw.as_bytes_mut())?;
                 let _serial = dev.control_lock.lock();
                 let (caps, running) = {
                     let mut st = dev.state.lock();
@@ -1026,7 +1105,9 @@ impl miscdev::FileOperations for StreamNode {
                     }
                     st.stream(id)?.pool.as_ref().ok_or(EINVAL)?.layout()
                 };
-                size(core::mem::size_of::<uapi::MmapLayout>()).writer().write_slice(layout.as_bytes())?;
+                size(core::mem::size_of::<uapi::MmapLayout>())
+                    .writer()
+                    .write_slice(layout.as_bytes())?;
                 Ok(0)
             }
             uapi::VDAQ_IOC_MMAP_ACK => {
@@ -1081,7 +1162,9 @@ impl miscdev::FileOperations for StreamNode {
         use core::fmt::Write;
         let (s, started, head, tail) = {
             let mut st = node.dev.state.lock();
-            let Ok(s) = st.stream(node.id) else { return Ok(()) };
+            let Ok(s) = st.stream(node.id) else {
+                return Ok(());
+            };
             (s.stats, s.running, s.sequence, s.tail())
         };
         let fields: [(&str, u64); 14] = [
@@ -1133,13 +1216,19 @@ fn alloc_periods(id: u32, p: &Params) -> Result<Periods> {
     let (pool, buffers) = PagePool::new(p.periods, p.period_bytes())?;
     for data in buffers {
         let msg = RxMsg {
-            xfer: PcmXfer { stream_id: Le32::new(id) },
+            xfer: PcmXfer {
+                stream_id: Le32::new(id),
+            },
             status: PcmStatus::default(),
             data,
         };
         let _ = spare.push(KBox::new(msg, GFP_KERNEL)?);
     }
-    Ok(Periods { pool: Some(pool), ready, spare })
+    Ok(Periods {
+        pool: Some(pool),
+        ready,
+        spare,
+    })
 }
 
 struct VdaqDriver;
@@ -1173,7 +1262,9 @@ impl VdaqDriver {
             return Err(ENOSPC);
         }
         for (id, chunk) in infos.chunks_exact(info_len).enumerate() {
-            let Some(info) = PcmInfo::from_prefix(chunk) else { continue };
+            let Some(info) = PcmInfo::from_prefix(chunk) else {
+                continue;
+            };
             if info.direction != virtio_snd::direction::INPUT {
                 continue;
             }
@@ -1198,7 +1289,10 @@ impl VdaqDriver {
                 want.period_bytes = 1024 * width as u32 * want.channels;
             }
             let Ok(p) = caps.check(&want) else {
-                pr_warn!("stream {} offers no format this driver handles: skipped\n", id);
+                pr_warn!(
+                    "stream {} offers no format this driver handles: skipped\n",
+                    id
+                );
                 continue;
             };
             let periods = alloc_periods(id as u32, &p)?;
@@ -1222,7 +1316,12 @@ impl virtio::Driver for VdaqDriver {
     const DEVICE_ID: u32 = virtio_snd::DEVICE_ID;
 
     fn probe(vdev: &virtio::Device) -> Result<Arc<VdaqDev>> {
-        let names = [c_str!("control"), c_str!("event"), c_str!("tx"), c_str!("rx")];
+        let names = [
+            c_str!("control"),
+            c_str!("event"),
+            c_str!("tx"),
+            c_str!("rx"),
+        ];
         let raw = vdev.find_vqs::<Self>(&names, &[false, true, false, true])?;
         let mut raw = raw.into_iter();
         let (Some(control), Some(events), Some(_tx), Some(rx)) =
@@ -1233,7 +1332,11 @@ impl virtio::Driver for VdaqDriver {
         // `streams` is the second field of the configuration space.
         let mut count = vdev.read_config_u32(4);
         if count > MAX_STREAMS {
-            pr_warn!("the device has {} streams: using the first {}\n", count, MAX_STREAMS);
+            pr_warn!(
+                "the device has {} streams: using the first {}\n",
+                count,
+                MAX_STREAMS
+            );
             count = MAX_STREAMS;
         }
         let mut streams = KVec::with_capacity(count as usize, GFP_KERNEL)?;
@@ -1244,7 +1347,11 @@ impl virtio::Driver for VdaqDriver {
         }
         // Every period is posted at once: no more than the ring holds (xfer header, frames
         // and status take three entries unless they go in an indirect table).
-        let per_period = if vdev.has_indirect_descriptors() { 1 } else { 3 };
+        let per_period = if vdev.has_indirect_descriptors() {
+            1
+        } else {
+            3
+        };
         let state = State {
             control: Some(Virtqueue::new(control)),
             events: Some(Virtqueue::new(events)),
@@ -1271,7 +1378,15 @@ impl virtio::Driver for VdaqDriver {
         vdev.ready();
         let mut event_msgs = KVec::with_capacity(EVENT_BUFFERS, GFP_KERNEL)?;
         for _ in 0..EVENT_BUFFERS {
-            event_msgs.push(KBox::new(EventMsg { event: Event::default() }, GFP_KERNEL)?, GFP_KERNEL)?;
+            event_msgs.push(
+                KBox::new(
+                    EventMsg {
+                        event: Event::default(),
+                    },
+                    GFP_KERNEL,
+                )?,
+                GFP_KERNEL,
+            )?;
         }
         let ring_periods = {
             let mut st = dev.state.lock();
@@ -1287,18 +1402,36 @@ impl virtio::Driver for VdaqDriver {
         // Bit n: stream n captures (no allocation under the spinlock).
         let capture_mask = {
             let st = dev.state.lock();
-            st.streams.iter().enumerate().fold(0u32, |m, (id, s)| m | (u32::from(s.capture) << id))
+            st.streams
+                .iter()
+                .enumerate()
+                .fold(0u32, |m, (id, s)| m | (u32::from(s.capture) << id))
         };
         // On an error, `remove` unregisters the nodes made so far.
         for id in (0..MAX_STREAMS).filter(|id| capture_mask & (1 << id) != 0) {
             let number = NodeNumber::take()?;
             let name = CString::try_from_fmt(kernel::fmt!("vdaq{}", number.0))?;
-            let node = Arc::new(StreamNode { dev: dev.into(), id }, GFP_KERNEL)?;
+            let node = Arc::new(
+                StreamNode {
+                    dev: dev.into(),
+                    id,
+                },
+                GFP_KERNEL,
+            )?;
             let reg = KBox::pin_init(miscdev::Registration::register(name, node), GFP_KERNEL)?;
-            pr_info!("virtio{}: stream {} is /dev/vdaq{}\n", vdev.index(), id, number.0);
+            pr_info!(
+                "virtio{}: stream {} is /dev/vdaq{}\n",
+                vdev.index(),
+                id,
+                number.0
+            );
             dev.nodes.lock().push((reg, number), GFP_KERNEL)?;
         }
-        pr_info!("virtio{} bound: {} capture stream(s)\n", vdev.index(), captures);
+        pr_info!(
+            "virtio{} bound: {} capture stream(s)\n",
+            vdev.index(),
+            captures
+        );
         Ok(())
     }
 
@@ -1313,7 +1446,7 @@ impl virtio::Driver for VdaqDriver {
     fn remove(vdev: &virtio::Device, dev: ArcBorrow<'_, VdaqDev>) {
         // No new opens; open files keep the state alive and now see `gone`. Taking the nodes
         // out also breaks the cycle device -> node -> device.
-        drop(core::mem::replace(&mut *dev.nodes.lock(), KVec::new()));
+        drop(core::mem::take(&mut *dev.nodes.lock()));
         let queues = {
             let mut st = dev.state.lock();
             st.gone = true;

@@ -160,7 +160,10 @@ unsafe impl<M: Message + Send> Send for Virtqueue<M> {}
 impl<M: Message> Virtqueue<M> {
     /// Gives `raw` its message type.
     pub(crate) fn new(raw: RawQueue) -> Self {
-        Self { vq: raw.0, _msg: PhantomData }
+        Self {
+            vq: raw.0,
+            _msg: PhantomData,
+        }
     }
 
     /// Posts `msg` (atomic allocation: callable under spinlocks and in interrupts); on failure
@@ -175,7 +178,9 @@ impl<M: Message> Virtqueue<M> {
             let b = msg.buffers();
             for part in b.readable.iter().flatten() {
                 // SAFETY: `sgs[n]` is valid; `part` is heap memory owned by the message.
-                unsafe { bindings::sg_init_one(&mut sgs[n], part.as_ptr().cast(), part.len() as u32) };
+                unsafe {
+                    bindings::sg_init_one(&mut sgs[n], part.as_ptr().cast(), part.len() as u32)
+                };
                 n += 1;
                 outs += 1;
             }
@@ -235,6 +240,10 @@ impl<M: Message> Virtqueue<M> {
     }
 }
 
+/// A virtqueue's callback (interrupt context).
+///
+/// # Safety
+/// Called by the virtio transport only, with a live queue of a live device of this driver.
 unsafe extern "C" fn vq_callback<T: Driver>(vq: *mut bindings::virtqueue) {
     // SAFETY: the transport calls this with a live queue of a live device.
     let (vdev, index) = unsafe { ((*vq).vdev, (*vq).index) };
@@ -248,7 +257,13 @@ unsafe extern "C" fn vq_callback<T: Driver>(vq: *mut bindings::virtqueue) {
     T::callback(unsafe { T::Data::borrow(data) }, index);
 }
 
-unsafe extern "C" fn probe_callback<T: Driver>(vdev: *mut bindings::virtio_device) -> kernel::ffi::c_int {
+/// `virtio_driver.probe`.
+///
+/// # Safety
+/// Called by the virtio core only, once per binding, with a live device whose `priv` is ours.
+unsafe extern "C" fn probe_callback<T: Driver>(
+    vdev: *mut bindings::virtio_device,
+) -> kernel::ffi::c_int {
     from_result(|| {
         let dev = Device(vdev);
         let data = match T::probe(&dev) {
@@ -275,6 +290,10 @@ unsafe extern "C" fn probe_callback<T: Driver>(vdev: *mut bindings::virtio_devic
     })
 }
 
+/// `virtio_driver.remove`.
+///
+/// # Safety
+/// Called by the virtio core only, once, on a device `probe_callback::<T>` bound.
 unsafe extern "C" fn remove_callback<T: Driver>(vdev: *mut bindings::virtio_device) {
     let dev = Device(vdev);
     // SAFETY: the device is bound, so `priv` holds our data.
@@ -311,7 +330,10 @@ impl<T: Driver> Registration<T> {
                     device: T::DEVICE_ID,
                     vendor: bindings::VIRTIO_DEV_ANY_ID,
                 },
-                bindings::virtio_device_id { device: 0, vendor: 0 },
+                bindings::virtio_device_id {
+                    device: 0,
+                    vendor: 0,
+                },
             ],
             GFP_KERNEL,
         );
@@ -334,9 +356,13 @@ impl<T: Driver> Registration<T> {
             // which unregisters the driver first.
             unsafe {
                 (*this.drv.get()).id_table = this.ids.as_ptr();
-                to_result(bindings::__register_virtio_driver(this.drv.get(), module.as_ptr()))?;
+                to_result(bindings::__register_virtio_driver(
+                    this.drv.get(),
+                    module.as_ptr(),
+                ))?;
             }
-            this.registered.store(true, core::sync::atomic::Ordering::Release);
+            this.registered
+                .store(true, core::sync::atomic::Ordering::Release);
             Ok(())
         })
     }
