@@ -184,8 +184,10 @@ def host_app():
 #   tap_all_ok(text)      TAP output with a plan and every test ok
 #   device_lost(stream)   frames the device counted lost on a stream during the scenario
 #                         (from statistics lines it logged on SIGUSR1: host_do stats)
+#   device_stats()        vdaq-device's statistics at the end of the boot (its --stats-json
+#                         file, ci/vm.sh's device-stats.json)
 #   faults(stream)        what the device's injected faults did on a stream (dropped, errors,
-#                         withheld, delayed, stalls), from its statistics line at the end
+#                         withheld, delayed, stalls, lies), from device_stats()
 #   arecord_ok(rate, fmt, channels, seconds), verify_counter(file, fmt, channels, frames),
 #   analyze(file, fmt, channels, rate)   arecord captures, checked by the host's vdaq app
 #   wav_info(file)        a WAV file's channels, bits, rate and frames
@@ -201,7 +203,7 @@ class Checks:
     and the check functions below, each of which returns True or raises CheckFailed."""
 
     def __init__(self, sc, sc_dir, app):
-        self.sc_dir, self.app = sc_dir, app
+        self.sc, self.sc_dir, self.app = sc, sc_dir, app
         self.device_log = sc.logs.get("device", "")
 
     def text(self, name):
@@ -247,12 +249,18 @@ class Checks:
         need(s.driver.stalls == 1, f"the driver counted {s.driver.stalls} stalls")
         return True
 
+    def device_stats(self):
+        """vdaq-device's statistics at the end of the boot (its --stats-json file)."""
+        path = self.sc.boot.vm_dir / "device-stats.json"
+        need(path.exists(), f"no {path.name}: the device left no statistics file")
+        return to_j(json.loads(path.read_text()))
+
     def faults(self, stream):
-        """The device's fault counts for `stream` at the scenario's end (its statistics line)."""
-        found = re.findall(rf"stream {stream} faults: (\d+) dropped, (\d+) errors, (\d+) withheld, "
-                           r"(\d+) delayed, (\d+) stalls", self.device_log)
-        need(found, f"no fault counts for stream {stream} in the device log")
-        return to_j(dict(zip(("dropped", "errors", "withheld", "delayed", "stalls"), map(int, found[-1]))))
+        """The device's fault counts for `stream` at the end of the boot: each fault scenario
+        has a stream of its own, idle after it."""
+        streams = self.device_stats().streams
+        need(stream < len(streams), f"the device has {len(streams)} streams, not {stream + 1}")
+        return streams[stream].faults
 
     @staticmethod
     def tap_all_ok(out):
@@ -336,7 +344,8 @@ class Checks:
             "dmesg": self.text("dmesg.txt"), "device_log": self.device_log,
             "clean_capture": self.clean_capture, "stalled": self.stalled, "tap_all_ok": self.tap_all_ok,
             "device_lost": self.device_lost, "arecord_ok": self.arecord_ok,
-            "verify_counter": self.verify_counter, "faults": self.faults, "wav_info": self.wav_info,
+            "verify_counter": self.verify_counter, "faults": self.faults,
+            "device_stats": self.device_stats, "wav_info": self.wav_info,
             "analyze": self.analyze, "abs": abs, "len": len, "any": any, "all": all,
         }
 

@@ -7,7 +7,8 @@
 # starts vdaq-device on a fresh socket, boots QEMU (vhost-user-snd-pci, memfd-shared RAM, the
 # run directory shared over virtio-9p as /mnt/host), runs GUEST_SCRIPT in the guest, and stops
 # QEMU and the device by PID with timeouts. Everything the run leaves is in $VM_DIR:
-# console.log, device.log, qemu.log and share/ (guest outputs, dmesg.txt, exit-status).
+# console.log, device.log, qemu.log, device-stats.json (vdaq-device's last statistics, its
+# --stats-json) and share/ (guest outputs, dmesg.txt, exit-status).
 # Returns the guest script's exit status (124 on a time-out, 125 when the guest did not finish).
 #
 # VM_SOUND=qemu boots with QEMU's own virtio-sound-pci (`-audiodev none`: clocked silence,
@@ -39,6 +40,8 @@ VDAQ_RUN_DIR=${VDAQ_RUN_DIR:-$VDAQ_ROOT/run}
 VDAQ_DEVICE_BIN=${VDAQ_DEVICE_BIN:-$VDAQ_ROOT/target/release/vdaq-device}
 VM_PIDS=()
 VM_TEMP_DIRS=()
+# Where vdaq-device keeps its statistics file (--stats-json) during the boot, when not in VM_DIR.
+VM_STATS_JSON=""
 
 # Stops every process this library started; for the caller's EXIT trap.
 vm_cleanup() {
@@ -47,6 +50,12 @@ vm_cleanup() {
     stop_pid "$pid" 5
   done
   VM_PIDS=()
+  # The device's last statistics, kept with the logs before its own directory goes.
+  if [ -n "$VM_STATS_JSON" ] && [ -f "$VM_STATS_JSON" ] && [ -n "${VM_DIR:-}" ] &&
+    [ "$VM_STATS_JSON" != "$VM_DIR/device-stats.json" ]; then
+    cp "$VM_STATS_JSON" "$VM_DIR/device-stats.json" 2>/dev/null || true
+  fi
+  VM_STATS_JSON=""
   # A stdio console left the terminal raw if QEMU could not restore it.
   if [ -n "${VM_STTY:-}" ]; then
     stty "$VM_STTY" 2>/dev/null || true
@@ -166,10 +175,18 @@ vm_start_sound() {
       if [ -n "${VM_DEVICE_CMD:-}" ]; then
         "$VM_DEVICE_CMD" "$sock" "$@" >>"$VM_DIR/device.log" 2>&1 &
       else
-        local bin=$VDAQ_DEVICE_BIN
+        local bin=$VDAQ_DEVICE_BIN stats=() arg
         [ "${#run_as[@]}" -eq 0 ] || bin="$(dirname "$sock")/vdaq-device"
+        # The statistics as JSON beside the socket (a directory the device may write), unless
+        # the caller keeps them elsewhere; vm_cleanup copies them to VM_DIR/device-stats.json.
+        VM_STATS_JSON="$(dirname "$sock")/device-stats.json"
+        for arg in "$@"; do
+          case "$arg" in --stats-json | --stats-json=*) VM_STATS_JSON="" ;; esac
+        done
+        [ -z "$VM_STATS_JSON" ] || stats=(--stats-json "$VM_STATS_JSON")
         ${VM_DEVICE_WRAPPER:-} ${run_as[@]+"${run_as[@]}"} env RUST_LOG="${RUST_LOG:-info}" \
-          "$bin" --socket-path "$sock" --once "$@" >>"$VM_DIR/device.log" 2>&1 &
+          "$bin" --socket-path "$sock" --once ${stats[@]+"${stats[@]}"} "$@" \
+          >>"$VM_DIR/device.log" 2>&1 &
       fi
       dev_pid=$!
       VM_PIDS+=("$dev_pid")
