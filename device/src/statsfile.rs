@@ -5,6 +5,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::DeviceStats;
 
@@ -15,10 +16,14 @@ pub fn render(stats: &DeviceStats) -> serde_json::Result<String> {
     Ok(text)
 }
 
-/// The temporary file beside `path` that is renamed over it.
+/// A temporary file beside `path`, to be renamed over it: one of its own per write, because
+/// the reporter, the signal thread and a connection's end may write at once, and a rename of a
+/// file another writer is still filling would publish half of it.
 fn temporary(path: &Path) -> PathBuf {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
 /// Replaces `path` with `stats`.
@@ -78,7 +83,42 @@ mod tests {
         let stats = DeviceStats { control_requests: 3, ..Default::default() };
         write(&path, &stats).expect("write");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), render(&stats).expect("render"));
-        assert!(!temporary(&path).exists());
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(names, ["stats.json"], "no temporary file left");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn writers_at_once_each_publish_a_whole_file() {
+        let dir = std::env::temp_dir().join(format!("vdaq-statsfile-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("stats.json");
+        let wholes: Vec<String> = (0..4u64)
+            .map(|i| {
+                let stats = DeviceStats { control_requests: i, ..Default::default() };
+                render(&stats).expect("render")
+            })
+            .collect();
+        std::thread::scope(|scope| {
+            for i in 0..4u64 {
+                let path = &path;
+                scope.spawn(move || {
+                    let stats = DeviceStats { control_requests: i, ..Default::default() };
+                    for _ in 0..200 {
+                        write(path, &stats).expect("write");
+                    }
+                });
+            }
+            // A reader never sees a file that is not one of the writers' whole texts.
+            for _ in 0..500 {
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    assert!(wholes.contains(&text), "a partial file: {text:?}");
+                }
+            }
+        });
         let _ = std::fs::remove_dir_all(&dir);
     }
 
