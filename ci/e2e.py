@@ -184,6 +184,7 @@ def host_app():
 #   tap_all_ok(text)      TAP output with a plan and every test ok
 #   device_lost(stream)   frames the device counted lost on a stream during the scenario
 #                         (from statistics lines it logged on SIGUSR1: host_do stats)
+#   last_stats_line()     the device's last statistics line in the scenario's log part
 #   device_stats()        vdaq-device's statistics at the end of the boot (its --stats-json
 #                         file, ci/vm.sh's device-stats.json)
 #   faults(stream)        what the device's injected faults did on a stream (dropped, errors,
@@ -272,6 +273,14 @@ class Checks:
              f"plan {plan}, {len(oks)} ok; failed: {'; '.join(bad) or 'none'}")
         return True
 
+    def last_stats_line(self):
+        """The device's last statistics line in the scenario's part of its log (the one the
+        scenario's end asked for; a line asked for by the scenario before may land after the
+        scenario's start mark)."""
+        lines = [l for l in self.device_log.splitlines() if "statistics: " in l]
+        need(lines, "no statistics line in the scenario's device log")
+        return lines[-1]
+
     def device_lost(self, stream):
         m = re.findall(rf"statistics: .*?stream {stream}: [^;]*xruns \d+ \((\d+) frames lost\)", self.device_log)
         need(len(m) >= 2, f"fewer than two statistics lines in the device log: {m}")
@@ -346,6 +355,7 @@ class Checks:
             "device_lost": self.device_lost, "arecord_ok": self.arecord_ok,
             "verify_counter": self.verify_counter, "faults": self.faults,
             "device_stats": self.device_stats, "wav_info": self.wav_info,
+            "last_stats_line": self.last_stats_line,
             "analyze": self.analyze, "abs": abs, "len": len, "any": any, "all": all,
         }
 

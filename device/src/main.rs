@@ -30,12 +30,14 @@ fn handle_signals(
         let Ok(sig) = set.wait() else { continue };
         let now = stats.lock().map(|s| s.clone()).unwrap_or_default();
         let line = stats_line(&now, &DeviceStats::default(), f64::INFINITY);
-        reporting.write_json(&now);
+        // The line first: tests mark the log around a SIGUSR1 and expect it at once.
         if sig == Signal::SIGUSR1 {
             info!("statistics: {line}");
+            reporting.write_json(&now);
             continue;
         }
         info!("{sig}: stopping; totals: {line}");
+        reporting.write_json(&now);
         if let Some(socket) = &own_socket {
             let _ = std::fs::remove_file(socket);
         }
