@@ -188,7 +188,7 @@ def host_app():
 #   device_stats()        vdaq-device's statistics at the end of the boot (its --stats-json
 #                         file, ci/vm.sh's device-stats.json)
 #   faults(stream)        what the device's injected faults did on a stream (dropped, errors,
-#                         withheld, delayed, stalls, lies), from device_stats()
+#                         withheld, delayed, stalls, lies, storm_events), from device_stats()
 #   arecord_ok(rate, fmt, channels, seconds), verify_counter(file, fmt, channels, frames),
 #   analyze(file, fmt, channels, rate)   arecord captures, checked by the host's vdaq app
 #   wav_info(file)        a WAV file's channels, bits, rate and frames

@@ -199,6 +199,8 @@ pub struct VdaqBackend {
     /// Chains taken, buffers completed and events sent in the last event.
     work: usize,
     clock: Clock,
+    /// In an injected event storm (`event_storm_ms`), which does not nest.
+    storming: bool,
 }
 
 fn now_ns() -> u64 {
@@ -269,6 +271,7 @@ impl VdaqBackend {
             resume_pending: [false; queue::COUNT],
             work: 0,
             clock: Clock::Monotonic,
+            storming: false,
         };
         // Statistics are readable (all zero) before the first event.
         if let Ok(mut shared) = backend.shared.lock() {
@@ -686,6 +689,9 @@ impl VdaqBackend {
             self.stats.spurious_notifications += 2;
         }
         self.publish_stats();
+        if round.completed > 0 {
+            self.event_storm(vrings, mem)?;
+        }
         Ok(())
     }
 
@@ -703,9 +709,75 @@ impl VdaqBackend {
             queue::CONTROL => self.process_control(vrings, mem),
             queue::RX => self.process_rx(vrings, mem),
             queue::TX => self.drain_tx(vrings, mem),
-            // Event buffers are taken when an event is due.
-            _ => Ok(()),
+            // Event buffers are taken when an event is due (or by an injected storm).
+            _ => self.event_storm(vrings, mem),
         }
+    }
+
+    /// The `event_storm_ms` fault: while a stream with it runs, the device polls its rings
+    /// for that stream's storm length: it answers every event buffer as soon as the driver
+    /// makes it available, notification or not, and goes on serving control requests and rx
+    /// buffers meanwhile (a STOP ends the storm). At most one storm at a time.
+    fn event_storm(&mut self, vrings: &[VringRwLock], mem: &GuestMemoryMmap) -> io::Result<()> {
+        if self.storming {
+            return Ok(());
+        }
+        let Some((id, ns)) = self.storming_stream() else {
+            return Ok(());
+        };
+        self.storming = true;
+        let result = self.storm(vrings, mem, id, ns);
+        self.storming = false;
+        result
+    }
+
+    /// The running stream with the longest `event_storm_ms`, if any: (id, length in ns).
+    fn storming_stream(&self) -> Option<(u32, u64)> {
+        let running = crate::stream::PcmState::Running;
+        self.device
+            .streams()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state() == running && s.caps().faults.event_storm_ns > 0)
+            .map(|(id, s)| (id as u32, s.caps().faults.event_storm_ns))
+            .max_by_key(|&(_, ns)| ns)
+    }
+
+    fn storm(
+        &mut self,
+        vrings: &[VringRwLock],
+        mem: &GuestMemoryMmap,
+        id: u32,
+        ns: u64,
+    ) -> io::Result<()> {
+        let events = &vrings[usize::from(queue::EVENT)];
+        let size = u64::from(events.get_ref().get_queue().size());
+        let end = std::time::Instant::now() + std::time::Duration::from_nanos(ns);
+        while std::time::Instant::now() < end
+            && self.stats.broken.is_none()
+            && self.storming_stream().is_some()
+        {
+            let ev_inflight = &mut self.inflight[usize::from(queue::EVENT)];
+            match send_events(events, mem, ev_inflight, FLOOD_UNKNOWN_EVENT, id, size) {
+                Ok(0) => std::hint::spin_loop(),
+                Ok(sent) => {
+                    self.stats.spurious_events += sent;
+                    if let Some(s) = self.device.streams_mut().get_mut(id as usize) {
+                        s.count_storm_events(sent);
+                    }
+                    notify(events, self.event_idx)?;
+                }
+                Err(e) => {
+                    self.break_device(e);
+                    break;
+                }
+            }
+            self.process_control(vrings, mem)?;
+            // Takes the rx buffers posted meanwhile and completes the periods due.
+            self.process_rx(vrings, mem)?;
+        }
+        self.publish_stats();
+        Ok(())
     }
 
     fn drain_tx(&mut self, vrings: &[VringRwLock], mem: &GuestMemoryMmap) -> io::Result<()> {
@@ -753,12 +825,15 @@ struct RxRound {
     notify: bool,
     /// Injected extra notifications to send on the rx and control queues after the round's.
     spurious: u64,
+    /// Buffers added to the used ring.
+    completed: u64,
 }
 
 impl RxRound {
     /// Counts a buffer added to the used ring.
     fn add(&mut self, notify: bool) {
         self.notify |= notify;
+        self.completed += 1;
     }
 }
 

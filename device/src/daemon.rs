@@ -67,8 +67,9 @@ pub fn stats_line(stats: &DeviceStats, prev: &DeviceStats, secs: f64) -> String 
         let f = s.faults;
         if f != FaultStats::default() {
             parts.push(format!(
-                "stream {i} faults: {} dropped, {} errors, {} withheld, {} delayed, {} stalls, {} lies",
-                f.dropped, f.errors, f.withheld, f.delayed, f.stalls, f.lies
+                "stream {i} faults: {} dropped, {} errors, {} withheld, {} delayed, {} stalls, {} lies, \
+                 {} storm events",
+                f.dropped, f.errors, f.withheld, f.delayed, f.stalls, f.lies, f.storm_events
             ));
         }
     }

@@ -34,6 +34,12 @@
 //!   exist, an unknown event code (0x7fff) and a PCM_PERIOD_ELAPSED (a feature not offered).
 //! - `spurious_notify = N`: with each completed period, N (1 to 64) extra used-buffer
 //!   notifications on the rx and the control queue, with nothing new in their used rings.
+//! - `event_storm_ms = MS`: while the stream runs, after each round of completed periods and
+//!   each event-queue notification, for MS (up to 1000) milliseconds the device polls its
+//!   rings: it answers every event buffer as soon as the driver makes it available,
+//!   notification or not (an unknown event code), and serves control requests and rx buffers
+//!   meanwhile; a STOP ends the storm. Events that never stop while a driver's handler
+//!   re-posts its buffers.
 //!
 //! Control responses lie with the faults of the stream the request names (a PCM command's
 //! stream id), or of stream 0 for requests that name none (queries, unknown codes).
@@ -94,6 +100,11 @@ pub struct FaultsConfig {
     /// queues with nothing new in their used rings.
     #[arg(long = "fault-spurious-notify", value_name = "N")]
     pub spurious_notify: Option<i64>,
+    /// While the stream runs, after each completed period and event-queue notification, for
+    /// MS (up to 1000) ms answer every event buffer as soon as it is available, polling the
+    /// rings (an event storm).
+    #[arg(long = "fault-event-storm-ms", value_name = "MS")]
+    pub event_storm_ms: Option<f64>,
 }
 
 impl FaultsConfig {
@@ -116,6 +127,7 @@ impl FaultsConfig {
             lie_every,
             event_flood,
             spurious_notify,
+            event_storm_ms,
         );
     }
 }
@@ -237,6 +249,8 @@ pub struct FaultPlan {
     pub event_flood: u32,
     /// Extra notifications per completed period.
     pub spurious_notify: u32,
+    /// Length of each event storm, in ns (0: none).
+    pub event_storm_ns: u64,
 }
 
 impl Default for FaultPlan {
@@ -254,6 +268,7 @@ impl Default for FaultPlan {
             lie_every: 1,
             event_flood: 0,
             spurious_notify: 0,
+            event_storm_ns: 0,
         }
     }
 }
@@ -264,6 +279,9 @@ const MAX_MS: f64 = 60_000.0;
 const MAX_EXTRA: i64 = 16 << 20;
 /// The most spurious events or notifications per period.
 const MAX_PER_PERIOD: i64 = 64;
+/// The longest event storm: the worker thread polls the rings meanwhile and serves no other
+/// event (the daemon's exit among them).
+const MAX_STORM_MS: f64 = 1000.0;
 
 /// Why a fault setting is refused; the message names the field (`stream[0].faults.drop_every`).
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -279,6 +297,14 @@ pub enum FaultsError {
     /// A time outside 0 to a minute.
     #[error("{field} = {value} is out of range (0 to {MAX_MS} ms)")]
     Ms {
+        /// The field.
+        field: String,
+        /// The value.
+        value: f64,
+    },
+    /// An event storm outside (0, 1000] ms.
+    #[error("{field} = {value} is out of range (more than 0, at most {MAX_STORM_MS} ms)")]
+    StormMs {
         /// The field.
         field: String,
         /// The value.
@@ -340,6 +366,13 @@ impl FaultsConfig {
             Some(x) if x.is_finite() && (0.0..=MAX_MS).contains(&x) => Ok((x * 1e6) as u64),
             Some(value) => Err(FaultsError::Ms { field: field(name), value }),
         };
+        let event_storm_ns = match self.event_storm_ms {
+            None => 0,
+            Some(x) if x.is_finite() && x > 0.0 && x <= MAX_STORM_MS => (x * 1e6) as u64,
+            Some(value) => {
+                return Err(FaultsError::StormMs { field: field("event_storm_ms"), value })
+            }
+        };
         let stall = match (self.stall_at_ms, self.stall_ms) {
             (None, None) => None,
             (at_ms, Some(len)) => Some((ms("stall_at_ms", at_ms)?, ms("stall_ms", Some(len))?)),
@@ -374,6 +407,7 @@ impl FaultsConfig {
             event_flood: range("event_flood", self.event_flood, 1, MAX_PER_PERIOD)?.unwrap_or(0),
             spurious_notify: range("spurious_notify", self.spurious_notify, 1, MAX_PER_PERIOD)?
                 .unwrap_or(0),
+            event_storm_ns,
             drop_every: every("drop_every", self.drop_every)?,
             error_every: every("error_every", self.error_every)?,
             withhold_every: every("withhold_every", self.withhold_every)?,
@@ -400,6 +434,8 @@ pub struct FaultStats {
     pub stalls: u64,
     /// Used lengths that lied.
     pub lies: u64,
+    /// Events sent by `event_storm_ms`.
+    pub storm_events: u64,
 }
 
 impl std::ops::AddAssign for FaultStats {
@@ -410,6 +446,7 @@ impl std::ops::AddAssign for FaultStats {
         self.delayed += o.delayed;
         self.stalls += o.stalls;
         self.lies += o.lies;
+        self.storm_events += o.storm_events;
     }
 }
 
@@ -439,6 +476,11 @@ fn nth(count: &mut u64, n: u64) -> bool {
 impl Faults {
     pub fn new(plan: FaultPlan) -> Self {
         Self { plan, ..Self::default() }
+    }
+
+    /// Counts events sent by this stream's event storm.
+    pub fn count_storm_events(&mut self, n: u64) {
+        self.stats.storm_events += n;
     }
 
     /// What the faults did so far.
@@ -690,6 +732,8 @@ mod tests {
             (p.used_len, p.event_flood, p.spurious_notify),
             (Some(UsedLenLie::Short(0)), 4, 2)
         );
+        assert_eq!(plan("event_storm_ms = 2.5").unwrap().event_storm_ns, 2_500_000);
+        assert_eq!(plan("").unwrap().event_storm_ns, 0, "no storm unless asked");
     }
 
     #[test]
@@ -710,6 +754,9 @@ mod tests {
             ("event_flood = 65", "event_flood = 65 is out of range (1 to 64)"),
             ("spurious_notify = 0", "spurious_notify = 0 is out of range"),
             ("lie_every = 0", "lie_every = 0 must be 1 or more"),
+            ("event_storm_ms = 0.0", "event_storm_ms = 0 is out of range (more than 0"),
+            ("event_storm_ms = 1000.5", "event_storm_ms = 1000.5 is out of range"),
+            ("event_storm_ms = inf", "event_storm_ms = inf is out of range"),
         ] {
             let e = plan(text).unwrap_err();
             assert!(e.contains(want), "{text}: {e}");

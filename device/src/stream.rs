@@ -242,6 +242,11 @@ impl<R> Stream<R> {
         self.params.as_ref()
     }
 
+    /// Counts events sent by this stream's event storm (`event_storm_ms`).
+    pub fn count_storm_events(&mut self, n: u64) {
+        self.faults.count_storm_events(n);
+    }
+
     /// Running totals.
     pub fn stats(&self) -> StreamStats {
         StreamStats { faults: self.faults.stats(), ..self.stats }

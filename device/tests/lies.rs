@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The lying device (`[stream.faults]`: used_len_extra, used_len_short, status, event_flood,
-//! spurious_notify), through the host harness: each lie is what the fault says, in the used
+//! spurious_notify, event_storm_ms), through the host harness: each lie is what the fault says, in the used
 //! ring, the status or the notifications, and the device never writes outside the buffers the
 //! driver posted.
 
@@ -165,6 +165,67 @@ fn event_flood_sends_spurious_events_while_event_buffers_wait() {
         ]
     );
     assert_eq!(h.stats().spurious_events, 5);
+    h.finish().expect("clean disconnect");
+}
+
+#[test]
+fn event_storm_answers_event_buffers_posted_without_a_notification() {
+    // 8 kHz mono, 2048-frame periods: the first completes 256 ms after START, then a storm of
+    // 20 ms begins.
+    let mut h = lying("event_storm_ms = 20.0");
+    assert_eq!(h.set_params(0, 8_000, 1, 4 * 4096, 4096, false), code::S_OK);
+    assert_eq!(h.pcm(code::R_PCM_PREPARE, 0), code::S_OK);
+    h.post_rx(0, 4096, false);
+    let kicked = h.post_event();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(h.queues[1].take_used(&h.mem).is_empty(), "no storm before START");
+    assert_eq!(h.pcm(code::R_PCM_START, 0), code::S_OK);
+    // Buffers made available without a kick, as a driver's interrupt handler re-posts them
+    // inside its loop: the storm takes them all the same.
+    h.queues[1].quiet = true;
+    let quiet: Vec<u64> = (0..3).map(|_| h.post_event()).collect();
+    assert_eq!(h.wait_rx(1, SEC).len(), 1);
+    let answered = h.queues[1].wait_used(&h.mem, 4, SEC);
+    assert_eq!(answered.len(), 4, "the kicked buffer and three posted quietly");
+    assert!(answered.iter().all(|u| u.len == 8));
+    for gpa in std::iter::once(kicked).chain(quiet) {
+        let e = Event::from_prefix(&h.mem.read(gpa, 8)).expect("event");
+        assert_eq!((e.hdr.code.get(), e.data.get()), (0x7fff, 0), "an unknown event code");
+    }
+    // The storm ends: a buffer posted without a kick waits (the next period is 256 ms away).
+    std::thread::sleep(Duration::from_millis(40));
+    h.post_event();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(h.queues[1].take_used(&h.mem).is_empty(), "the storm is bounded");
+    let stats = h.stats();
+    assert_eq!((stats.spurious_events, stats.streams[0].faults.storm_events), (4, 4));
+    h.queues[1].quiet = false;
+    h.finish().expect("clean disconnect");
+}
+
+#[test]
+fn event_storm_serves_rx_and_control_and_ends_at_stop() {
+    // A storm of up to a second: rx buffers posted during it are filled, and a STOP is
+    // answered and ends it. 8 kHz mono, 512-frame periods of 64 ms.
+    let mut h = lying("event_storm_ms = 1000.0");
+    assert_eq!(h.set_params(0, 8_000, 1, 4 * 1024, 1024, false), code::S_OK);
+    assert_eq!(h.pcm(code::R_PCM_PREPARE, 0), code::S_OK);
+    h.post_rx(0, 1024, false);
+    h.post_event();
+    assert_eq!(h.pcm(code::R_PCM_START, 0), code::S_OK);
+    assert_eq!(h.wait_rx(1, SEC).len(), 1);
+    assert_eq!(h.queues[1].wait_used(&h.mem, 1, SEC).len(), 1, "the storm began");
+    let started = Instant::now();
+    h.post_rx(0, 1024, false);
+    h.post_rx(0, 1024, false);
+    assert_eq!(h.wait_rx(2, SEC).len(), 2, "periods completed during the storm");
+    assert_eq!(h.pcm(code::R_PCM_STOP, 0), code::S_OK);
+    assert!(started.elapsed() < Duration::from_millis(900), "STOP waited for the storm's end");
+    h.queues[1].quiet = true;
+    h.post_event();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(h.queues[1].take_used(&h.mem).is_empty(), "no storm once stopped");
+    h.queues[1].quiet = false;
     h.finish().expect("clean disconnect");
 }
 
