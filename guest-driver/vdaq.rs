@@ -38,7 +38,8 @@
 //! The receive callback and the watchdog run in hard-interrupt context: the rings and the
 //! queues are guarded by an irqsave spinlock. Every `unsafe` FFI call lives in `virtio`,
 //! `miscdev`, `mm`, `pages` and `kernel_sync`; this file is safe Rust but for one call in
-//! `remove`.
+//! `remove`. docs/DRIVER-UPSTREAM.md maps each of those abstractions to its upstream
+//! Rust-for-Linux counterpart, and says which stay local and why.
 
 use kernel::prelude::*;
 use kernel::str::CString;
