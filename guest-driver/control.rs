@@ -9,7 +9,7 @@ use kernel::prelude::*;
 use crate::device::{now_ns, VdaqDev};
 use crate::kernel_sync::{self, Wait};
 use crate::virtio::{Buffers, Message};
-use crate::virtio_snd::{self, code, PcmSetParams};
+use crate::virtio_snd::{self, code, Hdr, PcmSetParams};
 use crate::wire::{self, Le32, Pod};
 
 /// How long a control request may take before the device is considered broken.
@@ -92,8 +92,11 @@ impl VdaqDev {
     }
 
     fn pcm_command(&self, op: u32, stream: u32) -> Result {
-        self.control(virtio_snd::PcmHdr::new(op, stream).as_bytes(), 4)
-            .map(|_| ())
+        self.control(
+            virtio_snd::PcmHdr::new(op, stream).as_bytes(),
+            size_of::<Hdr>(),
+        )
+        .map(|_| ())
     }
 
     /// SET_PARAMS, PREPARE, post every period, START; arms the watchdog. A stalled stream is
@@ -117,7 +120,7 @@ impl VdaqDev {
             rate: p.rate_code,
             padding: 0,
         };
-        self.control(set.as_bytes(), 4)?;
+        self.control(set.as_bytes(), size_of::<Hdr>())?;
         self.pcm_command(code::R_PCM_PREPARE, id)?;
         let tick = {
             let mut st = self.state.lock();

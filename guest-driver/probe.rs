@@ -14,7 +14,7 @@ use crate::kernel_sync::{FasyncList, Timer, WaitQueue};
 use crate::node::StreamNode;
 use crate::stream::{alloc_periods, Caps, Params, Stream, MAX_PERIODS};
 use crate::virtio::{self, Virtqueue};
-use crate::virtio_snd::{self, code, queue, Event, PcmInfo, QueryInfo};
+use crate::virtio_snd::{self, code, queue, Event, Hdr, PcmInfo, QueryInfo};
 use crate::wire::Pod;
 use crate::{format, miscdev};
 
@@ -34,8 +34,9 @@ impl VdaqDriver {
         }
         let info_len = core::mem::size_of::<PcmInfo>();
         let query = QueryInfo::new(code::R_PCM_INFO, 0, count, info_len as u32);
-        let resp = dev.control(query.as_bytes(), 4 + count as usize * info_len)?;
-        let infos = resp.get(4..).ok_or(EIO)?;
+        let header = size_of::<Hdr>();
+        let resp = dev.control(query.as_bytes(), header + count as usize * info_len)?;
+        let infos = resp.get(header..).ok_or(EIO)?;
         let captures = infos
             .chunks_exact(info_len)
             .filter_map(PcmInfo::from_prefix)
@@ -119,8 +120,8 @@ impl virtio::Driver for VdaqDriver {
         else {
             return Err(EINVAL);
         };
-        // `streams` is the second field of the configuration space.
-        let mut count = vdev.read_config_u32(4);
+        let mut count =
+            vdev.read_config_u32(core::mem::offset_of!(virtio_snd::Config, streams) as u32);
         if count > MAX_STREAMS {
             pr_warn!(
                 "the device has {} streams: using the first {}\n",

@@ -26,7 +26,7 @@ pub(crate) struct Params {
 
 impl Params {
     pub(crate) const DEFAULT: Params = Params {
-        rate_code: 7, // 48 kHz
+        rate_code: virtio_snd::rate::R48000,
         format: virtio_snd::format::S16,
         channels: 2,
         frame_bytes: 4,

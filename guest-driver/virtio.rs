@@ -14,6 +14,10 @@ use kernel::prelude::*;
 use kernel::str::CStr;
 use kernel::types::{ForeignOwnable, Opaque};
 
+/// The feature bit of indirect descriptor tables (VIRTIO 1.2, 6.1; the kernel's
+/// `virtio_ring.h` that defines it is not in the bindings).
+const VIRTIO_RING_F_INDIRECT_DESC: u32 = 28;
+
 /// A virtio driver.
 pub(crate) trait Driver: 'static {
     /// Per-device state, kept in the device's `priv` while bound.
@@ -54,8 +58,7 @@ impl Device {
     /// True when the device takes indirect descriptor tables (a message of any length then
     /// uses one ring entry).
     pub(crate) fn has_indirect_descriptors(&self) -> bool {
-        // VIRTIO_RING_F_INDIRECT_DESC (VIRTIO 1.2, 6.1; its header is not in the bindings).
-        self.has_feature(28)
+        self.has_feature(VIRTIO_RING_F_INDIRECT_DESC)
     }
 
     /// Reads a 32-bit configuration field at byte `offset`.

@@ -123,6 +123,25 @@ pub const RATES: [u32; 14] = [
     384000,
 ];
 
+/// PCM frame rate codes (bit numbers in `virtio_snd_pcm_info::rates`; indexes in [`RATES`]).
+#[allow(missing_docs)]
+pub mod rate {
+    pub const R5512: u8 = 0;
+    pub const R8000: u8 = 1;
+    pub const R11025: u8 = 2;
+    pub const R16000: u8 = 3;
+    pub const R22050: u8 = 4;
+    pub const R32000: u8 = 5;
+    pub const R44100: u8 = 6;
+    pub const R48000: u8 = 7;
+    pub const R64000: u8 = 8;
+    pub const R88200: u8 = 9;
+    pub const R96000: u8 = 10;
+    pub const R176400: u8 = 11;
+    pub const R192000: u8 = 12;
+    pub const R384000: u8 = 13;
+}
+
 /// Returns the frame rate in Hz of a wire rate code.
 pub fn rate_hz(code: u8) -> Option<u32> {
     RATES.get(usize::from(code)).copied()
@@ -347,6 +366,30 @@ pod!(
 mod tests {
     use super::*;
     use crate::wire::Pod;
+
+    #[test]
+    fn rate_codes_index_the_rate_table() {
+        let named = [
+            (rate::R5512, 5512),
+            (rate::R8000, 8000),
+            (rate::R11025, 11025),
+            (rate::R16000, 16000),
+            (rate::R22050, 22050),
+            (rate::R32000, 32000),
+            (rate::R44100, 44100),
+            (rate::R48000, 48000),
+            (rate::R64000, 64000),
+            (rate::R88200, 88200),
+            (rate::R96000, 96000),
+            (rate::R176400, 176400),
+            (rate::R192000, 192000),
+            (rate::R384000, 384000),
+        ];
+        assert_eq!(named.len(), RATES.len(), "every rate named");
+        for (code, hz) in named {
+            assert_eq!((rate_hz(code), rate_code(hz)), (Some(hz), Some(code)));
+        }
+    }
 
     #[test]
     fn set_params_decodes_little_endian_fields_in_spec_order() {
