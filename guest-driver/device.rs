@@ -9,7 +9,9 @@ use kernel::sync::Mutex;
 use kernel::uaccess::UserSliceWriter;
 
 use crate::control::CtlMsg;
-use crate::kernel_sync::{FasyncList, SpinLockIrq, Timer, TimerCallback, WaitQueue};
+use crate::kernel_sync::{
+    FasyncList, HrTimer, HrTimerCallback, HrTimerRestart, SpinLockIrq, WaitQueue,
+};
 use crate::miscdev;
 use crate::node::StreamNode;
 use crate::probe::NodeNumber;
@@ -134,7 +136,7 @@ impl State {
 pub(crate) struct VdaqDev {
     /// Declared first: dropped (cancelled) before what its callback uses.
     #[pin]
-    pub(crate) watchdog: Timer<VdaqDev>,
+    pub(crate) watchdog: HrTimer<VdaqDev>,
     #[pin]
     pub(crate) state: SpinLockIrq<State>,
     /// Readers and poll() callers of every stream sleep here.
@@ -150,10 +152,17 @@ pub(crate) struct VdaqDev {
     pub(crate) async_lock: Mutex<()>,
     /// The /dev nodes; taken out (and so unregistered, then their numbers freed) on removal.
     #[pin]
-    pub(crate) nodes: Mutex<KVec<(Pin<KBox<miscdev::Registration<StreamNode>>>, NodeNumber)>>,
+    pub(crate) nodes: Mutex<
+        KVec<(
+            Pin<KBox<miscdev::MiscDeviceRegistration<StreamNode>>>,
+            NodeNumber,
+        )>,
+    >,
 }
 
-crate::impl_has_timer!(VdaqDev, watchdog);
+crate::impl_has_hr_timer! {
+    impl HasHrTimer<Self> for VdaqDev { self.watchdog }
+}
 
 /// Who collects completed receive buffers.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -168,20 +177,20 @@ pub(crate) fn now_ns() -> u64 {
     kernel::time::Ktime::ktime_get().to_ns() as u64
 }
 
-impl TimerCallback for VdaqDev {
+impl HrTimerCallback for VdaqDev {
     /// The watchdog: finds streams gone silent and tells their users; runs again in a quarter
     /// of the shortest stall time-out while a stream is started and not stalled.
-    fn timer_fired(&self) -> Option<u64> {
+    fn run(this: &Self) -> HrTimerRestart {
         let now = now_ns();
         // Periods the device completed whose interrupt has not run yet (a guest vCPU the host
         // did not run for longer than the time-out) are not a stall: collect them first.
-        if self.state.lock().streams.iter().any(|s| s.is_silent(now)) {
-            self.collect_rx(Collector::Watchdog);
+        if this.state.lock().streams.iter().any(|s| s.is_silent(now)) {
+            this.collect_rx(Collector::Watchdog);
         }
         let mut next: Option<u64> = None;
         let mut stalled_any = false;
         {
-            let mut st = self.state.lock();
+            let mut st = this.state.lock();
             for (id, s) in st.streams.iter_mut().enumerate() {
                 if s.becomes_stalled(now) {
                     stalled_any = true;
@@ -192,7 +201,7 @@ impl TimerCallback for VdaqDev {
                     );
                     if s.async_on {
                         s.stats.stall_signals += 1;
-                        if let Some(list) = self.fasync.get(id) {
+                        if let Some(list) = this.fasync.get(id) {
                             list.kill(bindings::SIGIO, bindings::POLL_ERR);
                         }
                     }
@@ -204,9 +213,9 @@ impl TimerCallback for VdaqDev {
             }
         }
         if stalled_any {
-            self.readers.wake_all();
+            this.readers.wake_all();
         }
-        next
+        next.map_or(HrTimerRestart::NoRestart, HrTimerRestart::RestartIn)
     }
 }
 

@@ -187,45 +187,61 @@ pub(crate) fn sleep_ms(ms: u32) {
     unsafe { bindings::msleep(ms) }
 }
 
-/// What a [`Timer`] does when it fires, in hard-interrupt context: returns the delay in ns
-/// until it should fire again, or `None` to stop.
-pub(crate) trait TimerCallback: Sync + Sized {
-    fn timer_fired(&self) -> Option<u64>;
+/// What an [`HrTimer`]'s callback asks for (upstream's `HrTimerRestart`, whose `Restart`
+/// forwards the timer by the context's interval; here the delay comes with the answer).
+pub(crate) enum HrTimerRestart {
+    /// Stay stopped (until a start).
+    NoRestart,
+    /// Fire again this many nanoseconds from now.
+    RestartIn(u64),
 }
 
-/// A type that embeds a [`Timer`] of its own (the timer finds its owner by this offset).
+/// What an [`HrTimer`] embedded in `Self` does when it fires, in hard-interrupt context
+/// (upstream's `HrTimerCallback`, whose `run` takes the owner through a pointer type).
+pub(crate) trait HrTimerCallback: Sync + Sized {
+    /// The timer fired.
+    fn run(this: &Self) -> HrTimerRestart;
+}
+
+/// A type that embeds an [`HrTimer<T>`] (upstream's `HasHrTimer`): the timer finds its owner
+/// by this offset.
 ///
 /// # Safety
-/// `OFFSET` must be the byte offset of a `Timer<Self>` field in `Self`. Implement it with
-/// [`impl_has_timer`].
-pub(crate) unsafe trait HasTimer: TimerCallback {
+///
+/// `OFFSET` must be the byte offset of an `HrTimer<T>` field in `Self`. Implement it with
+/// [`impl_has_hr_timer`].
+pub(crate) unsafe trait HasHrTimer<T> {
+    /// The offset of the timer field.
     const OFFSET: usize;
 }
 
-/// Declares the [`Timer`] field of a type (`impl_has_timer!(Type, field)`).
+/// Declares the [`HrTimer`] field of a type, in upstream's syntax:
+/// `impl_has_hr_timer! { impl HasHrTimer<Self> for Type { self.field } }`.
 #[macro_export]
-macro_rules! impl_has_timer {
-    ($owner:ty, $field:ident) => {
-        // The field must be a `Timer<$owner>`: this does not compile otherwise.
+macro_rules! impl_has_hr_timer {
+    (impl HasHrTimer<Self> for $owner:ty { self.$field:ident }) => {
+        // The field must be an `HrTimer<$owner>`: this does not compile otherwise.
         const _: () = {
             #[allow(dead_code)]
-            fn field_is_a_timer(o: &$owner) -> &$crate::kernel_sync::Timer<$owner> {
+            fn field_is_a_timer(o: &$owner) -> &$crate::kernel_sync::HrTimer<$owner> {
                 &o.$field
             }
         };
-        // SAFETY: `offset_of!` gives the offset of that field, checked just above to be a
-        // `Timer<$owner>`.
-        unsafe impl $crate::kernel_sync::HasTimer for $owner {
+        // SAFETY: `offset_of!` gives the offset of that field, checked just above to be an
+        // `HrTimer<$owner>`.
+        unsafe impl $crate::kernel_sync::HasHrTimer<$owner> for $owner {
             const OFFSET: usize = core::mem::offset_of!($owner, $field);
         }
     };
 }
 
 /// A high-resolution timer (CLOCK_MONOTONIC) embedded in its owner `T`, which it calls back in
-/// hard-interrupt context. Dropping it cancels it and waits for a running callback, so the
-/// owner must declare it before the fields the callback uses (fields drop in order).
+/// hard-interrupt context (upstream's `HrTimer`, which starts through an owning pointer and
+/// hands back a handle; here the owner starts and cancels its own timer). Dropping it cancels
+/// it and waits for a running callback, so the owner must declare it before the fields the
+/// callback uses (fields drop in order).
 #[pin_data(PinnedDrop)]
-pub(crate) struct Timer<T: HasTimer> {
+pub(crate) struct HrTimer<T: HasHrTimer<T> + HrTimerCallback> {
     #[pin]
     raw: Opaque<bindings::hrtimer>,
     #[pin]
@@ -235,11 +251,11 @@ pub(crate) struct Timer<T: HasTimer> {
 
 // SAFETY: the hrtimer core serialises starting, cancelling and firing with its own lock; the
 // callback only gets `&T`, and `T: Sync`.
-unsafe impl<T: HasTimer> Send for Timer<T> {}
+unsafe impl<T: HasHrTimer<T> + HrTimerCallback> Send for HrTimer<T> {}
 // SAFETY: as above.
-unsafe impl<T: HasTimer> Sync for Timer<T> {}
+unsafe impl<T: HasHrTimer<T> + HrTimerCallback> Sync for HrTimer<T> {}
 
-impl<T: HasTimer> Timer<T> {
+impl<T: HasHrTimer<T> + HrTimerCallback> HrTimer<T> {
     /// An initialiser for a stopped timer.
     pub(crate) fn new() -> impl PinInit<Self> {
         pin_init!(Self {
@@ -309,15 +325,15 @@ impl<T: HasTimer> Timer<T> {
     /// The hrtimer's callback.
     ///
     /// # Safety
-    /// Called by the hrtimer core only, with `raw` the `raw` field of a live `Timer<T>`.
+    /// Called by the hrtimer core only, with `raw` the `raw` field of a live `HrTimer<T>`.
     unsafe extern "C" fn fire(raw: *mut bindings::hrtimer) -> bindings::hrtimer_restart {
         // From the hrtimer back to its owner: field offset in the timer, then in the owner.
         let timer_offset = core::mem::offset_of!(Self, raw);
-        // SAFETY: `raw` is the `raw` field of a `Timer<T>` that is the field at `T::OFFSET` of
-        // a live `T` (HasTimer's contract); the owner outlives the timer, whose drop cancels
+        // SAFETY: `raw` is the `raw` field of an `HrTimer<T>` that is the field at `T::OFFSET`
+        // of a live `T` (HasHrTimer's contract); the owner outlives the timer, whose drop cancels
         // it before the owner's memory goes away.
         let owner = unsafe { &*(raw as *const u8).sub(timer_offset + T::OFFSET).cast::<T>() };
-        if let Some(ns) = owner.timer_fired() {
+        if let HrTimerRestart::RestartIn(ns) = T::run(owner) {
             // Re-armed by a start under the hrtimer base lock, not by hrtimer_forward and
             // HRTIMER_RESTART: `start` may run on another CPU at the same time, and forwarding
             // a timer it has just queued would corrupt the queue.
@@ -338,7 +354,7 @@ impl<T: HasTimer> Timer<T> {
 }
 
 #[pinned_drop]
-impl<T: HasTimer> PinnedDrop for Timer<T> {
+impl<T: HasHrTimer<T> + HrTimerCallback> PinnedDrop for HrTimer<T> {
     fn drop(self: Pin<&mut Self>) {
         self.cancel();
     }

@@ -1,18 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Misc character devices: registration and the file operations vdaq uses (open, release,
-//! read, poll, ioctl, fasync, mmap), dispatched to a safe trait.
+//! Misc character devices: [`MiscDeviceRegistration`] and the file operations of a
+//! [`MiscDevice`], in the shape of upstream's `kernel::miscdevice` (Linux 6.13 and later),
+//! with local extensions for what it lacks (poll, fasync, the mapping's hooks, a sysfs file).
 //!
-//! Each open file holds an `Arc` of the device state, so the state outlives a device removal
-//! until the last file is closed; the file operations table is a static of this module (the
-//! VFS reads it after release), owned by the module (`owner`), so rmmod waits for open files.
+//! What an open file holds (`MiscDevice::Ptr`) may keep the device state alive after a device
+//! removal until the last file is closed; the file operations table is a static of this module
+//! (the VFS reads it after release), owned by the module (`owner`), so rmmod waits for open
+//! files.
 
 use core::marker::{PhantomData, PhantomPinned};
 use kernel::bindings;
-use kernel::error::{from_result, Error, Result};
+use kernel::build_error;
+use kernel::error::{from_result, Error, Result, VTABLE_DEFAULT_ERROR};
 use kernel::prelude::*;
 use kernel::str::CString;
-use kernel::sync::{Arc, ArcBorrow};
 use kernel::types::{ForeignOwnable, Opaque};
 use kernel::uaccess::{UserSlice, UserSliceWriter};
 
@@ -50,33 +52,102 @@ impl PollTable {
     }
 }
 
-/// What a misc device does with its files. `Self` is the device state every open file shares.
-pub(crate) trait FileOperations: Send + Sync + Sized + 'static {
-    /// A file is being opened (an error refuses the open).
-    fn open(dev: &Arc<Self>, file: &File) -> Result;
+/// A misc device's file operations, in the shape of upstream's `kernel::miscdevice::MiscDevice`
+/// (Linux 6.13; docs/DRIVER-UPSTREAM.md): `open` makes what the open file holds
+/// ([`MiscDevice::Ptr`]), the other operations borrow it, `release` takes it back. Operations
+/// an implementation leaves out are absent from the file operations table.
+///
+/// Local extensions, for what upstream's trait lacks: [`MiscDevice::RegistrationData`] (what
+/// every file of a node shares, given to [`MiscDeviceRegistration::register`]), `read` with a
+/// user slice (upstream: `read_iter`, 6.18), `poll`, `fasync`, the mapping's `open` and `close`
+/// hooks, and the node's sysfs `stats` file.
+#[vtable]
+pub(crate) trait MiscDevice: Sized {
+    /// What an open file holds.
+    type Ptr: ForeignOwnable + Send + Sync;
+    /// What the files of one registration share (local).
+    type RegistrationData: Send + Sync;
+
+    /// A file is being opened: returns what it holds (an error refuses the open).
+    fn open(file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Self::Ptr>;
+
     /// The last reference to an open file is gone.
-    fn release(dev: &Arc<Self>, file: &File);
-    /// read(): fills `out`, returns the bytes written.
-    fn read(dev: ArcBorrow<'_, Self>, file: &File, out: &mut UserSliceWriter) -> Result<usize>;
-    /// poll(): registers on wait queues through `table`, returns the EPOLL* mask.
-    fn poll(dev: ArcBorrow<'_, Self>, file: &File, table: &PollTable) -> u32;
+    fn release(device: Self::Ptr, _file: &File) {
+        drop(device);
+    }
+
+    /// read(): fills `out`, returns the bytes written (local).
+    fn read(
+        _device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _file: &File,
+        _out: &mut UserSliceWriter,
+    ) -> Result<usize> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
     /// ioctl(): `arg` is the user's argument.
-    fn ioctl(dev: ArcBorrow<'_, Self>, file: &File, cmd: u32, arg: usize) -> Result<isize>;
-    /// fasync(): O_ASYNC was set (`on`) or cleared on the file.
-    fn fasync(dev: ArcBorrow<'_, Self>, fd: i32, file: &File, on: bool) -> Result<i32>;
-    /// mmap(): fills `vma` (in the shape of upstream's `MiscDevice::mmap`, Linux 6.16). On
-    /// success the area is a mapping of the file until it is unmapped, when
-    /// [`FileOperations::mapping_closed`] is called (after [`FileOperations::mapping_opened`]
-    /// for each copy of it made by fork() or a split); on error neither is called for it.
-    fn mmap(dev: ArcBorrow<'_, Self>, file: &File, vma: &VmaNew) -> Result;
-    /// A copy of a mapping of the file was made (fork(), or a part split off).
-    fn mapping_opened(dev: ArcBorrow<'_, Self>);
-    /// A mapping of the file went away (munmap(), exit, or a part split off).
-    fn mapping_closed(dev: ArcBorrow<'_, Self>);
+    fn ioctl(
+        _device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _file: &File,
+        _cmd: u32,
+        _arg: usize,
+    ) -> Result<isize> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// ioctl() from a 32-bit process. Without it, a device with `ioctl` gets the same
+    /// commands with the argument as a 32-bit pointer (`compat_ptr_ioctl`'s rule).
+    fn compat_ioctl(
+        _device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _file: &File,
+        _cmd: u32,
+        _arg: usize,
+    ) -> Result<isize> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// mmap(): fills `vma` (upstream's `MiscDevice::mmap`, Linux 6.16). On success the area is
+    /// a mapping of the file until it is unmapped, when [`MiscDevice::mapping_closed`] is
+    /// called (after [`MiscDevice::mapping_opened`] for each copy of it made by fork() or a
+    /// split); on error neither is called for it.
+    fn mmap(
+        _device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _file: &File,
+        _vma: &VmaNew,
+    ) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// A copy of a mapping of the file was made: fork(), or a part split off (local).
+    fn mapping_opened(_device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>) {}
+
+    /// A mapping of the file went away: munmap(), exit, or a part split off (local).
+    fn mapping_closed(_device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>) {}
+
+    /// poll(): registers on wait queues through `table`, returns the EPOLL* mask (local).
+    fn poll(
+        _device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _file: &File,
+        _table: &PollTable,
+    ) -> u32 {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// fasync(): O_ASYNC was set (`on`) or cleared on the file (local).
+    fn fasync(
+        _device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _fd: i32,
+        _file: &File,
+        _on: bool,
+    ) -> Result<i32> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
     /// The text of the node's read-only sysfs file `stats` (/sys/class/misc/NAME/stats),
-    /// readable whoever holds the node (a local extension: upstream's `MiscDevice` has no
-    /// attributes).
-    fn show_stats(dev: &Self, out: &mut SysfsText<'_>) -> core::fmt::Result;
+    /// readable whoever holds the node (local: upstream's registration has no attributes).
+    fn show_stats(_data: &Self::RegistrationData, _out: &mut SysfsText<'_>) -> core::fmt::Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 }
 
 /// The page sysfs gives a `show` callback, filled with text.
@@ -98,27 +169,44 @@ impl core::fmt::Write for SysfsText<'_> {
     }
 }
 
-/// A registered misc device whose files share `Arc<T>`.
+/// How a misc device is registered (upstream's `MiscDeviceOptions`, whose name is static; a
+/// node named at run time, /dev/vdaqN, needs one it owns).
+pub(crate) struct MiscDeviceOptions {
+    /// The node's name under /dev.
+    pub(crate) name: CString,
+}
+
+/// A registered misc device (upstream's `MiscDeviceRegistration`), with the data its files
+/// share.
+///
+/// # Invariants
+///
+/// While `registered` is true, `misc` is registered with the misc core, pinned here, and its
+/// `name` points into `_name` and its `fops` to `T`'s static table.
 #[pin_data(PinnedDrop)]
-pub(crate) struct Registration<T: FileOperations> {
+pub(crate) struct MiscDeviceRegistration<T: MiscDevice> {
     #[pin]
     misc: Opaque<bindings::miscdevice>,
     registered: core::sync::atomic::AtomicBool,
     _name: CString,
-    data: Arc<T>,
+    data: T::RegistrationData,
     #[pin]
     _pin: PhantomPinned,
 }
 
 // SAFETY: the registration only holds the miscdevice (used by the misc core under its own
-// lock) and an `Arc<T>` with `T: Send + Sync`.
-unsafe impl<T: FileOperations> Send for Registration<T> {}
+// lock) and `T::RegistrationData`, which is `Send + Sync`.
+unsafe impl<T: MiscDevice> Send for MiscDeviceRegistration<T> {}
 // SAFETY: as above; no method gives mutable access.
-unsafe impl<T: FileOperations> Sync for Registration<T> {}
+unsafe impl<T: MiscDevice> Sync for MiscDeviceRegistration<T> {}
 
-impl<T: FileOperations> Registration<T> {
-    /// Registers /dev/`name` with a dynamic minor; its files share `data`.
-    pub(crate) fn register(name: CString, data: Arc<T>) -> impl PinInit<Self, Error> {
+impl<T: MiscDevice> MiscDeviceRegistration<T> {
+    /// Registers /dev/`opts.name` with a dynamic minor; its files share `data`.
+    pub(crate) fn register(
+        opts: MiscDeviceOptions,
+        data: T::RegistrationData,
+    ) -> impl PinInit<Self, Error> {
+        let name = opts.name;
         let name_ptr = name.as_char_ptr();
         try_pin_init!(Self {
             misc <- Opaque::ffi_init(move |slot: *mut bindings::miscdevice| {
@@ -129,8 +217,12 @@ impl<T: FileOperations> Registration<T> {
                     slot.write(core::mem::zeroed());
                     (*slot).minor = bindings::MISC_DYNAMIC_MINOR as _;
                     (*slot).name = name_ptr;
-                    (*slot).fops = fops::<T>();
-                    (*slot).groups = AttrsHolder::<T>::GROUPS.as_ptr().cast_mut();
+                    (*slot).fops = &FopsHolder::<T>::FOPS;
+                    (*slot).groups = if T::HAS_SHOW_STATS {
+                        AttrsHolder::<T>::GROUPS.as_ptr().cast_mut()
+                    } else {
+                        core::ptr::null_mut()
+                    };
                 }
             }),
             registered: core::sync::atomic::AtomicBool::new(false),
@@ -142,15 +234,36 @@ impl<T: FileOperations> Registration<T> {
             // SAFETY: the miscdevice is initialised and pinned inside `this` until drop,
             // which deregisters it.
             kernel::error::to_result(unsafe { bindings::misc_register(this.misc.get()) })?;
+            // INVARIANT: registered just above, with the name and table set at init.
             this.registered
                 .store(true, core::sync::atomic::Ordering::Release);
             Ok(())
         })
     }
+
+    /// What the files of this registration share (local: upstream's registration has none).
+    pub(crate) fn data(&self) -> &T::RegistrationData {
+        &self.data
+    }
+
+    /// The registration whose miscdevice is `misc`.
+    ///
+    /// # Safety
+    ///
+    /// `misc` must be the `misc` field of a live, pinned `MiscDeviceRegistration<T>`, which
+    /// stays live for `'a`.
+    unsafe fn from_misc<'a>(misc: *mut bindings::miscdevice) -> &'a Self {
+        // SAFETY: by the caller's guarantee, `misc` is this field of a live registration.
+        unsafe {
+            &*(misc as *const u8)
+                .sub(core::mem::offset_of!(Self, misc))
+                .cast::<Self>()
+        }
+    }
 }
 
 #[pinned_drop]
-impl<T: FileOperations> PinnedDrop for Registration<T> {
+impl<T: MiscDevice> PinnedDrop for MiscDeviceRegistration<T> {
     fn drop(self: Pin<&mut Self>) {
         if !self.registered.load(core::sync::atomic::Ordering::Acquire) {
             return;
@@ -161,24 +274,31 @@ impl<T: FileOperations> PinnedDrop for Registration<T> {
     }
 }
 
-fn fops<T: FileOperations>() -> &'static bindings::file_operations {
-    &FopsHolder::<T>::FOPS
-}
-
 struct FopsHolder<T>(PhantomData<T>);
 
-impl<T: FileOperations> FopsHolder<T> {
+impl<T: MiscDevice> FopsHolder<T> {
+    /// The operations `T` implements, and only those.
     const FOPS: bindings::file_operations = bindings::file_operations {
         // Only the address of this module's `struct module` is taken.
         owner: &raw const bindings::__this_module as *mut _,
         open: Some(open::<T>),
         release: Some(release::<T>),
-        read: Some(read::<T>),
-        poll: Some(poll::<T>),
-        unlocked_ioctl: Some(ioctl::<T>),
-        compat_ioctl: Some(compat_ioctl::<T>),
-        fasync: Some(fasync::<T>),
-        mmap: Some(mmap::<T>),
+        read: if T::HAS_READ { Some(read::<T>) } else { None },
+        poll: if T::HAS_POLL { Some(poll::<T>) } else { None },
+        unlocked_ioctl: if T::HAS_IOCTL { Some(ioctl::<T>) } else { None },
+        compat_ioctl: if T::HAS_COMPAT_IOCTL {
+            Some(compat_ioctl::<T>)
+        } else if T::HAS_IOCTL {
+            Some(compat_ptr_ioctl::<T>)
+        } else {
+            None
+        },
+        fasync: if T::HAS_FASYNC {
+            Some(fasync::<T>)
+        } else {
+            None
+        },
+        mmap: if T::HAS_MMAP { Some(mmap::<T>) } else { None },
         llseek: Some(bindings::noop_llseek),
         // SAFETY: all-zero is a valid `file_operations` (every other operation absent).
         ..unsafe { core::mem::zeroed() }
@@ -189,7 +309,7 @@ impl<T: FileOperations> FopsHolder<T> {
 /// and sysfs only read them.
 struct AttrsHolder<T>(PhantomData<T>);
 
-impl<T: FileOperations> AttrsHolder<T> {
+impl<T: MiscDevice> AttrsHolder<T> {
     const STATS: bindings::device_attribute = bindings::device_attribute {
         attr: bindings::attribute {
             name: c"stats".as_ptr().cast(),
@@ -213,9 +333,11 @@ impl<T: FileOperations> AttrsHolder<T> {
 /// sysfs `show` of the node's `stats` attribute.
 ///
 /// # Safety
+///
 /// Called by sysfs only, with `dev` the device the misc core registered for a
-/// [`Registration<T>`] (its driver data is the miscdevice) and `buf` a page for this call.
-unsafe extern "C" fn show_stats<T: FileOperations>(
+/// [`MiscDeviceRegistration<T>`] (its driver data is the miscdevice) and `buf` a page for
+/// this call.
+unsafe extern "C" fn show_stats<T: MiscDevice>(
     dev: *mut bindings::device,
     _attr: *mut bindings::device_attribute,
     buf: *mut kernel::ffi::c_char,
@@ -224,17 +346,14 @@ unsafe extern "C" fn show_stats<T: FileOperations>(
     // sysfs calls `show` only while the attribute exists, and misc_deregister removes it (and
     // waits for running callbacks) before the registration goes.
     let misc = unsafe { bindings::dev_get_drvdata(dev) }.cast::<bindings::miscdevice>();
-    // SAFETY: `misc` is the `misc` field of a pinned, registered `Registration<T>`.
-    let reg = unsafe {
-        &*(misc as *const u8)
-            .sub(core::mem::offset_of!(Registration<T>, misc))
-            .cast::<Registration<T>>()
-    };
+    // SAFETY: `misc` is the `misc` field of a pinned, registered `MiscDeviceRegistration<T>`,
+    // live during this call (above).
+    let reg = unsafe { MiscDeviceRegistration::<T>::from_misc(misc) };
     // SAFETY: sysfs gives `show` a page-sized buffer for this call.
     let page =
         unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), crate::pages::PAGE_SIZE) };
     let mut out = SysfsText { buf: page, len: 0 };
-    match T::show_stats(&reg.data, &mut out) {
+    match T::show_stats(reg.data(), &mut out) {
         Ok(()) => out.len as isize,
         Err(_) => -(bindings::EOVERFLOW as isize),
     }
@@ -242,7 +361,7 @@ unsafe extern "C" fn show_stats<T: FileOperations>(
 
 struct VmOpsHolder<T>(PhantomData<T>);
 
-impl<T: FileOperations> VmOpsHolder<T> {
+impl<T: MiscDevice> VmOpsHolder<T> {
     const VM_OPS: bindings::vm_operations_struct = bindings::vm_operations_struct {
         open: Some(vma_open::<T>),
         close: Some(vma_close::<T>),
@@ -251,23 +370,27 @@ impl<T: FileOperations> VmOpsHolder<T> {
     };
 }
 
-/// The device state of an open file.
+/// What an open file holds, borrowed.
 ///
 /// # Safety
-/// `file` must be a file of a [`Registration<T>`] that `open::<T>` succeeded for and that is
-/// not released yet.
-unsafe fn file_data<'a, T: FileOperations>(file: *mut bindings::file) -> ArcBorrow<'a, T> {
-    // SAFETY: `open` stored an `Arc<T>` through `into_foreign` in `private_data`; it is
+///
+/// `file` must be a file of a [`MiscDeviceRegistration<T>`] that `open::<T>` succeeded for
+/// and that is not released yet.
+unsafe fn file_data<'a, T: MiscDevice>(
+    file: *mut bindings::file,
+) -> <T::Ptr as ForeignOwnable>::Borrowed<'a> {
+    // SAFETY: `open` stored a `T::Ptr` through `into_foreign` in `private_data`; it is
     // reclaimed only in `release`, after every other operation on the file has returned.
-    unsafe { <Arc<T> as ForeignOwnable>::borrow((*file).private_data) }
+    unsafe { <T::Ptr as ForeignOwnable>::borrow((*file).private_data) }
 }
 
 /// `file_operations.open`.
 ///
 /// # Safety
+///
 /// Called by the misc core only, on a file whose `private_data` is the miscdevice of a
-/// registered [`Registration<T>`], under the misc core's lock.
-unsafe extern "C" fn open<T: FileOperations>(
+/// registered [`MiscDeviceRegistration<T>`], under the misc core's lock.
+unsafe extern "C" fn open<T: MiscDevice>(
     _inode: *mut bindings::inode,
     file: *mut bindings::file,
 ) -> kernel::ffi::c_int {
@@ -275,16 +398,11 @@ unsafe extern "C" fn open<T: FileOperations>(
         // SAFETY: misc_open set `private_data` to our registration's miscdevice, which stays
         // registered (misc_deregister waits on the misc lock held during this call).
         let misc = unsafe { (*file).private_data } as *mut bindings::miscdevice;
-        // SAFETY: `misc` is the `misc` field of a pinned `Registration<T>`.
-        let reg = unsafe {
-            &*(misc as *const u8)
-                .sub(core::mem::offset_of!(Registration<T>, misc))
-                .cast::<Registration<T>>()
-        };
-        let data = reg.data.clone();
-        T::open(&data, &File(file))?;
+        // SAFETY: `misc` is the `misc` field of a pinned registration, live during this call.
+        let reg = unsafe { MiscDeviceRegistration::<T>::from_misc(misc) };
+        let ptr = T::open(&File(file), reg)?;
         // SAFETY: the file is being opened; we own `private_data` from now on.
-        unsafe { (*file).private_data = data.into_foreign() as *mut _ };
+        unsafe { (*file).private_data = ptr.into_foreign() as *mut _ };
         Ok(0)
     })
 }
@@ -292,24 +410,25 @@ unsafe extern "C" fn open<T: FileOperations>(
 /// `file_operations.release`.
 ///
 /// # Safety
+///
 /// Called by the VFS only, once, on a file `open::<T>` succeeded for, when no other operation
 /// runs on it.
-unsafe extern "C" fn release<T: FileOperations>(
+unsafe extern "C" fn release<T: MiscDevice>(
     _inode: *mut bindings::inode,
     file: *mut bindings::file,
 ) -> kernel::ffi::c_int {
     // SAFETY: the file was opened by `open::<T>` and is being released: no other operation
-    // runs on it, so we take back the `Arc` stored there.
-    let data = unsafe { <Arc<T> as ForeignOwnable>::from_foreign((*file).private_data) };
-    T::release(&data, &File(file));
+    // runs on it, so we take back what `open` stored there.
+    let ptr = unsafe { <T::Ptr as ForeignOwnable>::from_foreign((*file).private_data) };
+    T::release(ptr, &File(file));
     0
 }
 
 /// `file_operations.read`.
 ///
 /// # Safety
-/// Called by the VFS only, on an open file of a [`Registration<T>`], with `buf` a user address.
-unsafe extern "C" fn read<T: FileOperations>(
+/// Called by the VFS only, on an open file of a [`MiscDeviceRegistration<T>`], with `buf` a user address.
+unsafe extern "C" fn read<T: MiscDevice>(
     file: *mut bindings::file,
     buf: *mut kernel::ffi::c_char,
     len: usize,
@@ -317,65 +436,82 @@ unsafe extern "C" fn read<T: FileOperations>(
 ) -> isize {
     from_result(|| {
         // SAFETY: read runs on an open file of this registration.
-        let data = unsafe { file_data::<T>(file) };
+        let device = unsafe { file_data::<T>(file) };
         let mut out = UserSlice::new(buf as usize, len).writer();
-        Ok(T::read(data, &File(file), &mut out)? as isize)
+        Ok(T::read(device, &File(file), &mut out)? as isize)
     })
 }
 
 /// `file_operations.poll`.
 ///
 /// # Safety
-/// Called by the VFS only, on an open file of a [`Registration<T>`], with its poll table.
-unsafe extern "C" fn poll<T: FileOperations>(
+/// Called by the VFS only, on an open file of a [`MiscDeviceRegistration<T>`], with its poll table.
+unsafe extern "C" fn poll<T: MiscDevice>(
     file: *mut bindings::file,
     table: *mut bindings::poll_table,
 ) -> bindings::__poll_t {
     // SAFETY: poll runs on an open file of this registration.
-    let data = unsafe { file_data::<T>(file) };
-    T::poll(data, &File(file), &PollTable { file, table })
+    let device = unsafe { file_data::<T>(file) };
+    T::poll(device, &File(file), &PollTable { file, table })
 }
 
 /// `file_operations.unlocked_ioctl`.
 ///
 /// # Safety
-/// Called by the VFS only (or by `compat_ioctl::<T>`), on an open file of a
-/// [`Registration<T>`].
-unsafe extern "C" fn ioctl<T: FileOperations>(
+///
+/// Called by the VFS only (or by `compat_ptr_ioctl::<T>`), on an open file of a
+/// [`MiscDeviceRegistration<T>`].
+unsafe extern "C" fn ioctl<T: MiscDevice>(
     file: *mut bindings::file,
     cmd: kernel::ffi::c_uint,
     arg: kernel::ffi::c_ulong,
 ) -> kernel::ffi::c_long {
     from_result(|| {
         // SAFETY: ioctl runs on an open file of this registration.
-        let data = unsafe { file_data::<T>(file) };
-        T::ioctl(data, &File(file), cmd, arg)
+        let device = unsafe { file_data::<T>(file) };
+        T::ioctl(device, &File(file), cmd, arg)
     }) as _
 }
 
-/// ioctl() from a 32-bit process: the same commands, as `compat_ptr_ioctl` would pass them
-/// (every vdaq ioctl argument is a pointer to a struct laid out alike for 32-bit processes:
-/// 64-bit fields at 8-byte offsets, sizes in multiples of 8).
+/// `file_operations.compat_ioctl`, when `T` has its own.
 ///
 /// # Safety
-/// Called by the VFS only, on an open file of a [`Registration<T>`].
-unsafe extern "C" fn compat_ioctl<T: FileOperations>(
+///
+/// Called by the VFS only, on an open file of a [`MiscDeviceRegistration<T>`].
+unsafe extern "C" fn compat_ioctl<T: MiscDevice>(
     file: *mut bindings::file,
     cmd: kernel::ffi::c_uint,
     arg: kernel::ffi::c_ulong,
 ) -> kernel::ffi::c_long {
-    // compat_ptr(): a 32-bit user pointer, zero-extended.
-    let arg = arg & 0xffff_ffff;
+    from_result(|| {
+        // SAFETY: compat_ioctl runs on an open file of this registration.
+        let device = unsafe { file_data::<T>(file) };
+        T::compat_ioctl(device, &File(file), cmd, arg)
+    }) as _
+}
+
+/// `file_operations.compat_ioctl` of a device with `ioctl` only: the same commands, the
+/// argument a 32-bit user pointer, zero-extended (`compat_ptr_ioctl`, which the kernel has
+/// only with `CONFIG_COMPAT`).
+///
+/// # Safety
+///
+/// Called by the VFS only, on an open file of a [`MiscDeviceRegistration<T>`].
+unsafe extern "C" fn compat_ptr_ioctl<T: MiscDevice>(
+    file: *mut bindings::file,
+    cmd: kernel::ffi::c_uint,
+    arg: kernel::ffi::c_ulong,
+) -> kernel::ffi::c_long {
     // SAFETY: the VFS calls compat_ioctl on an open file of this registration, as ioctl.
-    unsafe { ioctl::<T>(file, cmd, arg) }
+    unsafe { ioctl::<T>(file, cmd, arg & 0xffff_ffff) }
 }
 
 /// `file_operations.fasync`.
 ///
 /// # Safety
 /// Called by the VFS only (fcntl, and release before `release::<T>`), on an open file of a
-/// [`Registration<T>`].
-unsafe extern "C" fn fasync<T: FileOperations>(
+/// [`MiscDeviceRegistration<T>`].
+unsafe extern "C" fn fasync<T: MiscDevice>(
     fd: kernel::ffi::c_int,
     file: *mut bindings::file,
     on: kernel::ffi::c_int,
@@ -383,26 +519,26 @@ unsafe extern "C" fn fasync<T: FileOperations>(
     from_result(|| {
         // SAFETY: fasync runs on an open file of this registration (also from release, before
         // `release::<T>` reclaims the data).
-        let data = unsafe { file_data::<T>(file) };
-        T::fasync(data, fd, &File(file), on != 0)
+        let device = unsafe { file_data::<T>(file) };
+        T::fasync(device, fd, &File(file), on != 0)
     })
 }
 
 /// `file_operations.mmap`.
 ///
 /// # Safety
-/// Called by the mm core only, under the mmap lock, on an open file of a [`Registration<T>`]
+/// Called by the mm core only, under the mmap lock, on an open file of a [`MiscDeviceRegistration<T>`]
 /// with the area being set up.
-unsafe extern "C" fn mmap<T: FileOperations>(
+unsafe extern "C" fn mmap<T: MiscDevice>(
     file: *mut bindings::file,
     vma: *mut bindings::vm_area_struct,
 ) -> kernel::ffi::c_int {
     from_result(|| {
         // SAFETY: mmap runs on an open file of this registration.
-        let data = unsafe { file_data::<T>(file) };
+        let device = unsafe { file_data::<T>(file) };
         // SAFETY: `vma` is the area of this running mmap call; `area` does not outlive it.
         let area = unsafe { VmaNew::from_raw(vma) };
-        T::mmap(data, &File(file), &area)?;
+        T::mmap(device, &File(file), &area)?;
         // SAFETY: the area is being set up under the mmap lock; its operations are static.
         // Set only on success, so that `close` runs only for areas `T::mmap` accepted.
         unsafe { (*vma).vm_ops = &VmOpsHolder::<T>::VM_OPS };
@@ -410,11 +546,13 @@ unsafe extern "C" fn mmap<T: FileOperations>(
     })
 }
 
-/// The device state of the file a mapping belongs to.
+/// What the file a mapping belongs to holds, borrowed.
 ///
 /// # Safety
 /// `vma` must be a live area whose operations are `VmOpsHolder::<T>::VM_OPS`.
-unsafe fn vma_data<'a, T: FileOperations>(vma: *mut bindings::vm_area_struct) -> ArcBorrow<'a, T> {
+unsafe fn vma_data<'a, T: MiscDevice>(
+    vma: *mut bindings::vm_area_struct,
+) -> <T::Ptr as ForeignOwnable>::Borrowed<'a> {
     // SAFETY: only `mmap::<T>` installs these operations, on areas of files of this
     // registration; an area holds a reference to its file (`vm_file`), released after `close`,
     // so the file is open during `open` and `close`.
@@ -425,7 +563,7 @@ unsafe fn vma_data<'a, T: FileOperations>(vma: *mut bindings::vm_area_struct) ->
 ///
 /// # Safety
 /// Called by the mm core only, on a live copy of an area `mmap::<T>` set up.
-unsafe extern "C" fn vma_open<T: FileOperations>(vma: *mut bindings::vm_area_struct) {
+unsafe extern "C" fn vma_open<T: MiscDevice>(vma: *mut bindings::vm_area_struct) {
     // SAFETY: the mm core calls `open` on a live copy of an area of ours.
     T::mapping_opened(unsafe { vma_data::<T>(vma) });
 }
@@ -434,7 +572,7 @@ unsafe extern "C" fn vma_open<T: FileOperations>(vma: *mut bindings::vm_area_str
 ///
 /// # Safety
 /// Called by the mm core only, on a live area `mmap::<T>` set up, before it drops `vm_file`.
-unsafe extern "C" fn vma_close<T: FileOperations>(vma: *mut bindings::vm_area_struct) {
+unsafe extern "C" fn vma_close<T: MiscDevice>(vma: *mut bindings::vm_area_struct) {
     // SAFETY: the mm core calls `close` on a live area of ours, before it drops `vm_file`.
     T::mapping_closed(unsafe { vma_data::<T>(vma) });
 }

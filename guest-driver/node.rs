@@ -8,10 +8,11 @@ use kernel::sync::{Arc, ArcBorrow};
 use kernel::uaccess::{UserSlice, UserSliceWriter};
 
 use crate::device::VdaqDev;
+use crate::miscdev::{self, MiscDevice, MiscDeviceRegistration};
+use crate::mm;
 use crate::stream::{alloc_periods, MAX_PERIOD_BYTES};
 use crate::uapi::{self, PeriodHeader, Stats};
 use crate::wire::Pod;
-use crate::{miscdev, mm};
 
 /// What the files of one /dev/vdaqN share: the device and the node's stream.
 pub(crate) struct StreamNode {
@@ -142,8 +143,14 @@ impl StreamNode {
     }
 }
 
-impl miscdev::FileOperations for StreamNode {
-    fn open(node: &Arc<Self>, _file: &miscdev::File) -> Result {
+#[vtable]
+impl MiscDevice for StreamNode {
+    /// Every file of the node holds the node.
+    type Ptr = Arc<StreamNode>;
+    type RegistrationData = Arc<StreamNode>;
+
+    fn open(_file: &miscdev::File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<Self>> {
+        let node = misc.data();
         // Not under `control_lock`: the misc core holds its global lock during open, and a
         // control request to a silent device holds `control_lock` for seconds. `open` stays
         // set until release has stopped the stream, so a new open cannot meet a stopping one.
@@ -157,10 +164,10 @@ impl miscdev::FileOperations for StreamNode {
             return Err(EBUSY);
         }
         s.open = true;
-        Ok(())
+        Ok(node.clone())
     }
 
-    fn release(node: &Arc<Self>, file: &miscdev::File) {
+    fn release(node: Arc<Self>, file: &miscdev::File) {
         let (dev, id) = (&node.dev, node.id);
         // The LDD3 rule: leave the async queue on release (the VFS does it too; harmless).
         let _ = dev.set_async(id, -1, file, false);
@@ -312,7 +319,7 @@ impl miscdev::FileOperations for StreamNode {
 
     /// `stats`: the stream's statistics (the fields of `VDAQ_IOC_STATS`), whether it is
     /// started, and its ring's head and tail, one `name value` line each.
-    fn show_stats(node: &Self, out: &mut miscdev::SysfsText<'_>) -> core::fmt::Result {
+    fn show_stats(node: &Arc<Self>, out: &mut miscdev::SysfsText<'_>) -> core::fmt::Result {
         use core::fmt::Write;
         let (s, started, head, tail) = {
             let mut st = node.dev.state.lock();

@@ -10,13 +10,14 @@ use kernel::sync::{Arc, ArcBorrow};
 use kernel::{c_str, new_mutex};
 
 use crate::device::{Collector, EventMsg, State, VdaqDev, EVENT_BUFFERS};
-use crate::kernel_sync::{FasyncList, Timer, WaitQueue};
+use crate::format;
+use crate::kernel_sync::{FasyncList, HrTimer, WaitQueue};
+use crate::miscdev::{MiscDeviceOptions, MiscDeviceRegistration};
 use crate::node::StreamNode;
 use crate::stream::{alloc_periods, Caps, Params, Stream, MAX_PERIODS};
 use crate::virtio::{self, Virtqueue};
 use crate::virtio_snd::{self, code, queue, Event, Hdr, PcmInfo, QueryInfo};
 use crate::wire::Pod;
-use crate::{format, miscdev};
 
 /// Most streams handled per device (the count comes from the device).
 const MAX_STREAMS: u32 = 16;
@@ -153,7 +154,7 @@ impl virtio::Driver for VdaqDriver {
         };
         Arc::pin_init(
             pin_init!(VdaqDev {
-                watchdog <- Timer::new(),
+                watchdog <- HrTimer::new(),
                 state <- crate::new_spinlock_irq!(state, "vdaq:state"),
                 readers <- WaitQueue::new(),
                 fasync: fasync,
@@ -209,7 +210,8 @@ impl virtio::Driver for VdaqDriver {
                 },
                 GFP_KERNEL,
             )?;
-            let reg = KBox::pin_init(miscdev::Registration::register(name, node), GFP_KERNEL)?;
+            let opts = MiscDeviceOptions { name };
+            let reg = KBox::pin_init(MiscDeviceRegistration::register(opts, node), GFP_KERNEL)?;
             pr_info!(
                 "virtio{}: stream {} is /dev/vdaq{}\n",
                 vdev.index(),
