@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Binding a device: probe, ready (streams found, nodes made), the queue callbacks, and
-//! removal; the numbers of the nodes.
+//! removal by drop; the numbers of the nodes.
 
 use kernel::bindings;
 use kernel::prelude::*;
 use kernel::str::CString;
-use kernel::sync::{Arc, ArcBorrow};
+use kernel::sync::Arc;
 use kernel::{c_str, new_mutex};
 
 use crate::device::{Collector, EventMsg, State, VdaqDev, EVENT_BUFFERS};
@@ -22,7 +22,14 @@ use crate::wire::Pod;
 /// Most streams handled per device (the count comes from the device).
 const MAX_STREAMS: u32 = 16;
 
-pub(crate) struct VdaqDriver;
+/// The driver's data for one bound device: the device and its state, which open files may
+/// keep after the device is gone. Dropped at unbinding, once the device was reset: the drop
+/// removes the nodes and deletes the queues.
+#[pin_data(PinnedDrop)]
+pub(crate) struct VdaqDriver {
+    vdev: virtio::Device,
+    dev: Arc<VdaqDev>,
+}
 
 impl VdaqDriver {
     /// Reads every stream's PCM_INFO; the capture streams get their capabilities, default
@@ -102,12 +109,9 @@ impl VdaqDriver {
     }
 }
 
-impl virtio::Driver for VdaqDriver {
-    type Data = Arc<VdaqDev>;
-    const NAME: &'static kernel::str::CStr = c_str!("vdaq");
-    const DEVICE_ID: u32 = virtio_snd::DEVICE_ID;
-
-    fn probe(vdev: &virtio::Device) -> Result<Arc<VdaqDev>> {
+impl VdaqDriver {
+    /// Finds the queues and makes the device's state (nothing started).
+    fn new_state(vdev: &virtio::Device) -> Result<Arc<VdaqDev>> {
         let names = [
             c_str!("control"),
             c_str!("event"),
@@ -165,8 +169,22 @@ impl virtio::Driver for VdaqDriver {
             GFP_KERNEL,
         )
     }
+}
 
-    fn ready(vdev: &virtio::Device, dev: ArcBorrow<'_, VdaqDev>) -> Result {
+impl virtio::Driver for VdaqDriver {
+    const NAME: &'static kernel::str::CStr = c_str!("vdaq");
+    const ID_TABLE: &'static [virtio::DeviceId] = &[virtio::DeviceId::new(virtio_snd::DEVICE_ID)];
+
+    fn probe(vdev: &virtio::Device, _id: &virtio::DeviceId) -> impl PinInit<Self, Error> {
+        let dev = Self::new_state(vdev);
+        try_pin_init!(Self {
+            vdev: vdev.handle(),
+            dev: dev?,
+        }? Error)
+    }
+
+    fn ready(self: Pin<&Self>, vdev: &virtio::Device) -> Result {
+        let dev = &self.dev;
         vdev.ready();
         let mut event_msgs = KVec::with_capacity(EVENT_BUFFERS, GFP_KERNEL)?;
         for _ in 0..EVENT_BUFFERS {
@@ -190,7 +208,7 @@ impl virtio::Driver for VdaqDriver {
             }
             st.ring_periods
         };
-        let captures = Self::discover_streams(&dev, ring_periods)?;
+        let captures = Self::discover_streams(dev, ring_periods)?;
         // Bit n: stream n captures (no allocation under the spinlock).
         let capture_mask = {
             let st = dev.state.lock();
@@ -199,13 +217,13 @@ impl virtio::Driver for VdaqDriver {
                 .enumerate()
                 .fold(0u32, |m, (id, s)| m | (u32::from(s.capture) << id))
         };
-        // On an error, `remove` unregisters the nodes made so far.
+        // On an error, the unbinding that follows unregisters the nodes made so far.
         for id in (0..MAX_STREAMS).filter(|id| capture_mask & (1 << id) != 0) {
             let number = NodeNumber::take()?;
             let name = CString::try_from_fmt(kernel::fmt!("vdaq{}", number.0))?;
             let node = Arc::new(
                 StreamNode {
-                    dev: dev.into(),
+                    dev: dev.clone(),
                     id,
                 },
                 GFP_KERNEL,
@@ -228,15 +246,21 @@ impl virtio::Driver for VdaqDriver {
         Ok(())
     }
 
-    fn callback(dev: ArcBorrow<'_, VdaqDev>, queue_index: u32) {
+    fn callback(self: Pin<&Self>, queue_index: u32) {
+        let dev = &self.dev;
         match queue_index {
             q if q == u32::from(queue::RX) => dev.collect_rx(Collector::Interrupt),
             q if q == u32::from(queue::EVENT) => dev.state.lock().drain_events(),
             _ => {}
         }
     }
+}
 
-    fn remove(vdev: &virtio::Device, dev: ArcBorrow<'_, VdaqDev>) {
+#[pinned_drop]
+impl PinnedDrop for VdaqDriver {
+    fn drop(self: Pin<&mut Self>) {
+        let (vdev, dev) = (&self.vdev, &self.dev);
+        // The device was reset: no queue callback runs, nothing completes any more.
         // No new opens; open files keep the state alive and now see `gone`. Taking the nodes
         // out also breaks the cycle device -> node -> device.
         drop(core::mem::take(&mut *dev.nodes.lock()));
@@ -256,7 +280,6 @@ impl virtio::Driver for VdaqDriver {
         };
         dev.watchdog.cancel();
         dev.readers.wake_all();
-        vdev.reset();
         let (control, events, rx) = queues;
         if let Some(mut q) = control {
             while q.detach_unused().is_some() {}

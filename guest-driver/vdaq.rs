@@ -42,7 +42,7 @@
 //! of completed periods), `device` (the state the interrupt handlers and the files share, the
 //! receive and event handlers, the stall watchdog), `control` (the control queue; starting
 //! and stopping a stream), `node` (the file operations of /dev/vdaqN, an ioctl a method) and
-//! `probe` (binding and removal). It is safe Rust but for one call in `probe`'s `remove`.
+//! `probe` (binding, and removal by drop). It is safe Rust but for one call in that drop.
 //! Every other `unsafe` FFI call lives in the abstractions under it: `virtio`, `miscdev`,
 //! `mm`, `pages` and `kernel_sync`. docs/DRIVER-UPSTREAM.md maps each of those to its
 //! upstream Rust-for-Linux counterpart, and says which stay local and why.

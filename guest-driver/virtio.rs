@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Virtio drivers: registration, probe/remove as a trait, the device, and virtqueues that own
-//! the messages posted on them.
+//! Virtio drivers: a [`Driver`] in the shape of upstream's bus drivers (an id table, probe
+//! returning a pinned initialiser, removal by drop), its [`Registration`], the [`Device`], and
+//! virtqueues that own the messages posted on them.
 //!
 //! A message (`KBox<M>`) is handed to the queue with its buffers and comes back from
 //! `get_buf` or `detach_unused`; while the device owns it, nothing else can reach it, which is
@@ -18,31 +19,72 @@ use kernel::types::{ForeignOwnable, Opaque};
 /// `virtio_ring.h` that defines it is not in the bindings).
 const VIRTIO_RING_F_INDIRECT_DESC: u32 = 28;
 
-/// A virtio driver.
-pub(crate) trait Driver: 'static {
-    /// Per-device state, kept in the device's `priv` while bound.
-    type Data: ForeignOwnable + Send + Sync;
-    /// Driver name.
-    const NAME: &'static CStr;
-    /// Virtio device id bound.
-    const DEVICE_ID: u32;
-
-    /// Sets the device up (queues found, nothing started); returns its state.
-    fn probe(dev: &Device) -> Result<Self::Data>;
-    /// Called once the state is reachable from queue callbacks: start talking to the device.
-    /// On error, [`Driver::remove`] runs.
-    fn ready(dev: &Device, data: <Self::Data as ForeignOwnable>::Borrowed<'_>) -> Result;
-    /// A queue's callback (the used-buffer interrupt), in interrupt context.
-    fn callback(data: <Self::Data as ForeignOwnable>::Borrowed<'_>, queue: u32);
-    /// The device is going away: stop, reset the device and delete the queues. The state is
-    /// dropped after this returns.
-    fn remove(dev: &Device, data: <Self::Data as ForeignOwnable>::Borrowed<'_>);
+/// A virtio device id, as a driver's [`Driver::ID_TABLE`] lists it (upstream's bus drivers:
+/// `pci::DeviceId`).
+pub(crate) struct DeviceId {
+    device: u32,
+    vendor: u32,
 }
 
-/// A virtio device during probe or remove (or while its queues exist).
+impl DeviceId {
+    /// Devices of type `device` (VIRTIO 1.2, 5), from any vendor.
+    pub(crate) const fn new(device: u32) -> Self {
+        Self {
+            device,
+            vendor: bindings::VIRTIO_DEV_ANY_ID,
+        }
+    }
+
+    fn matches(&self, id: &bindings::virtio_device_id) -> bool {
+        self.device == id.device
+            && (self.vendor == bindings::VIRTIO_DEV_ANY_ID || self.vendor == id.vendor)
+    }
+}
+
+/// A virtio driver, in the shape of upstream's bus drivers (`pci::Driver`, Linux 6.14 and
+/// later; mainline has no Rust virtio bus): the devices it binds in an id table, `probe`
+/// returning the driver's data as a pinned initialiser, and removal by drop: unbinding drops
+/// the data, after the device was reset (no queue callback runs any more).
+///
+/// Local extension: [`Driver::ready`], the step after the data is reachable from the queue
+/// callbacks, when the driver may start talking to the device (DRIVER_OK).
+pub(crate) trait Driver: Send + Sync + Sized + 'static {
+    /// Driver name.
+    const NAME: &'static CStr;
+    /// The devices the driver binds.
+    const ID_TABLE: &'static [DeviceId];
+
+    /// Sets the device up (queues found, nothing started); `id` is the entry it matched.
+    fn probe(dev: &Device, id: &DeviceId) -> impl PinInit<Self, Error>;
+    /// The data is reachable from the queue callbacks: start talking to the device. On
+    /// error, the binding fails as an unbinding does (the device reset, the data dropped).
+    fn ready(self: Pin<&Self>, dev: &Device) -> Result;
+    /// A queue's callback (the used-buffer interrupt), in interrupt context.
+    fn callback(self: Pin<&Self>, queue: u32);
+}
+
+/// A virtio device, bound to a [`Driver`].
+///
+/// # Invariants
+///
+/// The pointer is a device of the virtio core, live while the driver is bound to it: from its
+/// `probe` until the driver's data is dropped at removal.
 pub(crate) struct Device(*mut bindings::virtio_device);
 
+// SAFETY: the device is the virtio core's, live while bound (the type invariant); the calls
+// made through it are for any context the kernel documents for them.
+unsafe impl Send for Device {}
+// SAFETY: as above; the handle has no state of its own.
+unsafe impl Sync for Device {}
+
 impl Device {
+    /// Another handle to the device, for the driver's data to keep: valid while the device is
+    /// bound, as the data is.
+    pub(crate) fn handle(&self) -> Self {
+        // INVARIANT: the same device, bound as long as `self` is.
+        Self(self.0)
+    }
+
     /// The device's index (virtioN).
     pub(crate) fn index(&self) -> i32 {
         // SAFETY: the device is live while this handle exists.
@@ -246,6 +288,7 @@ impl<M: Message> Virtqueue<M> {
 /// A virtqueue's callback (interrupt context).
 ///
 /// # Safety
+///
 /// Called by the virtio transport only, with a live queue of a live device of this driver.
 unsafe extern "C" fn vq_callback<T: Driver>(vq: *mut bindings::virtqueue) {
     // SAFETY: the transport calls this with a live queue of a live device.
@@ -255,21 +298,32 @@ unsafe extern "C" fn vq_callback<T: Driver>(vq: *mut bindings::virtqueue) {
     if data.is_null() {
         return; // Not ready yet, or being removed.
     }
-    // SAFETY: `priv` holds `T::Data` from `into_foreign` until `remove_callback` clears it
-    // after the device was reset (no callback runs then).
-    T::callback(unsafe { T::Data::borrow(data) }, index);
+    // SAFETY: `priv` holds a `Pin<KBox<T>>` from `into_foreign` until `remove_callback` clears
+    // it after the device was reset (no callback runs then).
+    T::callback(
+        unsafe { <Pin<KBox<T>> as ForeignOwnable>::borrow(data) },
+        index,
+    );
 }
 
 /// `virtio_driver.probe`.
 ///
 /// # Safety
+///
 /// Called by the virtio core only, once per binding, with a live device whose `priv` is ours.
 unsafe extern "C" fn probe_callback<T: Driver>(
     vdev: *mut bindings::virtio_device,
 ) -> kernel::ffi::c_int {
     from_result(|| {
+        // INVARIANT: the core probes a live device, bound until `remove_callback`.
         let dev = Device(vdev);
-        let data = match T::probe(&dev) {
+        // SAFETY: the device is live; the core matched it against our table.
+        let matched = unsafe { &(*vdev).id };
+        let id = T::ID_TABLE
+            .iter()
+            .find(|id| id.matches(matched))
+            .ok_or(ENODEV)?;
+        let data = match KBox::pin_init(T::probe(&dev, id), GFP_KERNEL) {
             Ok(data) => data,
             Err(e) => {
                 // Queues `T::probe` found before it failed would outlive the binding.
@@ -282,10 +336,10 @@ unsafe extern "C" fn probe_callback<T: Driver>(
         };
         // SAFETY: the device is being probed; `priv` is ours.
         unsafe { (*vdev).priv_ = data.into_foreign() as *mut _ };
-        // SAFETY: just stored.
-        let result = T::ready(&dev, unsafe { T::Data::borrow((*vdev).priv_) });
-        if let Err(e) = result {
-            // SAFETY: as in `remove_callback`.
+        // SAFETY: just stored; taken back only by `remove_callback` below or at unbinding.
+        let data = unsafe { <Pin<KBox<T>> as ForeignOwnable>::borrow((*vdev).priv_) };
+        if let Err(e) = data.ready(&dev) {
+            // SAFETY: as in an unbinding: the device is bound and `priv` holds our data.
             unsafe { remove_callback::<T>(vdev) };
             return Err(e);
         }
@@ -293,20 +347,21 @@ unsafe extern "C" fn probe_callback<T: Driver>(
     })
 }
 
-/// `virtio_driver.remove`.
+/// `virtio_driver.remove`: resets the device, then drops the driver's data.
 ///
 /// # Safety
+///
 /// Called by the virtio core only, once, on a device `probe_callback::<T>` bound.
 unsafe extern "C" fn remove_callback<T: Driver>(vdev: *mut bindings::virtio_device) {
-    let dev = Device(vdev);
+    // The device stops using its buffers and raising interrupts, and running queue callbacks
+    // have finished, before the data they borrow goes.
+    Device(vdev).reset();
     // SAFETY: the device is bound, so `priv` holds our data.
     let ptr = unsafe { (*vdev).priv_ };
-    // SAFETY: as above.
-    T::remove(&dev, unsafe { T::Data::borrow(ptr) });
-    // SAFETY: `T::remove` reset the device: no callback can see `priv` any more.
+    // SAFETY: after the reset no callback can see `priv` any more.
     unsafe { (*vdev).priv_ = core::ptr::null_mut() };
     // SAFETY: `ptr` came from `into_foreign` in probe and is not used after this.
-    drop(unsafe { T::Data::from_foreign(ptr) });
+    drop(unsafe { <Pin<KBox<T>> as ForeignOwnable>::from_foreign(ptr) });
 }
 
 /// A registered virtio driver.
@@ -314,7 +369,8 @@ unsafe extern "C" fn remove_callback<T: Driver>(vdev: *mut bindings::virtio_devi
 pub(crate) struct Registration<T: Driver> {
     #[pin]
     drv: Opaque<bindings::virtio_driver>,
-    ids: KBox<[bindings::virtio_device_id; 2]>,
+    /// `T::ID_TABLE` as the virtio core reads it, with its all-zero end.
+    ids: KVec<bindings::virtio_device_id>,
     registered: core::sync::atomic::AtomicBool,
     _t: PhantomData<T>,
 }
@@ -325,21 +381,26 @@ unsafe impl<T: Driver> Send for Registration<T> {}
 unsafe impl<T: Driver> Sync for Registration<T> {}
 
 impl<T: Driver> Registration<T> {
-    /// Registers the driver for `T::DEVICE_ID`.
+    fn id_table() -> Result<KVec<bindings::virtio_device_id>> {
+        let mut ids = KVec::with_capacity(T::ID_TABLE.len() + 1, GFP_KERNEL)?;
+        for id in T::ID_TABLE {
+            let entry = bindings::virtio_device_id {
+                device: id.device,
+                vendor: id.vendor,
+            };
+            ids.push(entry, GFP_KERNEL)?;
+        }
+        let end = bindings::virtio_device_id {
+            device: 0,
+            vendor: 0,
+        };
+        ids.push(end, GFP_KERNEL)?;
+        Ok(ids)
+    }
+
+    /// Registers the driver for the devices of `T::ID_TABLE`.
     pub(crate) fn register(module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        let ids = KBox::new(
-            [
-                bindings::virtio_device_id {
-                    device: T::DEVICE_ID,
-                    vendor: bindings::VIRTIO_DEV_ANY_ID,
-                },
-                bindings::virtio_device_id {
-                    device: 0,
-                    vendor: 0,
-                },
-            ],
-            GFP_KERNEL,
-        );
+        let ids = Self::id_table();
         try_pin_init!(Self {
             ids: ids?,
             drv <- Opaque::ffi_init(|slot: *mut bindings::virtio_driver| {
