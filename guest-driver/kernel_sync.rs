@@ -7,7 +7,6 @@
 use core::marker::PhantomPinned;
 use kernel::bindings;
 use kernel::error::{code::ERESTARTSYS, to_result, Result};
-use kernel::init::PinInit;
 use kernel::prelude::*;
 use kernel::sync::lock::{Backend, Lock};
 use kernel::types::Opaque;
@@ -55,6 +54,21 @@ unsafe impl Backend for SpinLockIrqBackend {
     unsafe fn unlock(ptr: *mut Self::State, flags: &Self::GuardState) {
         // SAFETY: the caller owns the lock; `flags` came from the matching `lock`.
         unsafe { bindings::spin_unlock_irqrestore(ptr, *flags) }
+    }
+
+    // Linux 7's `Backend` also asks for these two.
+    #[cfg(vdaq_linux7)]
+    unsafe fn try_lock(ptr: *mut Self::State) -> Option<Self::GuardState> {
+        let mut flags: Self::GuardState = 0;
+        // SAFETY: the caller guarantees the lock was initialised; `flags` is writable.
+        let locked = unsafe { bindings::spin_trylock_irqsave(ptr, &mut flags) } != 0;
+        locked.then_some(flags)
+    }
+
+    #[cfg(vdaq_linux7)]
+    unsafe fn assert_is_held(ptr: *mut Self::State) {
+        // SAFETY: the caller guarantees the lock was initialised.
+        unsafe { bindings::spin_assert_is_held(ptr) }
     }
 }
 
@@ -123,7 +137,7 @@ impl WaitQueue {
                 bindings::prepare_to_wait_exclusive(
                     self.head.get(),
                     entry,
-                    bindings::TASK_INTERRUPTIBLE as _,
+                    bindings::TASK_INTERRUPTIBLE as kernel::ffi::c_int,
                 )
             };
             if ready() {
@@ -168,7 +182,8 @@ impl FasyncList {
     pub(crate) fn helper(&self, fd: i32, file: &crate::miscdev::File, on: bool) -> Result<i32> {
         // SAFETY: `file` is a live file during its file operation; `head` is the list pointer
         // that fasync_helper owns.
-        let ret = unsafe { bindings::fasync_helper(fd, file.as_ptr(), on as i32, self.head.get()) };
+        let ret =
+            unsafe { bindings::fasync_helper(fd, file.as_ptr(), i32::from(on), self.head.get()) };
         to_result(ret)?;
         Ok(ret)
     }
@@ -179,6 +194,13 @@ impl FasyncList {
         // SAFETY: `head` is the list pointer fasync_helper maintains (possibly null: empty).
         unsafe { bindings::kill_fasync(self.head.get(), sig as i32, band as i32) }
     }
+}
+
+/// CLOCK_MONOTONIC, in nanoseconds.
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: ktime_get may be called from any context.
+    let ns = unsafe { bindings::ktime_get() };
+    ns as u64
 }
 
 /// Sleeps for at least `ms` milliseconds (process context).
@@ -259,19 +281,60 @@ impl<T: HasHrTimer<T> + HrTimerCallback> HrTimer<T> {
     /// An initialiser for a stopped timer.
     pub(crate) fn new() -> impl PinInit<Self> {
         pin_init!(Self {
-            // SAFETY: `slot` is valid for writing an hrtimer; hrtimer_init initialises it and
-            // `function` is then set before any start.
+            // SAFETY: `slot` is valid for writing an hrtimer, which this initialises with its
+            // callback before any start.
             raw <- Opaque::ffi_init(|slot: *mut bindings::hrtimer| unsafe {
-                bindings::hrtimer_init(
-                    slot,
-                    bindings::CLOCK_MONOTONIC as _,
-                    bindings::hrtimer_mode_HRTIMER_MODE_REL,
-                );
-                (*slot).function = Some(Self::fire);
+                Self::setup(slot)
             }),
             _pin: PhantomPinned,
             _owner: core::marker::PhantomData,
         })
+    }
+
+    /// Initialises the hrtimer at `slot` (CLOCK_MONOTONIC, relative) to call [`Self::fire`].
+    ///
+    /// # Safety
+    ///
+    /// `slot` must be valid for writing an hrtimer that is not queued.
+    unsafe fn setup(slot: *mut bindings::hrtimer) {
+        #[cfg(not(vdaq_linux7))]
+        // SAFETY: by the caller's guarantee; `function` is set before any start.
+        unsafe {
+            bindings::hrtimer_init(
+                slot,
+                bindings::CLOCK_MONOTONIC as bindings::clockid_t,
+                bindings::hrtimer_mode_HRTIMER_MODE_REL,
+            );
+            (*slot).function = Some(Self::fire);
+        }
+        // Linux 7 sets the callback in the same call (the field is private there).
+        #[cfg(vdaq_linux7)]
+        // SAFETY: by the caller's guarantee.
+        unsafe {
+            bindings::hrtimer_setup(
+                slot,
+                Some(Self::fire),
+                bindings::CLOCK_MONOTONIC as bindings::clockid_t,
+                bindings::hrtimer_mode_HRTIMER_MODE_REL,
+            )
+        };
+    }
+
+    /// Whether the timer is queued, read without the base lock (`hrtimer_is_queued`).
+    ///
+    /// # Safety
+    ///
+    /// `raw` must be an initialised hrtimer.
+    unsafe fn is_queued(raw: *mut bindings::hrtimer) -> bool {
+        // SAFETY: a volatile read of a field the hrtimer core writes under its lock.
+        #[cfg(not(vdaq_linux7))]
+        let queued = u32::from(unsafe { core::ptr::read_volatile(&raw const (*raw).state) })
+            & bindings::HRTIMER_STATE_ENQUEUED
+            != 0;
+        // SAFETY: as above (Linux 7 keeps a bool of its own).
+        #[cfg(vdaq_linux7)]
+        let queued = unsafe { core::ptr::read_volatile(&raw const (*raw).is_queued) };
+        queued
     }
 
     /// Fires in `ns` nanoseconds (re-arms a running timer).
@@ -298,13 +361,11 @@ impl<T: HasHrTimer<T> + HrTimerCallback> HrTimer<T> {
     /// queued" only starts a timer that is about to be started anyway.
     pub(crate) fn start_within(&self, ns: u64) {
         let raw = self.raw.get();
-        // SAFETY: the timer was initialised by `new`; volatile reads of a u8 and a ktime_t
-        // that the hrtimer core writes under its lock (hrtimer_is_queued reads `state` alike).
+        // SAFETY: the timer was initialised by `new`; a volatile read of the expiry, which
+        // the hrtimer core writes under its lock.
         let (queued, expires) = unsafe {
             (
-                u32::from(core::ptr::read_volatile(&raw const (*raw).state))
-                    & bindings::HRTIMER_STATE_ENQUEUED
-                    != 0,
+                Self::is_queued(raw),
                 core::ptr::read_volatile(&raw const (*raw).node.expires),
             )
         };

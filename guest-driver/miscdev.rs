@@ -16,7 +16,9 @@ use kernel::error::{from_result, Error, Result, VTABLE_DEFAULT_ERROR};
 use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::types::{ForeignOwnable, Opaque};
-use kernel::uaccess::{UserSlice, UserSliceWriter};
+use kernel::uaccess::UserSliceWriter;
+
+use crate::compat::{into_foreign, user_slice};
 
 use crate::kernel_sync::WaitQueue;
 use crate::mm::VmaNew;
@@ -215,7 +217,7 @@ impl<T: MiscDevice> MiscDeviceRegistration<T> {
                 // does not move) and the fops are static.
                 unsafe {
                     slot.write(core::mem::zeroed());
-                    (*slot).minor = bindings::MISC_DYNAMIC_MINOR as _;
+                    (*slot).minor = bindings::MISC_DYNAMIC_MINOR as kernel::ffi::c_int;
                     (*slot).name = name_ptr;
                     (*slot).fops = &FopsHolder::<T>::FOPS;
                     (*slot).groups = if T::HAS_SHOW_STATS {
@@ -280,7 +282,7 @@ impl<T: MiscDevice> FopsHolder<T> {
     /// The operations `T` implements, and only those.
     const FOPS: bindings::file_operations = bindings::file_operations {
         // Only the address of this module's `struct module` is taken.
-        owner: &raw const bindings::__this_module as *mut _,
+        owner: (&raw const bindings::__this_module).cast_mut(),
         open: Some(open::<T>),
         release: Some(release::<T>),
         read: if T::HAS_READ { Some(read::<T>) } else { None },
@@ -310,6 +312,9 @@ impl<T: MiscDevice> FopsHolder<T> {
 struct AttrsHolder<T>(PhantomData<T>);
 
 impl<T: MiscDevice> AttrsHolder<T> {
+    // `attribute` has lockdep's key fields only with CONFIG_DEBUG_LOCK_ALLOC. Linux 7's
+    // clippy settings want `CStrExt::as_char_ptr`, a trait method no constant can call.
+    #[allow(clippy::needless_update, clippy::disallowed_methods)]
     const STATS: bindings::device_attribute = bindings::device_attribute {
         attr: bindings::attribute {
             name: c"stats".as_ptr().cast(),
@@ -317,12 +322,27 @@ impl<T: MiscDevice> AttrsHolder<T> {
             // SAFETY: all-zero is valid for the rest (lockdep's key fields, when present).
             ..unsafe { core::mem::zeroed() }
         },
+        #[cfg(not(vdaq_linux7))]
         show: Some(show_stats::<T>),
+        #[cfg(not(vdaq_linux7))]
         store: None,
+        // Linux 7: each callback shares a union with its const-argument form.
+        #[cfg(vdaq_linux7)]
+        __bindgen_anon_1: bindings::device_attribute__bindgen_ty_1 {
+            show: Some(show_stats::<T>),
+        },
+        #[cfg(vdaq_linux7)]
+        __bindgen_anon_2: bindings::device_attribute__bindgen_ty_2 { store: None },
     };
     const ATTRS: &'static [*const bindings::attribute; 2] = &[&Self::STATS.attr, core::ptr::null()];
     const GROUP: bindings::attribute_group = bindings::attribute_group {
+        #[cfg(not(vdaq_linux7))]
         attrs: Self::ATTRS.as_ptr().cast_mut().cast(),
+        // Linux 7: `attrs` shares a union with its const form.
+        #[cfg(vdaq_linux7)]
+        __bindgen_anon_2: bindings::attribute_group__bindgen_ty_2 {
+            attrs: Self::ATTRS.as_ptr().cast_mut().cast(),
+        },
         // SAFETY: all-zero is valid for the rest (no name, no visibility callbacks).
         ..unsafe { core::mem::zeroed() }
     };
@@ -397,12 +417,12 @@ unsafe extern "C" fn open<T: MiscDevice>(
     from_result(|| {
         // SAFETY: misc_open set `private_data` to our registration's miscdevice, which stays
         // registered (misc_deregister waits on the misc lock held during this call).
-        let misc = unsafe { (*file).private_data } as *mut bindings::miscdevice;
+        let misc = unsafe { (*file).private_data }.cast::<bindings::miscdevice>();
         // SAFETY: `misc` is the `misc` field of a pinned registration, live during this call.
         let reg = unsafe { MiscDeviceRegistration::<T>::from_misc(misc) };
         let ptr = T::open(&File(file), reg)?;
         // SAFETY: the file is being opened; we own `private_data` from now on.
-        unsafe { (*file).private_data = ptr.into_foreign() as *mut _ };
+        unsafe { (*file).private_data = into_foreign(ptr) };
         Ok(0)
     })
 }
@@ -437,7 +457,7 @@ unsafe extern "C" fn read<T: MiscDevice>(
     from_result(|| {
         // SAFETY: read runs on an open file of this registration.
         let device = unsafe { file_data::<T>(file) };
-        let mut out = UserSlice::new(buf as usize, len).writer();
+        let mut out = user_slice(buf as usize, len).writer();
         Ok(T::read(device, &File(file), &mut out)? as isize)
     })
 }
@@ -470,7 +490,7 @@ unsafe extern "C" fn ioctl<T: MiscDevice>(
         // SAFETY: ioctl runs on an open file of this registration.
         let device = unsafe { file_data::<T>(file) };
         T::ioctl(device, &File(file), cmd, arg)
-    }) as _
+    }) as kernel::ffi::c_long
 }
 
 /// `file_operations.compat_ioctl`, when `T` has its own.
@@ -487,7 +507,7 @@ unsafe extern "C" fn compat_ioctl<T: MiscDevice>(
         // SAFETY: compat_ioctl runs on an open file of this registration.
         let device = unsafe { file_data::<T>(file) };
         T::compat_ioctl(device, &File(file), cmd, arg)
-    }) as _
+    }) as kernel::ffi::c_long
 }
 
 /// `file_operations.compat_ioctl` of a device with `ioctl` only: the same commands, the

@@ -46,7 +46,7 @@ impl VmaNew {
     }
 
     /// The area's `VM_*` flags.
-    pub(crate) fn flags(&self) -> usize {
+    pub(crate) fn flags(&self) -> bindings::vm_flags_t {
         // SAFETY: by the type invariant the VMA is live; the flags do not change under us
         // (the mmap lock is held for writing).
         unsafe { (*self.vma).__bindgen_anon_2.vm_flags }
@@ -55,17 +55,19 @@ impl VmaNew {
     /// True when the mapping is shared (MAP_SHARED). `VM_MAYSHARE`, not `VM_SHARED`: the mm
     /// core clears `VM_SHARED` from shared mappings of files not open for writing.
     pub(crate) fn is_shared(&self) -> bool {
-        self.flags() & bindings::VM_MAYSHARE as usize != 0
+        self.flags() & bindings::VM_MAYSHARE as bindings::vm_flags_t != 0
     }
 
     /// Makes the mapping read-only for good: EPERM if it is writable now; afterwards
     /// mprotect() cannot make it writable.
     pub(crate) fn try_clear_maywrite(&self) -> Result {
-        if self.flags() & bindings::VM_WRITE as usize != 0 {
+        if self.flags() & bindings::VM_WRITE as bindings::vm_flags_t != 0 {
             return Err(EPERM);
         }
         // SAFETY: the VMA is live and being set up under the mmap lock (type invariant).
-        unsafe { bindings::vm_flags_clear(self.vma, bindings::VM_MAYWRITE as _) };
+        unsafe {
+            bindings::vm_flags_clear(self.vma, bindings::VM_MAYWRITE as bindings::vm_flags_t)
+        };
         Ok(())
     }
 
@@ -75,7 +77,7 @@ impl VmaNew {
         unsafe {
             bindings::vm_flags_set(
                 self.vma,
-                (bindings::VM_DONTEXPAND | bindings::VM_DONTDUMP) as _,
+                (bindings::VM_DONTEXPAND | bindings::VM_DONTDUMP) as bindings::vm_flags_t,
             )
         };
     }
@@ -87,6 +89,6 @@ impl VmaNew {
     /// `page` must be a live order-0 page (not slab memory) the caller holds a reference to.
     pub(crate) unsafe fn insert_page(&self, addr: usize, page: *mut bindings::page) -> Result {
         // SAFETY: the VMA is live (type invariant); the caller guarantees the page.
-        to_result(unsafe { bindings::vm_insert_page(self.vma, addr as _, page) })
+        to_result(unsafe { bindings::vm_insert_page(self.vma, addr as kernel::ffi::c_ulong, page) })
     }
 }

@@ -5,7 +5,7 @@
 use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow};
-use kernel::uaccess::{UserSlice, UserSliceWriter};
+use kernel::uaccess::UserSliceWriter;
 
 use crate::device::VdaqDev;
 use crate::miscdev::{self, MiscDevice, MiscDeviceRegistration};
@@ -42,7 +42,7 @@ impl StreamNode {
                 reserved: 0,
             }
         };
-        UserSlice::new(arg, core::mem::size_of::<uapi::Info>())
+        crate::compat::user_slice(arg, core::mem::size_of::<uapi::Info>())
             .writer()
             .write_slice(info.as_bytes())
     }
@@ -52,7 +52,7 @@ impl StreamNode {
     fn set_params(&self, arg: usize) -> Result {
         let (dev, id) = (&self.dev, self.id);
         let mut raw = uapi::Params::default();
-        UserSlice::new(arg, core::mem::size_of::<uapi::Params>())
+        crate::compat::user_slice(arg, core::mem::size_of::<uapi::Params>())
             .reader()
             .read_slice(raw.as_bytes_mut())?;
         let _serial = dev.control_lock.lock();
@@ -118,7 +118,7 @@ impl StreamNode {
             }
             st.stream(id)?.pool.as_ref().ok_or(EINVAL)?.layout()
         };
-        UserSlice::new(arg, core::mem::size_of::<uapi::MmapLayout>())
+        crate::compat::user_slice(arg, core::mem::size_of::<uapi::MmapLayout>())
             .writer()
             .write_slice(layout.as_bytes())
     }
@@ -127,7 +127,7 @@ impl StreamNode {
     fn mmap_ack(&self, arg: usize) -> Result {
         let (dev, id) = (&self.dev, self.id);
         let mut upto = [0u8; 8];
-        UserSlice::new(arg, upto.len())
+        crate::compat::user_slice(arg, upto.len())
             .reader()
             .read_slice(&mut upto)?;
         dev.give_back(id, u64::from_ne_bytes(upto))
@@ -137,7 +137,7 @@ impl StreamNode {
     fn stats(&self, arg: usize) -> Result {
         let (dev, id) = (&self.dev, self.id);
         let stats = dev.state.lock().stream(id)?.stats;
-        UserSlice::new(arg, core::mem::size_of::<Stats>())
+        crate::compat::user_slice(arg, core::mem::size_of::<Stats>())
             .writer()
             .write_slice(stats.as_bytes())
     }

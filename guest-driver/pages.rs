@@ -185,10 +185,7 @@ impl PagePool {
     /// Writes `bytes` into the status pages at `offset` (within bounds: callers pass offsets
     /// of the layout).
     fn write_status(&self, offset: usize, bytes: &[u8]) {
-        if offset
-            .checked_add(bytes.len())
-            .map_or(true, |end| end > self.status.len())
-        {
+        if !matches!(offset.checked_add(bytes.len()), Some(end) if end <= self.status.len()) {
             return;
         }
         // SAFETY: in bounds of the status pages (checked above), which live as long as `self`.
@@ -238,7 +235,7 @@ impl PagePool {
         let pages = (vma.end() - vma.start()) / PAGE_SIZE;
         let total = self.status_pages() + self.periods() * self.stride_pages;
         let first = vma.pgoff();
-        if first.checked_add(pages).map_or(true, |end| end > total) {
+        if !matches!(first.checked_add(pages), Some(end) if end <= total) {
             return Err(EINVAL);
         }
         for i in 0..pages {

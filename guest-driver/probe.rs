@@ -220,7 +220,7 @@ impl virtio::Driver for VdaqDriver {
         // On an error, the unbinding that follows unregisters the nodes made so far.
         for id in (0..MAX_STREAMS).filter(|id| capture_mask & (1 << id) != 0) {
             let number = NodeNumber::take()?;
-            let name = CString::try_from_fmt(kernel::fmt!("vdaq{}", number.0))?;
+            let name = CString::try_from_fmt(format_args!("vdaq{}", number.0))?;
             let node = Arc::new(
                 StreamNode {
                     dev: dev.clone(),

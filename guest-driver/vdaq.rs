@@ -49,6 +49,7 @@
 
 use kernel::prelude::*;
 
+mod compat;
 mod control;
 mod device;
 mod kernel_sync;
@@ -84,7 +85,6 @@ use probe::VdaqDriver;
 module! {
     type: VdaqModule,
     name: "vdaq",
-    author: "vdaq developers",
     description: "Driver for the vdaq virtual data-acquisition card (virtio-sound capture)",
     license: "GPL",
 }

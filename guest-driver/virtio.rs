@@ -335,7 +335,7 @@ unsafe extern "C" fn probe_callback<T: Driver>(
             }
         };
         // SAFETY: the device is being probed; `priv` is ours.
-        unsafe { (*vdev).priv_ = data.into_foreign() as *mut _ };
+        unsafe { (*vdev).priv_ = crate::compat::into_foreign(data) };
         // SAFETY: just stored; taken back only by `remove_callback` below or at unbinding.
         let data = unsafe { <Pin<KBox<T>> as ForeignOwnable>::borrow((*vdev).priv_) };
         if let Err(e) = data.ready(&dev) {

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
-# Builds the guest kernel from Debian's linux-source-6.12 with Rust enabled.
+# Builds a guest kernel from Debian's linux-source with Rust enabled.
 #
-#   images/build-kernel.sh [plain|debug]
+#   images/build-kernel.sh [plain|debug|linux7]
 #
-# plain: tinyconfig + kernel/base.config + kernel/bench.config (demo, benchmarks).
-# debug: tinyconfig + kernel/base.config + kernel/debug.config (KASAN, lockdep, ...: driver
-# tests).
-# Patches in kernel/patches/ apply to the source in name order. The result is cached under
+# plain: 6.12, tinyconfig + kernel/base.config + kernel/bench.config (demo, benchmarks).
+# debug: 6.12, tinyconfig + kernel/base.config + kernel/debug.config (KASAN, lockdep, ...:
+# driver tests).
+# linux7: 7.2 (linux-source-7.2 from trixie-backports, fetched by `ci/setup.sh test`),
+# tinyconfig + kernel/base.config: the Linux 7 build of vdaq.ko and its driver suite.
+# Patches apply to the source in name order: kernel/patches/ to 6.12, kernel/patches-7.2/ to
+# 7.2. The result is cached under
 # $VDAQ_CACHE/kernel, keyed by every input (source package version, fragments, patches, this
 # script, toolchain versions); with nothing changed this prints the cached path at once.
 # Prints the build directory (bzImage at arch/x86/boot/bzImage, modules in modroot/).
@@ -17,29 +20,44 @@ source "$(dirname "${BASH_SOURCE[0]}")/../ci/lib.sh"
 
 variant=${1:-plain}
 cache_lock "kernel-$variant"
+# Linux 6.12: Debian's installed linux-source-6.12 (its unpacked trees are src-KEY).
+source_release=6.12
+tarball=/usr/src/linux-source-6.12.tar.xz
+source_version() { dpkg-query -W -f='${Version}\n' linux-source-6.12; }
+patch_dir="$VDAQ_ROOT/images/kernel/patches"
+src_prefix=src
+setup_layer=""
 case "$variant" in
   plain) fragments=("$VDAQ_ROOT/images/kernel/base.config" "$VDAQ_ROOT/images/kernel/bench.config") ;;
   debug) fragments=("$VDAQ_ROOT/images/kernel/base.config" "$VDAQ_ROOT/images/kernel/debug.config") ;;
-  *) die "unknown kernel variant '$variant' (plain or debug)" ;;
+  linux7)
+    fragments=("$VDAQ_ROOT/images/kernel/base.config")
+    source_release=7.2
+    tarball="$VDAQ_CACHE/linux-source-7.2/linux-source-7.2.tar.xz"
+    source_version() { cat "$VDAQ_CACHE/linux-source-7.2/version"; }
+    patch_dir="$VDAQ_ROOT/images/kernel/patches-7.2"
+    src_prefix=linux-7.2-src
+    setup_layer=" test"
+    ;;
+  *) die "unknown kernel variant '$variant' (plain, debug or linux7)" ;;
 esac
 
-tarball=/usr/src/linux-source-6.12.tar.xz
-[ -f "$tarball" ] || die "$tarball is missing: run ci/setup.sh"
+[ -f "$tarball" ] || die "$tarball is missing: run ci/setup.sh$setup_layer"
 [ -x "$BINDGEN" ] || die "bindgen is missing at $BINDGEN: run ci/setup.sh"
 
 # Bump when this script changes how the kernel is built (its text is not hashed, so comments
 # and style do not cost a rebuild).
 RECIPE=1
-mapfile -t patches < <(find "$VDAQ_ROOT/images/kernel/patches" -name '*.patch' 2>/dev/null | LC_ALL=C sort)
+mapfile -t patches < <(find "$patch_dir" -name '*.patch' 2>/dev/null | LC_ALL=C sort)
 toolchain_id() {
-  dpkg-query -W -f='${Version}\n' linux-source-6.12
+  source_version
   "$KERNEL_RUSTC" --version
   clang-19 --version | head -n 1
   "$BINDGEN" --version
 }
 src_key=$( { echo "recipe $RECIPE"; toolchain_id; hash_inputs ${patches[@]+"${patches[@]}"}; } | sha256sum | cut -c1-16)
 build_key=$( { echo "$src_key"; hash_inputs "${fragments[@]}"; } | sha256sum | cut -c1-16)
-src_dir="$VDAQ_CACHE/kernel/src-$src_key"
+src_dir="$VDAQ_CACHE/kernel/$src_prefix-$src_key"
 out_dir="$VDAQ_CACHE/kernel/$variant-$build_key"
 
 if [ -f "$out_dir/.complete" ]; then
@@ -52,7 +70,7 @@ mapfile -t make_vars < <(kernel_make_vars)
 jobs=$(nproc)
 
 if [ ! -f "$src_dir/.complete" ]; then
-  say "Unpacking linux-source-6.12 into $src_dir"
+  say "Unpacking linux-source-$source_release into $src_dir"
   rm -rf "$src_dir"
   mkdir -p "$src_dir"
   tar -xJf "$tarball" -C "$src_dir" --strip-components=1
@@ -61,7 +79,8 @@ if [ ! -f "$src_dir/.complete" ]; then
     patch -d "$src_dir" -p1 --quiet --forward <"$p"
   done
   touch "$src_dir/.complete"
-  find "$VDAQ_CACHE/kernel" -maxdepth 1 -name 'src-*' ! -path "$src_dir" -exec rm -rf {} +
+  # Older trees of this release only (the prefixes do not match each other's trees).
+  find "$VDAQ_CACHE/kernel" -maxdepth 1 -name "$src_prefix-*" ! -path "$src_dir" -exec rm -rf {} +
 fi
 
 say "Configuring the $variant guest kernel"

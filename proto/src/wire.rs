@@ -58,7 +58,7 @@ pub unsafe trait Pod: Copy + Sized {
         // `size_of::<Self>()` bytes behind `self` are initialised and readable as `u8`.
         unsafe {
             core::slice::from_raw_parts(
-                (self as *const Self).cast::<u8>(),
+                core::ptr::from_ref(self).cast::<u8>(),
                 core::mem::size_of::<Self>(),
             )
         }
@@ -70,7 +70,7 @@ pub unsafe trait Pod: Copy + Sized {
         // through the slice cannot create an invalid value.
         unsafe {
             core::slice::from_raw_parts_mut(
-                (self as *mut Self).cast::<u8>(),
+                core::ptr::from_mut(self).cast::<u8>(),
                 core::mem::size_of::<Self>(),
             )
         }
