@@ -7,8 +7,9 @@
     ci/e2e.py --list           list the scenarios
 
 Each file in ci/scenarios is one guest boot: its [boot] table gives the kernel variant
-(`kernel`: plain, debug, linux7 (vdaq's Linux 7.2 kernel), or stock for Debian's own linux-image, see ci/vm.sh's vm_images), the device's flags (`device`) or configuration file (`device_config`), a time limit
-(`timeout`), guest commands to run once (`setup`) and before each scenario (`before_each`),
+(`kernel`: plain, debug, linux7 for vdaq's Linux 7.2 kernel, or stock for Debian's own
+linux-image, see ci/vm.sh's vm_images), the device's flags (`device`) or configuration file
+(`device_config`), a time limit (`timeout`), guest commands to run once (`setup`) and before each scenario (`before_each`),
 files to put in the guest's /mnt/host (`share`), whether to add vhost-device-rng (`rng`), the
 user to run the device as (`device_user`, when the suite runs as root), extra guest kernel
 arguments (`append`), the guest's vCPUs (`smp`, default 1: races need 2), another backend to
@@ -16,13 +17,16 @@ run instead of vdaq-device (`device_cmd`, relative to the repository, given the 
 `device`), and `sound = "qemu"` for QEMU's own virtio-sound-pci (`-audiodev none`) with no
 backend at all (ci/vm.sh's VM_SOUND); its scenarios run in order in that boot, each with a `run` snippet
 of guest shell (helpers in ci/guest/prelude.sh), an expected exit status (`exit`, default 0)
-and `checks`: Python expressions over what the snippet left (see Checks below). Every
+and `checks`: Python expressions over what the snippet left (see Checks below), and the
+kernels it needs (`kernels`, with `kernels_why`: a run with --kernel another skips it, and
+says so). Every
 scenario's dmesg must also be free of detector reports. A [[matrix]] table makes a scenario
 per combination of its `axes` (see `expand`).
 
 Prints one line per scenario and a summary; a failing scenario is followed by its failed
 checks, its stderr, and its part of the guest console, the device log and dmesg. Writes
-run/e2e.tap (TAP 13) and run/e2e.junit.xml. Exits 1 when a scenario failed.
+run/e2e.tap (TAP 13) and run/e2e.junit.xml (with --kernel K: run/e2e-K.tap, and the boots'
+directories run/e2e-BOOT-K/). Exits 1 when a scenario failed.
 """
 
 import argparse
@@ -99,6 +103,9 @@ class Scenario:
         self.exit = spec.get("exit", 0)
         self.checks = spec.get("checks", [])
         self.timeout = spec.get("timeout", DEFAULT_SCENARIO_TIMEOUT)
+        # The kernels it can run on (None: any); `kernels_why` says what the others lack.
+        self.kernels = spec.get("kernels")
+        self.kernels_why = spec.get("kernels_why", "")
         self.results = []  # (description, ok, detail)
         self.logs = {}
         self.seconds = 0.0
@@ -660,9 +667,20 @@ def main():
         os.environ["VDAQ_MODULE"] = str(args.module.resolve())
 
     boots = load(args.file or sorted(SCENARIOS.glob("*.toml")), args.full)
+    # Another kernel's run keeps its own directories and reports (run/e2e-driver-linux7/,
+    # run/e2e-linux7.tap) beside the default run's.
+    suffix = f"-{args.kernel}" if args.kernel else ""
+    skipped = []
     for b in boots:
         if args.kernel:
             b.cfg["kernel"] = args.kernel
+            b.stem = b.name
+            b.name += suffix
+            b.vm_dir = RUN_DIR / f"e2e-{b.name}"
+            skipped += [(sc, b.cfg["kernel"]) for sc in b.scenarios
+                        if sc.kernels is not None and b.cfg["kernel"] not in sc.kernels]
+            b.scenarios = [sc for sc in b.scenarios
+                           if sc.kernels is None or b.cfg["kernel"] in sc.kernels]
         if args.device_config:
             b.cfg["device_config"] = args.device_config.read_text()
             b.cfg.pop("device", None)
@@ -674,7 +692,8 @@ def main():
     plan = []
     for b in boots:
         chosen = [sc for sc in b.scenarios
-                  if not args.names or any(fnmatch.fnmatch(sc.name, n) or n == b.name for n in args.names)]
+                  if not args.names or any(fnmatch.fnmatch(sc.name, n) or n in (b.name, getattr(b, "stem", b.name))
+                                           for n in args.names)]
         if chosen:
             plan.append((b, chosen))
     if not plan:
@@ -717,22 +736,27 @@ def main():
         everything.extend(scenarios)
 
     print()
+    for sc, kernel in skipped:
+        print(f"skip {sc.name:24} not on the {kernel} kernel: runs on {', '.join(sc.kernels)} "
+              f"({sc.kernels_why})")
     for sc in everything:
         checks = len(sc.results)
         overruns = f", {sc.overruns} overruns announced" if sc.overruns else ""
         print(f"{'ok  ' if sc.ok else 'FAIL'} {sc.name:24} {sc.summary} ({checks} checks{overruns})")
         if not sc.ok:
             print(failure_report(sc))
-    write_tap(everything, RUN_DIR / "e2e.tap")
+    tap, junit = RUN_DIR / f"e2e{suffix}.tap", RUN_DIR / f"e2e{suffix}.junit.xml"
+    write_tap(everything, tap)
     if args.report:
         write_report(everything, args.report, " ".join(["ci/e2e.py", *sys.argv[1:]]))
-    write_junit(plan, RUN_DIR / "e2e.junit.xml")
+    write_junit(plan, junit)
     failed_names = [sc.name for sc in everything if not sc.ok]
     failed = len(failed_names)
     # The names again on the last line, which a truncated log still shows.
     print(f"e2e: {len(everything) - failed} passed, {failed} failed"
           + (f" ({', '.join(failed_names)})" if failed_names else "")
-          + f" (TAP: {RUN_DIR / 'e2e.tap'}, JUnit: {RUN_DIR / 'e2e.junit.xml'})")
+          + (f", {len(skipped)} skipped on the {args.kernel} kernel" if skipped else "")
+          + f" (TAP: {tap}, JUnit: {junit})")
     return 1 if failed else 0
 
 
