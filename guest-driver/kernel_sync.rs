@@ -205,8 +205,14 @@ pub(crate) fn now_ns() -> u64 {
 
 /// Sleeps for at least `ms` milliseconds (process context).
 pub(crate) fn sleep_ms(ms: u32) {
+    // Linux 7 has the kernel crate's own: `fsleep`.
+    #[cfg(vdaq_linux7)]
+    kernel::time::delay::fsleep(kernel::time::Delta::from_millis(i64::from(ms)));
     // SAFETY: msleep may be called from any process context.
-    unsafe { bindings::msleep(ms) }
+    #[cfg(not(vdaq_linux7))]
+    unsafe {
+        bindings::msleep(ms)
+    };
 }
 
 /// What an [`HrTimer`]'s callback asks for (upstream's `HrTimerRestart`, whose `Restart`
