@@ -88,7 +88,16 @@ key=$( {
   gcc -dumpfullversion
 } | sha256sum | cut -c1-16)
 out="$VDAQ_CACHE/initramfs/$variant-$key.cpio.gz"
+# Keeps the images of this variant used last (each use touches its file), so the cache does
+# not grow with every change of the driver, the app or the scripts. A QEMU that booted an
+# older one has read it already.
+KEEP_IMAGES=8
+prune_images() {
+  find "$VDAQ_CACHE/initramfs" -maxdepth 1 -name "$variant-*.cpio.gz" -printf '%T@ %p\n' |
+    sort -rn | tail -n +"$((KEEP_IMAGES + 1))" | cut -d' ' -f2- | xargs -r rm -f --
+}
 if [ -f "$out" ]; then
+  touch "$out"
   note "initramfs ($variant) is cached: $out"
   echo "$out"
   exit 0
@@ -158,5 +167,6 @@ echo 'root:x:0:' >"$stage/etc/group"
 mkdir -p "$(dirname "$out")"
 (cd "$stage" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet | gzip -1) >"$out.tmp"
 mv "$out.tmp" "$out"
+prune_images
 note "$(du -h "$out" | cut -f1) initramfs"
 echo "$out"
