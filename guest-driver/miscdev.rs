@@ -19,22 +19,53 @@ use kernel::types::{ForeignOwnable, Opaque};
 use kernel::uaccess::UserSliceWriter;
 
 use crate::compat::{into_foreign, user_slice};
-
 use crate::kernel_sync::WaitQueue;
 use crate::mm::VmaNew;
 
-/// An open file, during one of its file operations.
-pub(crate) struct File(*mut bindings::file);
+/// An open file, during one of its file operations: Linux 7's is the kernel crate's own.
+#[cfg(vdaq_linux7)]
+pub(crate) use kernel::fs::File;
 
+/// An open file, during one of its file operations, in the shape of upstream's
+/// `kernel::fs::File` (a reference to the C `struct file`).
+#[cfg(not(vdaq_linux7))]
+#[repr(transparent)]
+pub(crate) struct File(Opaque<bindings::file>);
+
+#[cfg(not(vdaq_linux7))]
 impl File {
-    pub(crate) fn as_ptr(&self) -> *mut bindings::file {
-        self.0
+    /// The file behind `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must point to a file that stays live for `'a`.
+    pub(crate) unsafe fn from_raw_file<'a>(ptr: *const bindings::file) -> &'a File {
+        // SAFETY: by the caller's guarantee; `File` is a transparent wrapper of the C struct.
+        unsafe { &*ptr.cast() }
     }
 
+    /// The C `struct file`.
+    pub(crate) fn as_ptr(&self) -> *mut bindings::file {
+        self.0.get()
+    }
+
+    /// The file's open flags (`f_flags`).
+    pub(crate) fn flags(&self) -> u32 {
+        // SAFETY: the file is live while this reference is (`from_raw_file`); `f_flags` is
+        // read as upstream reads it, without a lock.
+        unsafe { core::ptr::read_volatile(&raw const (*self.as_ptr()).f_flags) }
+    }
+}
+
+/// What the driver asks of an open file beyond [`File`]'s own methods.
+pub(crate) trait FileExt {
     /// True when the file was opened with O_NONBLOCK.
-    pub(crate) fn is_nonblocking(&self) -> bool {
-        // SAFETY: the file is live for the duration of the operation that made this `File`.
-        unsafe { (*self.0).f_flags & bindings::O_NONBLOCK != 0 }
+    fn is_nonblocking(&self) -> bool;
+}
+
+impl FileExt for File {
+    fn is_nonblocking(&self) -> bool {
+        self.flags() & bindings::O_NONBLOCK != 0
     }
 }
 
@@ -420,7 +451,9 @@ unsafe extern "C" fn open<T: MiscDevice>(
         let misc = unsafe { (*file).private_data }.cast::<bindings::miscdevice>();
         // SAFETY: `misc` is the `misc` field of a pinned registration, live during this call.
         let reg = unsafe { MiscDeviceRegistration::<T>::from_misc(misc) };
-        let ptr = T::open(&File(file), reg)?;
+        // SAFETY: `file` is live while this operation runs on it.
+        let this_file = unsafe { File::from_raw_file(file) };
+        let ptr = T::open(this_file, reg)?;
         // SAFETY: the file is being opened; we own `private_data` from now on.
         unsafe { (*file).private_data = into_foreign(ptr) };
         Ok(0)
@@ -440,7 +473,9 @@ unsafe extern "C" fn release<T: MiscDevice>(
     // SAFETY: the file was opened by `open::<T>` and is being released: no other operation
     // runs on it, so we take back what `open` stored there.
     let ptr = unsafe { <T::Ptr as ForeignOwnable>::from_foreign((*file).private_data) };
-    T::release(ptr, &File(file));
+    // SAFETY: `file` is live while this operation runs on it.
+    let this_file = unsafe { File::from_raw_file(file) };
+    T::release(ptr, this_file);
     0
 }
 
@@ -458,7 +493,9 @@ unsafe extern "C" fn read<T: MiscDevice>(
         // SAFETY: read runs on an open file of this registration.
         let device = unsafe { file_data::<T>(file) };
         let mut out = user_slice(buf as usize, len).writer();
-        Ok(T::read(device, &File(file), &mut out)? as isize)
+        // SAFETY: `file` is live while this operation runs on it.
+        let this_file = unsafe { File::from_raw_file(file) };
+        Ok(T::read(device, this_file, &mut out)? as isize)
     })
 }
 
@@ -472,7 +509,9 @@ unsafe extern "C" fn poll<T: MiscDevice>(
 ) -> bindings::__poll_t {
     // SAFETY: poll runs on an open file of this registration.
     let device = unsafe { file_data::<T>(file) };
-    T::poll(device, &File(file), &PollTable { file, table })
+    // SAFETY: `file` is live while this operation runs on it.
+    let this_file = unsafe { File::from_raw_file(file) };
+    T::poll(device, this_file, &PollTable { file, table })
 }
 
 /// `file_operations.unlocked_ioctl`.
@@ -489,7 +528,9 @@ unsafe extern "C" fn ioctl<T: MiscDevice>(
     from_result(|| {
         // SAFETY: ioctl runs on an open file of this registration.
         let device = unsafe { file_data::<T>(file) };
-        T::ioctl(device, &File(file), cmd, arg)
+        // SAFETY: `file` is live while this operation runs on it.
+        let this_file = unsafe { File::from_raw_file(file) };
+        T::ioctl(device, this_file, cmd, arg)
     }) as kernel::ffi::c_long
 }
 
@@ -506,7 +547,9 @@ unsafe extern "C" fn compat_ioctl<T: MiscDevice>(
     from_result(|| {
         // SAFETY: compat_ioctl runs on an open file of this registration.
         let device = unsafe { file_data::<T>(file) };
-        T::compat_ioctl(device, &File(file), cmd, arg)
+        // SAFETY: `file` is live while this operation runs on it.
+        let this_file = unsafe { File::from_raw_file(file) };
+        T::compat_ioctl(device, this_file, cmd, arg)
     }) as kernel::ffi::c_long
 }
 
@@ -540,7 +583,9 @@ unsafe extern "C" fn fasync<T: MiscDevice>(
         // SAFETY: fasync runs on an open file of this registration (also from release, before
         // `release::<T>` reclaims the data).
         let device = unsafe { file_data::<T>(file) };
-        T::fasync(device, fd, &File(file), on != 0)
+        // SAFETY: `file` is live while this operation runs on it.
+        let this_file = unsafe { File::from_raw_file(file) };
+        T::fasync(device, fd, this_file, on != 0)
     })
 }
 
@@ -558,7 +603,9 @@ unsafe extern "C" fn mmap<T: MiscDevice>(
         let device = unsafe { file_data::<T>(file) };
         // SAFETY: `vma` is the area of this running mmap call; `area` does not outlive it.
         let area = unsafe { VmaNew::from_raw(vma) };
-        T::mmap(device, &File(file), &area)?;
+        // SAFETY: `file` is live while this operation runs on it.
+        let this_file = unsafe { File::from_raw_file(file) };
+        T::mmap(device, this_file, &area)?;
         // SAFETY: the area is being set up under the mmap lock; its operations are static.
         // Set only on success, so that `close` runs only for areas `T::mmap` accepted.
         unsafe { (*vma).vm_ops = &VmOpsHolder::<T>::VM_OPS };

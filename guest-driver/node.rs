@@ -8,7 +8,7 @@ use kernel::sync::{Arc, ArcBorrow};
 use kernel::uaccess::UserSliceWriter;
 
 use crate::device::VdaqDev;
-use crate::miscdev::{self, MiscDevice, MiscDeviceRegistration};
+use crate::miscdev::{self, FileExt, MiscDevice, MiscDeviceRegistration};
 use crate::mm;
 use crate::stream::{alloc_periods, MAX_PERIOD_BYTES};
 use crate::uapi::{self, PeriodHeader, Stats};
