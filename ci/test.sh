@@ -7,8 +7,8 @@
 #   ci/test.sh [--linux7]
 #
 # --linux7 adds vdaq.ko on Linux 7.2: its kernel (built once, about 12 minutes here), the
-# kernel's gates under 7.2's settings, and the driver suite and the lying device
-# (ci/scenarios/driver.toml, lying.toml) on it.
+# kernel's gates under 7.2's settings, and the driver suite, the lying device and the races
+# (ci/scenarios/driver.toml, lying.toml, races.toml) on it.
 # It is not in the default run, which stays within an hour on a new machine (README).
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -79,8 +79,9 @@ images/build-initramfs.sh debug >/dev/null
 step "end-to-end scenarios in QEMU (ci/e2e.py: arecord conformance, vdaq.ko and the app, faults)" \
   python3 ci/e2e.py
 if [ "$linux7" -eq 1 ]; then
-  step "the driver suite and the lying device on Linux 7.2 (ci/e2e.py --kernel linux7: driver.toml, lying.toml)" \
-    python3 ci/e2e.py --kernel linux7 --file ci/scenarios/driver.toml --file ci/scenarios/lying.toml
+  step "the driver suite, the lying device and the races on Linux 7.2 (ci/e2e.py --kernel linux7: driver, lying, races)" \
+    python3 ci/e2e.py --kernel linux7 --file ci/scenarios/driver.toml \
+    --file ci/scenarios/lying.toml --file ci/scenarios/races.toml
 fi
 step "workbench command mode (ci/workbench-test.sh: exit status passed through, nothing left running)" \
   ci/workbench-test.sh
