@@ -2,7 +2,10 @@
 
 //! Synchronisation the 6.12 Rust kernel crate lacks: an irqsave spinlock (state shared with a
 //! hard-interrupt handler), a wait queue of our own (poll and blocking reads), the fasync
-//! list (SIGIO to owners of files with O_ASYNC) and a high-resolution timer.
+//! list (SIGIO to owners of files with O_ASYNC) and a high-resolution timer. Linux 7.2 has an
+//! hrtimer and poll tables of its own, in other shapes, and still no irqsave lock backend or
+//! fasync (docs/DRIVER-UPSTREAM.md): the same pieces serve both, with 7.2's C API differences
+//! under `cfg(vdaq_linux7)`.
 
 use core::marker::PhantomPinned;
 use kernel::bindings;
