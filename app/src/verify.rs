@@ -93,9 +93,42 @@ impl CounterReport {
 /// pattern (its template stays in the L1 cache beside the data).
 const BLOCK_SAMPLES: usize = 2048;
 
-/// 2^52: below it, `f64::from_bits(EXP52 | n) - TWO52` is exactly `n as f64`.
-const TWO52: f64 = 4_503_599_627_370_496.0;
-const EXP52: u64 = 0x4330_0000_0000_0000;
+/// The integer ranges of one float binade within `frames` consecutive counter values from
+/// `first`: `(offset, length, exponent)` with every value `first + offset + i` (`i < length`)
+/// in [2^exponent, 2^(exponent + 1)), or `exponent` `None` for the value 0.
+fn binades(first: u64, frames: u64) -> impl Iterator<Item = (u64, u64, Option<u32>)> {
+    let mut offset = 0;
+    std::iter::from_fn(move || {
+        if offset >= frames {
+            return None;
+        }
+        let n = first + offset;
+        let segment = if n == 0 {
+            (offset, 1, None)
+        } else {
+            let exponent = n.ilog2();
+            let binade_end = 1u64 << (exponent + 1);
+            (offset, (binade_end - n).min(frames - offset), Some(exponent))
+        };
+        offset += segment.1;
+        Some(segment)
+    })
+}
+
+/// The bit pattern of the float holding the integer `n`, and the step between consecutive
+/// integers of its binade, for a float of `mantissa_bits` and exponent `bias`: within
+/// [2^e, 2^(e+1)) the pattern of n is `((bias - 1 + e) << mantissa_bits) + (n << (mantissa_bits
+/// - e))`, an arithmetic progression, so a block is checked with integer adds and shifts
+/// (under TCG, float conversions run in software).
+fn float_pattern(n: u64, exponent: Option<u32>, mantissa_bits: u32, bias: u64) -> (u64, u32) {
+    match exponent {
+        None => (0, 0),
+        Some(e) => {
+            let shift = mantissa_bits - e;
+            (((bias - 1 + u64::from(e)) << mantissa_bits) + (n << shift), shift)
+        }
+    }
+}
 
 /// The expected pattern of one block relative to its first frame's counter value: entry `s`
 /// is the frame of sample `s` (`s / channels`), in the sample's word type.
@@ -122,10 +155,16 @@ impl Template {
 /// True when `data` (whole frames) is exactly the canonical encoding of the counter values
 /// `first`, `first + 1`, ... on every channel (the fast path: words XORed with the pattern,
 /// no per-sample decode, no branch per sample). `template` covers at least `data`. Blocks that
-/// cross a float format's wrap point (or FLOAT64's 2^52) return false: the caller's exact path
-/// takes them.
-fn block_matches(format: SampleFormat, template: &Template, data: &[u8], first: u64) -> bool {
-    let frames = data.len() / format.width();
+/// cross a float format's wrap point return false: the caller's exact path takes them. Float
+/// blocks are checked binade by binade in integers ([`float_pattern`]).
+fn block_matches(
+    format: SampleFormat,
+    channels: usize,
+    template: &Template,
+    data: &[u8],
+    first: u64,
+) -> bool {
+    let frames = (data.len() / (format.width() * channels)) as u64;
     match (format, template) {
         (SampleFormat::U8, Template::U8(t)) => {
             let v = first as u8;
@@ -144,26 +183,39 @@ fn block_matches(format: SampleFormat, template: &Template, data: &[u8], first: 
             }) == 0
         }
         (SampleFormat::Float, Template::U32(t)) => {
-            // Every value of the block below 2^24: exact as i32 and as f32.
-            if first + frames as u64 > 1 << 24 {
+            // Every value of the block below 2^24: exact in an f32.
+            if first + frames > 1 << 24 {
                 return false;
             }
-            let v = first as u32;
-            data.chunks_exact(4).zip(t).fold(0u32, |acc, (d, &o)| {
-                let want = ((v + o) as i32 as f32).to_bits();
-                acc | (u32::from_le_bytes([d[0], d[1], d[2], d[3]]) ^ want)
-            }) == 0
+            binades(first, frames).all(|(offset, length, exponent)| {
+                let (base, shift) = float_pattern(first + offset, exponent, 23, 127);
+                let (base, samples) = (base as u32, offset as usize * channels);
+                data[samples * 4..(samples + length as usize * channels) * 4]
+                    .chunks_exact(4)
+                    .zip(t)
+                    .fold(0u32, |acc, (d, &o)| {
+                        acc | (u32::from_le_bytes([d[0], d[1], d[2], d[3]])
+                            ^ base.wrapping_add(o << shift))
+                    })
+                    == 0
+            })
         }
         (SampleFormat::Float64, Template::U64(t)) => {
-            // Below 2^52 the value is the mantissa of 2^52 + n: no integer-to-float
-            // conversion, which SSE2 lacks for 64-bit integers.
-            if first + frames as u64 > 1 << 52 {
+            if first + frames > 1 << 53 {
                 return false;
             }
-            data.chunks_exact(8).zip(t).fold(0u64, |acc, (d, &o)| {
-                let want = (f64::from_bits(EXP52 | (first + o)) - TWO52).to_bits();
-                acc | (u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]) ^ want)
-            }) == 0
+            binades(first, frames).all(|(offset, length, exponent)| {
+                let (base, shift) = float_pattern(first + offset, exponent, 52, 1023);
+                let samples = offset as usize * channels;
+                data[samples * 8..(samples + length as usize * channels) * 8]
+                    .chunks_exact(8)
+                    .zip(t)
+                    .fold(0u64, |acc, (d, &o)| {
+                        acc | (u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+                            ^ base.wrapping_add(o << shift))
+                    })
+                    == 0
+            })
         }
         _ => false,
     }
@@ -231,7 +283,7 @@ impl CounterChecker {
             };
             let take = (rest.len() / frame_bytes).min(self.block_frames);
             let (block, tail) = rest.split_at(take * frame_bytes);
-            if block_matches(self.format, &self.template, block, expected) {
+            if block_matches(self.format, self.channels, &self.template, block, expected) {
                 self.report.frames += take as u64;
                 self.expected = Some((expected + take as u64) % self.format.counter_modulus());
             } else {
@@ -526,14 +578,18 @@ mod tests {
 
     const CHANNELS: [usize; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 32];
 
-    /// Start indices worth trying for `format`: 0, random ones, and just before every wrap
-    /// point (the format's modulus, and 2^52 where FLOAT64's fast path stops).
+    /// Start indices worth trying for `format`: 0, random ones, just before every wrap point
+    /// (the format's modulus), and for the float formats just before binade boundaries (where
+    /// the fast path's progression changes step).
     fn starts(format: SampleFormat, rng: &mut Rng) -> Vec<u64> {
         let m = format.counter_modulus();
         let mut v =
             vec![0, rng.below(m), rng.below(m), m - 1, m - 3000 % m, m - 1 - rng.below(5000) % m];
         if format == SampleFormat::Float64 {
             v.extend([(1 << 52) - 1, (1 << 52) - 2500, (1 << 52) + 7]);
+        }
+        if matches!(format, SampleFormat::Float | SampleFormat::Float64) {
+            v.extend([(1 << 20) - 1, (1 << 20) - 700, (1 << 23) - 4000]);
         }
         v.into_iter().map(|s| s % m).collect()
     }
@@ -594,10 +650,10 @@ mod tests {
                 let block = capture(format, channels, start..start + frames);
                 let c = CounterChecker::new(format, channels);
                 assert!(
-                    block_matches(format, &c.template, &block, start),
+                    block_matches(format, channels, &c.template, &block, start),
                     "{format:?} x{channels}"
                 );
-                assert!(!block_matches(format, &c.template, &block, start + 1));
+                assert!(!block_matches(format, channels, &c.template, &block, start + 1));
             }
         }
     }
