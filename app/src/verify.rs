@@ -116,10 +116,10 @@ fn binades(first: u64, frames: u64) -> impl Iterator<Item = (u64, u64, Option<u3
 }
 
 /// The bit pattern of the float holding the integer `n`, and the step between consecutive
-/// integers of its binade, for a float of `mantissa_bits` and exponent `bias`: within
-/// [2^e, 2^(e+1)) the pattern of n is `((bias - 1 + e) << mantissa_bits) + (n << (mantissa_bits
-/// - e))`, an arithmetic progression, so a block is checked with integer adds and shifts
-/// (under TCG, float conversions run in software).
+/// integers of its binade, for a float of `mantissa_bits` and exponent `bias`. Within
+/// [2^e, 2^(e+1)) the pattern of n is `((bias - 1 + e) << mantissa_bits) + (n << shift)` with
+/// `shift = mantissa_bits - e`: an arithmetic progression, so a block is checked with integer
+/// adds and shifts (under TCG, float conversions run in software).
 fn float_pattern(n: u64, exponent: Option<u32>, mantissa_bits: u32, bias: u64) -> (u64, u32) {
     match exponent {
         None => (0, 0),
