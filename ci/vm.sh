@@ -106,9 +106,8 @@ vm_accel() {
 }
 
 # Selects the kernel's images (builds them when missing) into VM_KERNEL and VM_INITRD:
-#   plain, debug  vdaq's own kernel variants (images/build-kernel.sh), with vdaq.ko
-#   linux7        vdaq's Linux 7.2 kernel (images/build-kernel.sh linux7), with vdaq.ko built
-#                 for it
+#   plain, debug  vdaq's own kernels (images/build-kernel.sh: Linux 7.2, and 6.12 with the
+#                 detectors), with vdaq.ko built for each
 #   stock         Debian's linux-image 6.12 from bookworm-backports (images/stock-kernel.sh;
 #                 fetched by ci/setup.sh), with the modules the guest needs from its package
 #   custom        the bzImage in VM_CUSTOM_KERNEL, with the modules the guest needs from the
@@ -119,7 +118,7 @@ vm_images() {
   local variant=$1 kdir root
   local kos=(${VM_EXTRA_KOS[@]+"${VM_EXTRA_KOS[@]}"})
   case "$variant" in
-    plain | debug | linux7)
+    plain | debug)
       kdir=$("$VDAQ_ROOT/images/build-kernel.sh" "$variant")
       VM_KERNEL="$kdir/arch/x86/boot/bzImage"
       VM_INITRD=$("$VDAQ_ROOT/images/build-initramfs.sh" "$variant" ${kos[@]+"${kos[@]}"})
@@ -135,7 +134,7 @@ vm_images() {
       VM_INITRD=$("$VDAQ_ROOT/images/build-initramfs.sh" custom "${VM_CUSTOM_MODULES:-}" \
         ${kos[@]+"${kos[@]}"})
       ;;
-    *) die "unknown kernel '$variant' (plain, debug, linux7, stock or custom)" ;;
+    *) die "unknown kernel '$variant' (plain, debug, stock or custom)" ;;
   esac
 }
 

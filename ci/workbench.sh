@@ -25,10 +25,10 @@ and the workbench exits with its exit status (Ctrl-C ends QEMU and the device). 
 QEMU and the device are stopped on exit and nothing is left running.
 
 Options:
-  --kernel K          plain (default), debug (KASAN, lockdep), linux7 (Linux 7.2 with vdaq.ko
-                      built for it; ci/setup.sh test fetches its source), stock (Debian's linux-image 6.12
-                      from bookworm-backports, fetched by ci/setup.sh; no vdaq.ko, so the
-                      driver is virtio_snd), or a path to any bzImage
+  --kernel K          plain (default: Linux 7.2), debug (Linux 6.12 with KASAN, lockdep and
+                      kmemleak; its source comes with ci/setup.sh test), stock (Debian's
+                      linux-image 6.12, fetched by ci/setup.sh; no vdaq.ko, so the driver is
+                      virtio_snd), or a path to any bzImage
   --modules DIR       with a bzImage: its modules directory (lib/modules/RELEASE of a
                       `make modules_install INSTALL_MOD_PATH=...`); the guest gets virtio-pci,
                       9p and virtio_snd with their dependencies from it (none needed if built in)
@@ -90,9 +90,9 @@ case "$driver" in "" | vdaq | virtio_snd | none) ;; *) die "--driver must be vda
 export VDAQ_ACCEL
 
 case "$kernel" in
-  plain | debug | linux7 | stock) variant=$kernel ;;
+  plain | debug | stock) variant=$kernel ;;
   *)
-    [ -f "$kernel" ] || die "--kernel must be plain, debug, linux7, stock or a bzImage file (got '$kernel')"
+    [ -f "$kernel" ] || die "--kernel must be plain, debug, stock or a bzImage file (got '$kernel')"
     variant=custom
     VM_CUSTOM_KERNEL=$(realpath "$kernel")
     VM_CUSTOM_MODULES=$modules
@@ -100,7 +100,7 @@ case "$kernel" in
 esac
 [ -z "$modules" ] || [ "$variant" = custom ] || die "--modules goes with a bzImage given to --kernel"
 if [ "$driver" = vdaq ] && { [ "$variant" = stock ] || [ "$variant" = custom ]; }; then
-  die "--driver vdaq needs vdaq's kernel (plain, debug or linux7): vdaq.ko builds only against it (with your own build, use --ko and --driver none)"
+  die "--driver vdaq needs vdaq's kernel (plain or debug): vdaq.ko builds only against it (with your own build, use --ko and --driver none)"
 fi
 [ -z "$driver" ] || append+=" vdaq.driver=$driver"
 VM_EXTRA_KOS=(${kos[@]+"${kos[@]}"})

@@ -39,7 +39,7 @@ app=$("$VDAQ_ROOT/images/build-app.sh")
 module=""
 modules_dir=""
 case "$variant" in
-  plain | debug | linux7)
+  plain | debug)
     kernel_dir=$("$VDAQ_ROOT/images/build-kernel.sh" "$variant")
     if [ -n "${VDAQ_MODULE:-}" ]; then
       [ -f "$VDAQ_MODULE" ] || die "VDAQ_MODULE: no module file '$VDAQ_MODULE'"
@@ -68,7 +68,7 @@ case "$variant" in
       kernel_id="$modules_dir $(hash_inputs "$modules_dir")"
     fi
     ;;
-  *) die "unknown variant '$variant' (plain, debug, linux7, stock or custom)" ;;
+  *) die "unknown variant '$variant' (plain, debug, stock or custom)" ;;
 esac
 extra_kos=()
 for ko in "$@"; do

@@ -2,15 +2,16 @@
 # SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 # Builds a guest kernel from Debian's linux-source with Rust enabled.
 #
-#   images/build-kernel.sh [plain|debug|linux7]
+#   images/build-kernel.sh [plain|debug]
 #
-# plain: 6.12, tinyconfig + kernel/base.config + kernel/bench.config (demo, benchmarks).
-# debug: 6.12, tinyconfig + kernel/base.config + kernel/debug.config (KASAN, lockdep, ...:
-# driver tests).
-# linux7: 7.2 (linux-source-7.2 from trixie-backports, fetched by `ci/setup.sh test`),
-# tinyconfig + kernel/base.config: the Linux 7 build of vdaq.ko and its driver suite.
-# Patches apply to the source in name order: kernel/patches/ to 6.12, kernel/patches-7.2/ to
-# 7.2. The result is cached under
+# plain: Linux 7.2 (Debian's linux-source-7.2 from trixie-backports, fetched by
+# `ci/setup.sh demo`), tinyconfig + kernel/base.config + kernel/bench.config: the demo, the
+# workbench, arecord conformance, the benchmarks, and vdaq.ko's driver suite on Linux 7.
+# debug: Linux 6.12 (Debian's linux-source-6.12, installed by `ci/setup.sh test`), tinyconfig +
+# kernel/base.config + kernel/debug.config (KASAN, lockdep, kmemleak, ...): the driver suites
+# under the detectors. Two kernels, not four: each costs 12 to 16 minutes on a new machine.
+# Patches apply to the source in name order: kernel/patches-7.2/ to 7.2, kernel/patches-6.12/
+# to 6.12. The result is cached under
 # $VDAQ_CACHE/kernel, keyed by every input (source package version, fragments, patches, this
 # script, toolchain versions); with nothing changed this prints the cached path at once.
 # Prints the build directory (bzImage at arch/x86/boot/bzImage, modules in modroot/).
@@ -20,29 +21,29 @@ source "$(dirname "${BASH_SOURCE[0]}")/../ci/lib.sh"
 
 variant=${1:-plain}
 cache_lock "kernel-$variant"
-# Linux 6.12: Debian's installed linux-source-6.12 (its unpacked trees are src-KEY).
-source_release=6.12
-tarball=/usr/src/linux-source-6.12.tar.xz
-source_version() { dpkg-query -W -f='${Version}\n' linux-source-6.12; }
-patch_dir="$VDAQ_ROOT/images/kernel/patches"
-src_prefix=src
-setup_layer=""
 case "$variant" in
-  plain) fragments=("$VDAQ_ROOT/images/kernel/base.config" "$VDAQ_ROOT/images/kernel/bench.config") ;;
-  debug) fragments=("$VDAQ_ROOT/images/kernel/base.config" "$VDAQ_ROOT/images/kernel/debug.config") ;;
-  linux7)
-    fragments=("$VDAQ_ROOT/images/kernel/base.config")
+  plain)
+    fragments=("$VDAQ_ROOT/images/kernel/base.config" "$VDAQ_ROOT/images/kernel/bench.config")
     source_release=7.2
     tarball="$VDAQ_CACHE/linux-source-7.2/linux-source-7.2.tar.xz"
     source_version() { cat "$VDAQ_CACHE/linux-source-7.2/version"; }
     patch_dir="$VDAQ_ROOT/images/kernel/patches-7.2"
     src_prefix=linux-7.2-src
-    setup_layer=" test"
+    setup_layer="demo"
     ;;
-  *) die "unknown kernel variant '$variant' (plain, debug or linux7)" ;;
+  debug)
+    fragments=("$VDAQ_ROOT/images/kernel/base.config" "$VDAQ_ROOT/images/kernel/debug.config")
+    source_release=6.12
+    tarball=/usr/src/linux-source-6.12.tar.xz
+    source_version() { dpkg-query -W -f='${Version}\n' linux-source-6.12; }
+    patch_dir="$VDAQ_ROOT/images/kernel/patches-6.12"
+    src_prefix=src
+    setup_layer="test"
+    ;;
+  *) die "unknown kernel variant '$variant' (plain or debug)" ;;
 esac
 
-[ -f "$tarball" ] || die "$tarball is missing: run ci/setup.sh$setup_layer"
+[ -f "$tarball" ] || die "$tarball is missing: run ci/setup.sh $setup_layer"
 [ -x "$BINDGEN" ] || die "bindgen is missing at $BINDGEN: run ci/setup.sh"
 
 # Bump when this script changes how the kernel is built (its text is not hashed, so comments
@@ -118,4 +119,6 @@ note "built in $((SECONDS - start)) s: $(du -h "$out_dir/arch/x86/boot/bzImage" 
 touch "$out_dir/.complete"
 # Older builds of this variant are stale inputs' results: keep only this one.
 find "$VDAQ_CACHE/kernel" -maxdepth 1 -name "$variant-*" ! -path "$out_dir" -exec rm -rf {} +
+# The linux7 variant of 2026-12 became plain.
+rm -rf "$VDAQ_CACHE"/kernel/linux7-*
 echo "$out_dir"
