@@ -95,8 +95,18 @@ def machine(accel=None):
     return {
         "host": platform.node(), "kernel": platform.release(), "cpu": cpu, "cpus": os.cpu_count(),
         "qemu": first(["qemu-system-x86_64", "--version"]), "rustc": first(["rustc", "--version"]),
-        "accelerator": accel,
+        "accelerator": accel, "guest_kernel": guest_kernel_release(),
     }
+
+
+def guest_kernel_release():
+    """The release of the plain guest kernel the benchmarks boot (its build is cached by now)."""
+    try:
+        kdir = subprocess.run([str(ROOT / "images" / "build-kernel.sh"), "plain"], capture_output=True,
+                              text=True, check=True).stdout.strip().splitlines()[-1]
+        return (Path(kdir) / "include" / "config" / "kernel.release").read_text().strip()
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        return None
 
 
 def device_alone(durations, out_dir):
@@ -339,6 +349,8 @@ def summarise(paced, freerun, p5, p6, durations, command, mode, accel):
 def check(results):
     """The outputs a smoke run must produce; returns the problems."""
     problems = []
+    if not results["machine"].get("guest_kernel"):
+        problems.append("machine: no guest kernel release")
     p1 = results["p1"]
     if not isinstance(p1["guest_copy_bytes_per_s"], (int, float)):
         problems.append("P1: no guest copy bandwidth")
@@ -388,7 +400,7 @@ def report(results, plots, path):
         "# vdaq benchmark report", "",
         f"Command: `{results['command']}` ({results['mode']}), {results['date']}.", "",
         f"Machine: {m['cpu']} ({m['cpus']} CPUs), host kernel {m['kernel']}; {m['qemu']}; "
-        f"guest accelerator {m['accelerator']}; {m['rustc']}.", "",
+        f"guest kernel {m.get('guest_kernel')}, accelerator {m['accelerator']}; {m['rustc']}.", "",
         "## P1: free-run throughput against the guest's copy bandwidth", "",
         f"Guest memory copy: {mb(results['p1']['guest_copy_bytes_per_s'])} MB/s in user space (64 MiB); "
         f"the guest kernel's copy to user space (read() of a tmpfs file): "
@@ -568,7 +580,7 @@ def only_p6(durations, out, command, mode, t0):
     lines = ["# vdaq benchmark report: P6 alone", "",
              f"Command: `{command}` ({mode}), {results['date']}.", "",
              f"Machine: {m['cpu']} ({m['cpus']} CPUs), host kernel {m['kernel']}; {m['qemu']}; "
-             f"guest accelerator {m['accelerator']}; {m['rustc']}."]
+             f"guest kernel {m.get('guest_kernel')}, accelerator {m['accelerator']}; {m['rustc']}."]
     lines += report_p6(results["p6"]) + ["", f"![{plot.stem}]({plot.name})"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print(f"bench: results {out / 'results.json'}, report {out / 'report.md'}, in {time.monotonic() - t0:.0f} s")
