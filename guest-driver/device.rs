@@ -230,6 +230,10 @@ impl VdaqDev {
             let mut completed: u32 = 0;
             let mut seen: u32 = 0;
             while let Some((msg, len)) = st.rx.as_mut().and_then(|rx| rx.get_buf()) {
+                // The device uses a gap's XRUN events before the completion after the gap, but
+                // they may have landed after the drain above: take them now, so that this
+                // period's header announces the loss before its frames, never after.
+                st.drain_events();
                 let id = msg.xfer.stream_id.get();
                 let Ok(s) = st.stream(id) else { continue };
                 seen |= 1 << id;
