@@ -130,10 +130,18 @@ fn float_pattern(n: u64, exponent: Option<u32>, mantissa_bits: u32, bias: u64) -
     }
 }
 
-/// The expected pattern of one block relative to its first frame's counter value: entry `s`
-/// is the frame of sample `s` (`s / channels`), in the sample's word type.
+/// The expected pattern of one block of `channels`-sample frames in `format`, relative to its
+/// first frame's counter value: word `s` is the frame of sample `s` (`s / channels`).
 #[derive(Debug)]
-enum Template {
+struct Template {
+    format: SampleFormat,
+    channels: usize,
+    words: Words,
+}
+
+/// A [`Template`]'s words, in the sample's word type.
+#[derive(Debug)]
+enum Words {
     U8(Vec<u8>),
     U16(Vec<u16>),
     U32(Vec<u32>),
@@ -143,12 +151,13 @@ enum Template {
 impl Template {
     fn new(format: SampleFormat, channels: usize, block_frames: usize) -> Self {
         let offsets = (0..block_frames * channels).map(|s| (s / channels) as u64);
-        match format.width() {
-            1 => Self::U8(offsets.map(|o| o as u8).collect()),
-            2 => Self::U16(offsets.map(|o| o as u16).collect()),
-            4 => Self::U32(offsets.map(|o| o as u32).collect()),
-            _ => Self::U64(offsets.collect()),
-        }
+        let words = match format.width() {
+            1 => Words::U8(offsets.map(|o| o as u8).collect()),
+            2 => Words::U16(offsets.map(|o| o as u16).collect()),
+            4 => Words::U32(offsets.map(|o| o as u32).collect()),
+            _ => Words::U64(offsets.collect()),
+        };
+        Self { format, channels, words }
     }
 }
 
@@ -158,32 +167,27 @@ impl Template {
 /// cross a float format's wrap point return false: the caller's exact path takes them. Float
 /// blocks are checked binade by binade in integers ([`float_pattern`]).
 #[inline(always)]
-fn block_matches(
-    format: SampleFormat,
-    channels: usize,
-    template: &Template,
-    data: &[u8],
-    first: u64,
-) -> bool {
+fn block_matches(template: &Template, data: &[u8], first: u64) -> bool {
+    let (format, channels) = (template.format, template.channels);
     let frames = (data.len() / (format.width() * channels)) as u64;
-    match (format, template) {
-        (SampleFormat::U8, Template::U8(t)) => {
+    match (format, &template.words) {
+        (SampleFormat::U8, Words::U8(t)) => {
             let v = first as u8;
             data.iter().zip(t).fold(0u8, |acc, (&d, &o)| acc | (d ^ v.wrapping_add(o))) == 0
         }
-        (SampleFormat::S16, Template::U16(t)) => {
+        (SampleFormat::S16, Words::U16(t)) => {
             let v = first as u16;
             data.chunks_exact(2).zip(t).fold(0u16, |acc, (d, &o)| {
                 acc | (u16::from_le_bytes([d[0], d[1]]) ^ v.wrapping_add(o))
             }) == 0
         }
-        (SampleFormat::S32, Template::U32(t)) => {
+        (SampleFormat::S32, Words::U32(t)) => {
             let v = first as u32;
             data.chunks_exact(4).zip(t).fold(0u32, |acc, (d, &o)| {
                 acc | (u32::from_le_bytes([d[0], d[1], d[2], d[3]]) ^ v.wrapping_add(o))
             }) == 0
         }
-        (SampleFormat::Float, Template::U32(t)) => {
+        (SampleFormat::Float, Words::U32(t)) => {
             // Every value of the block below 2^24: exact in an f32.
             if first + frames > 1 << 24 {
                 return false;
@@ -201,7 +205,7 @@ fn block_matches(
                     == 0
             })
         }
-        (SampleFormat::Float64, Template::U64(t)) => {
+        (SampleFormat::Float64, Words::U64(t)) => {
             if first + frames > 1 << 53 {
                 return false;
             }
@@ -229,14 +233,8 @@ fn block_matches(
 /// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn block_matches_avx2(
-    format: SampleFormat,
-    channels: usize,
-    template: &Template,
-    data: &[u8],
-    first: u64,
-) -> bool {
-    block_matches(format, channels, template, data, first)
+unsafe fn block_matches_avx2(template: &Template, data: &[u8], first: u64) -> bool {
+    block_matches(template, data, first)
 }
 
 /// Whether this CPU runs [`block_matches_avx2`] (QEMU's TCG with `-cpu max` emulates AVX2, as
@@ -292,13 +290,12 @@ impl CounterChecker {
 
     /// [`block_matches`] with the widest vectors this CPU has.
     fn block_matches(&self, block: &[u8], first: u64) -> bool {
-        let (format, channels, template) = (self.format, self.channels, &self.template);
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
             // SAFETY: `avx2` is true only when the CPU reported AVX2 (`has_avx2`).
-            return unsafe { block_matches_avx2(format, channels, template, block, first) };
+            return unsafe { block_matches_avx2(&self.template, block, first) };
         }
-        block_matches(format, channels, template, block, first)
+        block_matches(&self.template, block, first)
     }
 
     fn problem(&mut self, what: Problem) {
@@ -690,11 +687,8 @@ mod tests {
                 let frames = (BLOCK_SAMPLES / channels).max(1) as u64;
                 let block = capture(format, channels, start..start + frames);
                 let c = CounterChecker::new(format, channels);
-                assert!(
-                    block_matches(format, channels, &c.template, &block, start),
-                    "{format:?} x{channels}"
-                );
-                assert!(!block_matches(format, channels, &c.template, &block, start + 1));
+                assert!(block_matches(&c.template, &block, start), "{format:?} x{channels}");
+                assert!(!block_matches(&c.template, &block, start + 1));
             }
         }
     }
