@@ -962,8 +962,7 @@ fn complete_rx(
         add_used(vring, inflight, chain.head, lie.map_or(0, |lie| lie.apply(0, status_len as u32)));
         return n == 0;
     };
-    let mut writer = chain.writer();
-    let written = frames.write_to(|piece| writer.write(mem, piece)).is_ok();
+    let written = frames.write_to(&mut chain.writer(mem)).is_ok();
     let (code, frame_bytes) = if written {
         (code, n)
     } else {

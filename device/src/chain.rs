@@ -5,7 +5,12 @@
 use std::ops::Deref;
 
 use virtio_queue::DescriptorChain;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryError,
+    GuestMemoryMmap, Permissions, VolatileSlice,
+};
+
+use crate::frames::FrameSink;
 
 /// Most descriptors a chain may have: a 16 MiB period in 4 KiB pages, plus the header and the
 /// status. The device keeps 16 bytes per descriptor of a chain it holds (at most 64 KiB a
@@ -128,8 +133,8 @@ impl Chain {
     }
 
     /// A cursor that writes a stream of bytes into the writable segments from their start.
-    pub fn writer(&self) -> ChainWriter<'_> {
-        ChainWriter { segments: &self.writable, seg: 0, offset: 0 }
+    pub fn writer<'a>(&'a self, mem: &'a GuestMemoryMmap) -> ChainWriter<'a> {
+        ChainWriter { mem, segments: &self.writable, seg: 0, offset: 0 }
     }
 
     /// Writes `bytes` at byte `offset` of the writable segments, which must have room.
@@ -164,41 +169,60 @@ impl Chain {
 /// where the last ended, without walking the segments from the start again.
 #[derive(Debug)]
 pub struct ChainWriter<'a> {
+    mem: &'a GuestMemoryMmap,
     segments: &'a [Segment],
     seg: usize,
     offset: usize,
 }
 
 impl ChainWriter<'_> {
+    /// The guest address at the cursor and the room left in its segment (empty segments are
+    /// skipped); `None` when the segments are full.
+    fn next_room(&mut self) -> Option<Result<(GuestAddress, usize), GuestMemoryError>> {
+        loop {
+            let s = self.segments.get(self.seg)?;
+            if self.offset < s.len {
+                let addr = s
+                    .addr
+                    .checked_add(self.offset as u64)
+                    .ok_or(GuestMemoryError::InvalidGuestAddress(s.addr));
+                return Some(addr.map(|a| (a, s.len - self.offset)));
+            }
+            self.seg += 1;
+            self.offset = 0;
+        }
+    }
+}
+
+fn no_room(expected: usize) -> GuestMemoryError {
+    GuestMemoryError::PartialBuffer { expected, completed: 0 }
+}
+
+impl FrameSink for ChainWriter<'_> {
+    type Error = GuestMemoryError;
+
     /// Writes `bytes` next. Fails, with the bytes before the failure written, when the
     /// segments have no room left or guest memory refuses the write.
-    pub fn write(
-        &mut self,
-        mem: &impl GuestMemory,
-        mut bytes: &[u8],
-    ) -> Result<(), vm_memory::GuestMemoryError> {
+    fn write(&mut self, mut bytes: &[u8]) -> Result<(), GuestMemoryError> {
         while !bytes.is_empty() {
-            let Some(s) = self.segments.get(self.seg) else {
-                return Err(vm_memory::GuestMemoryError::PartialBuffer {
-                    expected: bytes.len(),
-                    completed: 0,
-                });
-            };
-            if self.offset >= s.len {
-                self.seg += 1;
-                self.offset = 0;
-                continue;
-            }
-            let n = bytes.len().min(s.len - self.offset);
-            let addr = s
-                .addr
-                .checked_add(self.offset as u64)
-                .ok_or(vm_memory::GuestMemoryError::InvalidGuestAddress(s.addr))?;
-            mem.write_slice(&bytes[..n], addr)?;
+            let (addr, room) = self.next_room().ok_or_else(|| no_room(bytes.len()))??;
+            let n = bytes.len().min(room);
+            self.mem.write_slice(&bytes[..n], addr)?;
             bytes = &bytes[n..];
             self.offset += n;
         }
         Ok(())
+    }
+
+    /// The guest memory at the cursor, up to `max` bytes: to the end of the segment or of the
+    /// memory region that holds its start, whichever comes first.
+    fn window(&mut self, max: usize) -> Result<VolatileSlice<'_>, GuestMemoryError> {
+        let (addr, room) = self.next_room().ok_or_else(|| no_room(max))??;
+        let slice = GuestMemoryBackend::get_slices(self.mem, addr, max.min(room))
+            .next()
+            .ok_or(GuestMemoryError::InvalidGuestAddress(addr))??;
+        self.offset += slice.len();
+        Ok(slice)
     }
 }
 
@@ -227,24 +251,24 @@ mod tests {
         let mem = mem();
         // Three segments, one empty, out of order in memory.
         let c = chain(&[(0x200, 3), (0x300, 0), (0x100, 5)]);
-        let mut w = c.writer();
+        let mut w = c.writer(&mem);
         for piece in [&[1u8, 2][..], &[3, 4, 5], &[6, 7, 8]] {
-            assert!(w.write(&mem, piece).is_ok());
+            assert!(w.write(piece).is_ok());
         }
         let mut got = [0u8; 5];
         assert!(mem.read_slice(&mut got[..3], GuestAddress(0x200)).is_ok());
         assert_eq!(&got[..3], &[1, 2, 3]);
         assert!(mem.read_slice(&mut got, GuestAddress(0x100)).is_ok());
         assert_eq!(got, [4, 5, 6, 7, 8]);
-        assert!(w.write(&mem, &[9]).is_err(), "no room left");
+        assert!(w.write(&[9]).is_err(), "no room left");
     }
 
     #[test]
     fn the_writer_fails_outside_guest_memory() {
         let mem = mem();
         let c = chain(&[(0xff0, 8), (0x5000, 8)]);
-        let mut w = c.writer();
-        assert!(w.write(&mem, &[1; 8]).is_ok());
-        assert!(w.write(&mem, &[2; 4]).is_err(), "a segment the memory map no longer has");
+        let mut w = c.writer(&mem);
+        assert!(w.write(&[1; 8]).is_ok());
+        assert!(w.write(&[2; 4]).is_err(), "a segment the memory map no longer has");
     }
 }

@@ -6,78 +6,138 @@
 //! Here a block is split at the format's wrap points, so that within a run the value is just
 //! `start + k` in the sample's own integer type: no division, no per-sample dispatch, a loop
 //! that the compiler unrolls per channel count and vectorises.
+//!
+//! The frames are written into a [`VolatileSlice`]: a window of guest memory (the device
+//! writes the counter straight into the buffer that waits for it, one pass over the bytes) or
+//! a plain byte slice.
 
 use vdaq_proto::format::SampleFormat;
+use vm_memory::bitmap::BitmapSlice;
+use vm_memory::VolatileSlice;
 
 /// Writes frames `first_frame..` of `channels` samples of `format` into `out`, whose length is
 /// a multiple of the frame size (a trailing partial frame is left untouched).
 pub fn fill(format: SampleFormat, channels: usize, first_frame: u64, out: &mut [u8]) {
-    let channels = channels.max(1);
-    let frame_bytes = format.width() * channels;
-    let modulus = format.counter_modulus();
-    let mut value = first_frame % modulus;
-    let mut rest = out;
-    while rest.len() >= frame_bytes {
-        // Frames up to the next wrap (or the end of `out`).
-        let frames = (rest.len() / frame_bytes) as u64;
-        let run = frames.min(modulus - value);
-        let (now, later) = rest.split_at_mut(run as usize * frame_bytes);
-        fill_run(format, channels, value, now);
-        rest = later;
-        value = (value + run) % modulus;
-    }
+    fill_volatile(format, channels, first_frame, &VolatileSlice::from(out));
 }
 
-/// Frames `value..value + n` (no wrap inside) into `out`.
-fn fill_run(format: SampleFormat, channels: usize, value: u64, out: &mut [u8]) {
+/// [`fill`] into a window of memory the device does not own alone (guest memory): written
+/// through raw pointers, never through a reference, and marked dirty for live migration.
+pub fn fill_volatile<B: BitmapSlice>(
+    format: SampleFormat,
+    channels: usize,
+    first_frame: u64,
+    out: &VolatileSlice<'_, B>,
+) {
+    let channels = channels.max(1);
+    let frame_bytes = format.width() * channels;
+    let whole = out.len() / frame_bytes * frame_bytes;
+    let guard = out.ptr_guard_mut();
+    let base = guard.as_ptr();
+    let modulus = format.counter_modulus();
+    let mut value = first_frame % modulus;
+    let mut at = 0;
+    while at < whole {
+        // Frames up to the next wrap (or the end of `out`).
+        let frames = ((whole - at) / frame_bytes) as u64;
+        let run = frames.min(modulus - value);
+        let bytes = run as usize * frame_bytes;
+        // SAFETY: `base` points to `out.len()` bytes valid for writes while `guard` lives
+        // (VolatileSlice's invariant), and `at + bytes <= whole <= out.len()`. fill_run writes
+        // through raw pointers only: no reference to memory another party (the guest) may
+        // access at the same time is created, as in vm-memory's own copies into it.
+        unsafe { fill_run(format, channels, value, base.add(at), bytes) };
+        at += bytes;
+        value = (value + run) % modulus;
+    }
+    out.bitmap().mark_dirty(0, whole);
+}
+
+/// Frames `value..value + n` (no wrap inside) into the `len` bytes at `out`.
+///
+/// # Safety
+///
+/// `out` must be valid for writes of `len` bytes.
+unsafe fn fill_run(format: SampleFormat, channels: usize, value: u64, out: *mut u8, len: usize) {
     // Within a run the value fits the sample's type and `value + k` does not wrap, so the
     // truncating casts below are the modulo.
-    match format {
-        SampleFormat::U8 => {
-            let v = value as u8;
-            by_channels(out, channels, |k| [v.wrapping_add(k as u8)]);
-        }
-        SampleFormat::S16 => {
-            let v = value as u16;
-            by_channels(out, channels, |k| v.wrapping_add(k as u16).to_le_bytes());
-        }
-        SampleFormat::S32 => {
-            let v = value as u32;
-            by_channels(out, channels, |k| v.wrapping_add(k as u32).to_le_bytes());
-        }
-        SampleFormat::Float => {
-            // Below 2^24: exact in f32, and in u32 arithmetic.
-            let v = value as u32;
-            by_channels(out, channels, |k| (v.wrapping_add(k as u32) as f32).to_le_bytes());
-        }
-        SampleFormat::Float64 => {
-            // Below 2^53: exact in f64, and positive in i64 (a cheaper conversion than u64).
-            let v = value as i64;
-            by_channels(out, channels, |k| (v.wrapping_add(k as i64) as f64).to_le_bytes());
+    // SAFETY: every arm passes on the caller's promise about `out` and `len`.
+    unsafe {
+        match format {
+            SampleFormat::U8 => {
+                let v = value as u8;
+                by_channels(out, len, channels, |k| [v.wrapping_add(k as u8)]);
+            }
+            SampleFormat::S16 => {
+                let v = value as u16;
+                by_channels(out, len, channels, |k| v.wrapping_add(k as u16).to_le_bytes());
+            }
+            SampleFormat::S32 => {
+                let v = value as u32;
+                by_channels(out, len, channels, |k| v.wrapping_add(k as u32).to_le_bytes());
+            }
+            SampleFormat::Float => {
+                // Below 2^24: exact in f32, and in u32 arithmetic.
+                let v = value as u32;
+                by_channels(out, len, channels, |k| {
+                    (v.wrapping_add(k as u32) as f32).to_le_bytes()
+                });
+            }
+            SampleFormat::Float64 => {
+                // Below 2^53: exact in f64, and positive in i64 (a cheaper conversion than u64).
+                let v = value as i64;
+                by_channels(out, len, channels, |k| {
+                    (v.wrapping_add(k as i64) as f64).to_le_bytes()
+                });
+            }
         }
     }
 }
 
 /// Calls [`frames`] with the channel count as a constant for the common counts, so that each
 /// gets its own unrolled, vectorised loop.
+///
+/// # Safety
+///
+/// As [`fill_run`].
 #[inline(always)]
-fn by_channels<const W: usize>(out: &mut [u8], channels: usize, code: impl Fn(usize) -> [u8; W]) {
-    match channels {
-        1 => frames(out, 1, code),
-        2 => frames(out, 2, code),
-        4 => frames(out, 4, code),
-        8 => frames(out, 8, code),
-        n => frames(out, n, code),
+unsafe fn by_channels<const W: usize>(
+    out: *mut u8,
+    len: usize,
+    channels: usize,
+    code: impl Fn(usize) -> [u8; W],
+) {
+    // SAFETY: every arm passes on the caller's promise about `out` and `len`.
+    unsafe {
+        match channels {
+            1 => frames(out, len, 1, code),
+            2 => frames(out, len, 2, code),
+            4 => frames(out, len, 4, code),
+            8 => frames(out, len, 8, code),
+            n => frames(out, len, n, code),
+        }
     }
 }
 
-/// Frame `k` of `out` gets `code(k)` on each of its `channels` samples.
+/// Frame `k` of the `len` bytes at `out` gets `code(k)` on each of its `channels` samples.
+///
+/// # Safety
+///
+/// As [`fill_run`].
 #[inline(always)]
-fn frames<const W: usize>(out: &mut [u8], channels: usize, code: impl Fn(usize) -> [u8; W]) {
-    for (k, frame) in out.chunks_exact_mut(W * channels).enumerate() {
+unsafe fn frames<const W: usize>(
+    out: *mut u8,
+    len: usize,
+    channels: usize,
+    code: impl Fn(usize) -> [u8; W],
+) {
+    let frame_bytes = W * channels;
+    for k in 0..len / frame_bytes {
         let sample = code(k);
-        for slot in frame.chunks_exact_mut(W) {
-            slot.copy_from_slice(&sample);
+        for c in 0..channels {
+            // SAFETY: `(k * channels + c + 1) * W <= len`, and the caller's promise: the
+            // sample lies within the `len` writable bytes at `out`.
+            unsafe { out.add((k * channels + c) * W).cast::<[u8; W]>().write_unaligned(sample) };
         }
     }
 }

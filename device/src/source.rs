@@ -342,6 +342,12 @@ impl Generator {
         }
     }
 
+    /// The format and channel count when every channel is the counter: such frames need no
+    /// rendering buffer ([`crate::counter::fill_volatile`] writes them where they go).
+    pub fn counter_only(&self) -> Option<(SampleFormat, usize)> {
+        self.all_counter.then_some((self.format, self.channels.len()))
+    }
+
     /// Bytes per frame.
     pub fn frame_bytes(&self) -> usize {
         self.format.width() * self.channels.len()
