@@ -527,7 +527,7 @@ impl VdaqBackend {
                     refusal(format_args!("rx: refusing a descriptor chain: {}", r.error));
                     self.stats.bad_chains += 1;
                     add_used(vring, &mut self.inflight[usize::from(queue::RX)], r.head, 0);
-                    round.add(true);
+                    round.add(true, 0);
                     continue;
                 }
             };
@@ -536,7 +536,7 @@ impl VdaqBackend {
                 let inflight = &mut self.inflight[usize::from(queue::RX)];
                 let done = RxStatus::plain(code.into());
                 complete_rx(vring, inflight, mem, &chain, Frames::none(&mut []), done);
-                round.add(true);
+                round.add(true, 0);
             }
         }
         self.service_streams_in(vrings, mem, round)
@@ -586,8 +586,9 @@ impl VdaqBackend {
         self.service_streams_in(vrings, mem, RxRound::default())
     }
 
-    /// [`Self::service_streams`] as part of `round`: every rx completion of the round goes into
-    /// the used ring first, then the driver is signalled once (if EVENT_IDX lets it).
+    /// [`Self::service_streams`] as part of `round`: the rx completions of the round go into
+    /// the used ring, and the driver is signalled (if EVENT_IDX lets it) at the round's end, or
+    /// as soon as [`SIGNAL_EVERY_BYTES`] of frames wait for it.
     fn service_streams_in(
         &mut self,
         vrings: &[VringRwLock],
@@ -600,6 +601,7 @@ impl VdaqBackend {
         let event_idx = self.event_idx;
         let mut events_used = false;
         let mut guest_error = None;
+        let mut signal_error = None;
         let [_, ev_inflight, _, rx_inflight] = &mut self.inflight;
         let n_streams = self.device.streams().len();
         for (id, stream) in self.device.streams_mut().iter_mut().enumerate() {
@@ -609,7 +611,8 @@ impl VdaqBackend {
                     break;
                 }
                 let (stats, events_used, round) = (&mut self.stats, &mut events_used, &mut round);
-                let (work, guest_error) = (&mut self.work, &mut guest_error);
+                let (work, guest_error, signal_error) =
+                    (&mut self.work, &mut guest_error, &mut signal_error);
                 stream.complete_ready(|chain, frames, c| {
                     // The loss before these frames is announced just before them; what finds
                     // no event buffer is dropped at once, counted.
@@ -631,8 +634,15 @@ impl VdaqBackend {
                     *work += 1;
                     let done =
                         RxStatus { code: c.status, latency_bytes: c.latency_bytes, lie: c.lie };
+                    let frame_bytes = frames.len();
                     let written = complete_rx(rx, rx_inflight, mem, &chain, frames, done);
-                    round.add(c.notify);
+                    if round.add(c.notify, frame_bytes) {
+                        match notify(rx, event_idx) {
+                            Ok(sent) => stats.rx_interrupts += u64::from(sent),
+                            Err(e) => *signal_error = Some(e),
+                        }
+                        round.signalled();
+                    }
                     round.spurious += u64::from(c.spurious_notify);
                     // Injected spurious events, while event buffers wait.
                     let streams = n_streams as u32;
@@ -673,6 +683,9 @@ impl VdaqBackend {
         if let Some(e) = guest_error {
             self.break_device(e);
             return Ok(());
+        }
+        if let Some(e) = signal_error {
+            return Err(e);
         }
         if events_used {
             notify(events, self.event_idx)?;
@@ -817,12 +830,22 @@ impl VdaqBackend {
     }
 }
 
-/// The rx completions of one service round, signalled together at its end.
+/// Frame bytes completed in a round past which the driver is signalled at once rather than at
+/// the round's end. A free-running round can fill every buffer the driver posted; signalled
+/// only at its end, the driver could post none back meanwhile and the device would then wait
+/// for it, idle (device/BREAKDOWN.md). 64 KiB take a few microseconds to write, so small
+/// periods still share a signal.
+const SIGNAL_EVERY_BYTES: usize = 64 << 10;
+
+/// The rx completions of one service round, signalled together: at its end, or once
+/// [`SIGNAL_EVERY_BYTES`] of frames wait.
 #[derive(Clone, Copy, Debug, Default)]
 struct RxRound {
-    /// Some completion of the round asks for a notification (an injected fault may withhold
-    /// one: its buffer waits in the used ring for the next).
+    /// Some completion not signalled yet asks for a notification (an injected fault may
+    /// withhold one: its buffer waits in the used ring for the next).
     notify: bool,
+    /// Frame bytes completed since the last signal.
+    unsignalled_bytes: usize,
     /// Injected extra notifications to send on the rx and control queues after the round's.
     spurious: u64,
     /// Buffers added to the used ring.
@@ -830,10 +853,19 @@ struct RxRound {
 }
 
 impl RxRound {
-    /// Counts a buffer added to the used ring.
-    fn add(&mut self, notify: bool) {
+    /// Counts a buffer with `frame_bytes` of frames added to the used ring; returns whether
+    /// the driver should be signalled now, before the round ends.
+    fn add(&mut self, notify: bool, frame_bytes: usize) -> bool {
         self.notify |= notify;
         self.completed += 1;
+        self.unsignalled_bytes = self.unsignalled_bytes.saturating_add(frame_bytes);
+        self.notify && self.unsignalled_bytes >= SIGNAL_EVERY_BYTES
+    }
+
+    /// The driver was signalled of every completion so far.
+    fn signalled(&mut self) {
+        self.notify = false;
+        self.unsignalled_bytes = 0;
     }
 }
 

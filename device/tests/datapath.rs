@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The capture data path through the host harness: frames rendered straight into guest
-//! buffers of any layout, one notification per service round, and failed writes into guest
-//! memory reported as errors, never as frames.
+//! buffers of any layout, one notification per service round (or per 64 KiB of frames in a
+//! long one), and failed writes into guest memory reported as errors, never as frames.
 
 // Test code: a failed set-up step is a failed test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -37,6 +37,24 @@ fn buffers_ready_in_one_round_complete_with_one_interrupt() {
     let stats = h.stats();
     assert_eq!(stats.streams[0].buffers_completed, 8);
     assert_eq!(stats.rx_interrupts, 1, "one notification for the round's 8 completions");
+    h.finish().expect("clean disconnect");
+}
+
+#[test]
+fn a_long_round_signals_every_64_kib_so_the_driver_can_post_meanwhile() {
+    // 8 periods of 16 KiB completed in one round: a signal after every 4 (64 KiB of frames),
+    // not one at the end, by which time the driver would have had nothing to post back.
+    let mut h = Harness::start(vec![caps(false)], false);
+    let period = 16 * 1024u32;
+    assert_eq!(h.set_params(0, 48_000, 2, 8 * period, period, false), code::S_OK);
+    assert_eq!(h.pcm(code::R_PCM_PREPARE, 0), code::S_OK);
+    for _ in 0..8 {
+        h.post_rx(0, period, false);
+    }
+    assert_eq!(h.stats().rx_interrupts, 0, "held buffers complete nothing");
+    assert_eq!(h.pcm(code::R_PCM_START, 0), code::S_OK);
+    assert_eq!(h.wait_rx(8, SEC).len(), 8);
+    assert_eq!(h.stats().rx_interrupts, 2, "one signal per 64 KiB of frames");
     h.finish().expect("clean disconnect");
 }
 
