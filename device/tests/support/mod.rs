@@ -614,6 +614,22 @@ impl Harness {
         ev
     }
 
+    /// Waits for at least one rx completion by polling the used ring, not the call eventfd
+    /// (a polling driver: no thread wake-up on the driver's side); empty after `timeout`.
+    pub fn poll_rx(&mut self, timeout: Duration) -> Vec<Used> {
+        let deadline = Instant::now() + timeout;
+        let queue = &mut self.queues[3];
+        loop {
+            let used = queue.take_used(&self.mem);
+            if !used.is_empty() || Instant::now() >= deadline {
+                return used;
+            }
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
     /// Waits for `n` rx completions.
     pub fn wait_rx(&mut self, n: usize, timeout: Duration) -> Vec<Used> {
         self.queues[3].wait_used(&self.mem, n, timeout)
