@@ -5,7 +5,8 @@
 //!   counter checked and unchecked, and the guest's copy bandwidth (the limit);
 //! - p3-latency.svg: interrupt to SIGIO handler latency, log2 histogram;
 //! - p4-jitter.svg: period jitter histograms of the paced 384 kHz runs;
-//! - p5-device.svg: the device alone against the host's write bandwidth, by period size;
+//! - p5-device.svg: the device alone (polling and sleeping driver) against the host's write
+//!   bandwidth, by period size;
 //! - p6-arecord.svg: arecord captures through virtio_snd, stream time over real time for each
 //!   run of each device (a failed run is a cross at 0; the legend says when a device's content
 //!   is not checkable, QEMU's silence, or when none of its captures ran).
@@ -215,13 +216,20 @@ fn run(results: &Value, out: &Path) -> Res {
     let p5 = arr(&results["p5"]["periods"]);
     let device =
         p5.iter().map(|r| (num(&r["period_bytes"]) / 1024.0, num(&r["device_bytes_per_s"]) / 1e6));
+    let sleeping = p5
+        .iter()
+        .map(|r| (num(&r["period_bytes"]) / 1024.0, num(&r["device_sleeping_bytes_per_s"]) / 1e6));
     let host = p5
         .iter()
         .map(|r| (num(&r["period_bytes"]) / 1024.0, num(&r["host_write_bytes_per_s"]) / 1e6));
     by_period(
         &out.join("p5-device.svg"),
         "P5: the device alone (host harness) and host write bandwidth",
-        &[("device".to_string(), device.collect()), ("host write".to_string(), host.collect())],
+        &[
+            ("device (polling driver)".to_string(), device.collect()),
+            ("device (sleeping driver)".to_string(), sleeping.collect()),
+            ("host write".to_string(), host.collect()),
+        ],
         &[],
     )?;
     let p6: Vec<(String, Vec<Option<f64>>)> = arr(&results["p6"]["devices"])
