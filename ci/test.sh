@@ -23,8 +23,9 @@ esac
 passed=0
 failed=0
 failed_names=()
+step_times=()
 step() {
-  local name=$1
+  local name=$1 start=$SECONDS
   shift
   say "$name"
   if "$@"; then
@@ -34,6 +35,7 @@ step() {
     failed=$((failed + 1))
     failed_names+=("$name")
   fi
+  step_times+=("$(printf '%6d s  %s' "$((SECONDS - start))" "$name")")
 }
 
 shell_lint() {
@@ -54,6 +56,7 @@ no_leftover_processes() {
 
 say "Set-up (ci/setup.sh test: the demo's needs, the benchmarks' peers, the fuzzer and linters)"
 ci/setup.sh test
+step_times+=("$(printf '%6d s  %s' "$SECONDS" "set-up (ci/setup.sh test)")")
 step "rustfmt" cargo fmt --all --check
 step "rustfmt (fuzz targets)" cargo fmt --all --check --manifest-path fuzz/Cargo.toml
 step "clippy -D warnings" cargo clippy --quiet --workspace --all-targets -- -D warnings
@@ -83,7 +86,10 @@ step "benchmark smoke run (ci/bench.py --smoke: outputs produced and well formed
   python3 ci/bench.py --smoke
 step "no process left running" no_leftover_processes
 
-# The failures again at the end, where a truncated log still shows them.
+# Where the time went, then the failures again at the end, where a truncated log shows them.
+printf 'time per step:\n'
+printf '%s\n' "${step_times[@]}"
+printf '%6d s  in all (set-up included)\n' "$SECONDS"
 for name in "${failed_names[@]}"; do
   printf 'FAILED: %s\n' "$name"
 done
