@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
-# Fuzzes vdaq-device with cargo-fuzz (libFuzzer, no sanitizer: stable Rust; the device has no
-# unsafe of its own to check): the control-request and stream model (fuzz/fuzz_targets/
-# control.rs), guest descriptor chains in a split queue (chain.rs) and the whole backend's
-# handle_event over the four queues in guest memory, asserting bounded memory and work
-# (backend.rs), each for a bounded time, starting from the committed seeds (fuzz/seeds/TARGET, written by fuzz/make_seeds.py)
-# plus what earlier runs here found (run/fuzz/corpus/TARGET). A crash, an input that runs for
+# Fuzzes vdaq-device with cargo-fuzz (libFuzzer, no sanitizer: stable Rust; the data path's
+# one unsafe place is the counter's raw writes into a window of guest memory, bounded by the
+# window's length and unit-tested against the reference encoding over split windows): the
+# control-request and stream model (fuzz/fuzz_targets/control.rs), guest descriptor chains in a
+# split queue (chain.rs) and the whole backend's handle_event over the four queues in guest
+# memory, asserting bounded memory and work (backend.rs), each for a bounded time, starting from
+# the committed seeds (fuzz/seeds/TARGET, written by fuzz/make_seeds.py) plus what earlier runs
+# here found (run/fuzz/corpus/TARGET). A crash, an input that runs for
 # more than 10 s (unbounded work) or one that needs more than 2 GiB fails the run and leaves
 # its input in run/fuzz/artifacts/TARGET/ (replay: cargo fuzz run -s none TARGET FILE, in fuzz/).
 #
