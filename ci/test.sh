@@ -40,7 +40,22 @@ step() {
 
 shell_lint() {
   shellcheck ci/*.sh images/*.sh .ci/run &&
-    shellcheck images/guest/init ci/guest/*.sh
+    shellcheck images/guest/init ci/guest/*.sh &&
+    scripts_executable
+}
+
+# A script that lost its executable bit fails only where it is run by path, late in a run:
+# every tracked file that starts with "#!" is committed as executable.
+scripts_executable() {
+  local mode path lost=()
+  while read -r mode _ _ path; do
+    [ "$mode" = 100644 ] && [ "$(head -c 2 -- "$path" | tr -d '\0')" = '#!' ] && lost+=("$path")
+  done < <(git ls-files -s)
+  if [ "${#lost[@]}" -gt 0 ]; then
+    printf 'scripts committed without the executable bit (git update-index --chmod=+x):\n'
+    printf '  %s\n' "${lost[@]}"
+    return 1
+  fi
 }
 
 no_leftover_processes() {
@@ -62,7 +77,7 @@ step "rustfmt (fuzz targets)" cargo fmt --all --check --manifest-path fuzz/Cargo
 step "clippy -D warnings" cargo clippy --quiet --workspace --all-targets -- -D warnings
 step "clippy -D warnings (fuzz targets)" \
   cargo clippy --quiet --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
-step "shellcheck" shell_lint
+step "shellcheck, executable scripts" shell_lint
 step "SPDX licence lines (ci/spdx-check.sh)" ci/spdx-check.sh
 step "vdaq.ko on Linux 6.12: make CLIPPY=1 and the kernel's rustfmt (ci/kernel-lint.sh debug)" \
   ci/kernel-lint.sh debug
