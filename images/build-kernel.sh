@@ -111,7 +111,7 @@ while IFS= read -r line; do
 done < <(cat "${fragments[@]}")
 [ "$missing" -eq 0 ] || die "kernel configuration is incomplete"
 
-say "Building the $variant guest kernel with $jobs jobs (10 to 16 minutes on 2 cores the first time)"
+say "Building the $variant guest kernel with $jobs jobs (5 to 18 minutes on 2 cores the first time, by machine)"
 start=$SECONDS
 kmake -j"$jobs" bzImage modules
 kmake INSTALL_MOD_PATH="$out_dir/modroot" INSTALL_MOD_STRIP=1 modules_install >/dev/null
