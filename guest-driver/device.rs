@@ -6,7 +6,6 @@
 use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::Mutex;
-use kernel::uaccess::UserSliceWriter;
 
 use crate::control::CtlMsg;
 pub(crate) use crate::kernel_sync::now_ns;
@@ -324,7 +323,7 @@ impl VdaqDev {
         &self,
         id: u32,
         ready: Ready,
-        out: &mut UserSliceWriter,
+        out: &mut miscdev::ReadDest<'_>,
     ) -> Result<usize> {
         let frames = ready.msg.data.as_slice();
         let n = (ready.header.bytes as usize).min(frames.len());

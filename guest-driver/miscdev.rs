@@ -16,9 +16,12 @@ use kernel::error::{from_result, Error, Result, VTABLE_DEFAULT_ERROR};
 use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::types::{ForeignOwnable, Opaque};
+#[cfg(not(vdaq_linux7))]
 use kernel::uaccess::UserSliceWriter;
 
-use crate::compat::{into_foreign, user_slice};
+use crate::compat::into_foreign;
+#[cfg(not(vdaq_linux7))]
+use crate::compat::user_slice;
 use crate::kernel_sync::WaitQueue;
 use crate::mm::VmaNew;
 
@@ -69,6 +72,38 @@ impl FileExt for File {
     }
 }
 
+/// Where a read() puts what it returns. On Linux 6.12 the user's buffer (the `read` file
+/// operation); on Linux 7 upstream's `kernel::iov::IovIterDest` (the `read_iter` operation, as
+/// upstream's `MiscDevice::read_iter` takes it), so readv() works too.
+pub(crate) struct ReadDest<'a> {
+    #[cfg(not(vdaq_linux7))]
+    out: UserSliceWriter,
+    #[cfg(not(vdaq_linux7))]
+    _iov: PhantomData<&'a mut [u8]>,
+    #[cfg(vdaq_linux7)]
+    out: &'a mut kernel::iov::IovIterDest<'a>,
+}
+
+impl ReadDest<'_> {
+    /// The bytes that still fit.
+    pub(crate) fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Appends all of `data`, or fails with EFAULT (the user's memory faulted).
+    pub(crate) fn write_slice(&mut self, data: &[u8]) -> Result {
+        #[cfg(not(vdaq_linux7))]
+        let written = self.out.write_slice(data);
+        #[cfg(vdaq_linux7)]
+        let written = if self.out.copy_to_iter(data) == data.len() {
+            Ok(())
+        } else {
+            Err(EFAULT)
+        };
+        written
+    }
+}
+
 /// The poll table of a poll() call.
 pub(crate) struct PollTable {
     file: *mut bindings::file,
@@ -109,11 +144,12 @@ pub(crate) trait MiscDevice: Sized {
         drop(device);
     }
 
-    /// read(): fills `out`, returns the bytes written (local).
+    /// read(): fills `out`, returns the bytes written (local: upstream's `read_iter` takes a
+    /// `Kiocb` and an `IovIterDest`, which [`ReadDest`] wraps on Linux 7).
     fn read(
         _device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
         _file: &File,
-        _out: &mut UserSliceWriter,
+        _out: &mut ReadDest<'_>,
     ) -> Result<usize> {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
@@ -316,7 +352,14 @@ impl<T: MiscDevice> FopsHolder<T> {
         owner: (&raw const bindings::__this_module).cast_mut(),
         open: Some(open::<T>),
         release: Some(release::<T>),
+        #[cfg(not(vdaq_linux7))]
         read: if T::HAS_READ { Some(read::<T>) } else { None },
+        #[cfg(vdaq_linux7)]
+        read_iter: if T::HAS_READ {
+            Some(read_iter::<T>)
+        } else {
+            None
+        },
         poll: if T::HAS_POLL { Some(poll::<T>) } else { None },
         unlocked_ioctl: if T::HAS_IOCTL { Some(ioctl::<T>) } else { None },
         compat_ioctl: if T::HAS_COMPAT_IOCTL {
@@ -479,10 +522,11 @@ unsafe extern "C" fn release<T: MiscDevice>(
     0
 }
 
-/// `file_operations.read`.
+/// `file_operations.read` (Linux 6.12).
 ///
 /// # Safety
 /// Called by the VFS only, on an open file of a [`MiscDeviceRegistration<T>`], with `buf` a user address.
+#[cfg(not(vdaq_linux7))]
 unsafe extern "C" fn read<T: MiscDevice>(
     file: *mut bindings::file,
     buf: *mut kernel::ffi::c_char,
@@ -492,10 +536,38 @@ unsafe extern "C" fn read<T: MiscDevice>(
     from_result(|| {
         // SAFETY: read runs on an open file of this registration.
         let device = unsafe { file_data::<T>(file) };
-        let mut out = user_slice(buf as usize, len).writer();
+        let out = user_slice(buf as usize, len).writer();
         // SAFETY: `file` is live while this operation runs on it.
         let this_file = unsafe { File::from_raw_file(file) };
+        let mut out = ReadDest {
+            out,
+            _iov: PhantomData,
+        };
         Ok(T::read(device, this_file, &mut out)? as isize)
+    })
+}
+
+/// `file_operations.read_iter` (Linux 7), through upstream's `Kiocb` and `IovIterDest`.
+///
+/// # Safety
+/// Called by the VFS only, with a live `kiocb` of an open file of a
+/// [`MiscDeviceRegistration<T>`] and `iter` the read's destination (ITER_DEST).
+#[cfg(vdaq_linux7)]
+unsafe extern "C" fn read_iter<T: MiscDevice>(
+    kiocb: *mut bindings::kiocb,
+    iter: *mut bindings::iov_iter,
+) -> isize {
+    from_result(|| {
+        // SAFETY: the kiocb is live during this call, and its file's private data is the
+        // `T::Ptr` that `open::<T>` stored.
+        let kiocb = unsafe { kernel::fs::Kiocb::<T::Ptr>::from_raw(kiocb) };
+        let device = kiocb.file();
+        // SAFETY: the kiocb's file is live while this operation runs on it.
+        let this_file = unsafe { File::from_raw_file((*kiocb.as_raw()).ki_filp) };
+        // SAFETY: the VFS hands read_iter an ITER_DEST iterator that only this call uses, over
+        // memory it may write for the call's duration.
+        let out = unsafe { kernel::iov::IovIterDest::from_raw(iter) };
+        Ok(T::read(device, this_file, &mut ReadDest { out })? as isize)
     })
 }
 

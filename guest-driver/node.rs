@@ -5,7 +5,6 @@
 use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow};
-use kernel::uaccess::UserSliceWriter;
 
 use crate::device::VdaqDev;
 use crate::miscdev::{self, FileExt, MiscDevice, MiscDeviceRegistration};
@@ -191,7 +190,7 @@ impl MiscDevice for StreamNode {
     fn read(
         node: ArcBorrow<'_, Self>,
         file: &miscdev::File,
-        out: &mut UserSliceWriter,
+        out: &mut miscdev::ReadDest<'_>,
     ) -> Result<usize> {
         let (dev, id) = (&node.dev, node.id);
         let (record, running) = {
