@@ -215,6 +215,23 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// readv(2): fills `bufs` in order; returns the bytes read.
+pub fn readv(fd: RawFd, bufs: &mut [&mut [u8]]) -> io::Result<usize> {
+    let iov: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
+        .collect();
+    let count = libc::c_int::try_from(iov.len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: every iovec points to a buffer borrowed mutably for this call, of its length.
+    let n = unsafe { libc::readv(fd, iov.as_ptr(), count) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Has the kernel send this process SIGTERM when its parent ends (a helper process that must
 /// not outlive the one it serves).
 pub fn end_with_parent() -> io::Result<()> {
