@@ -34,9 +34,7 @@ lint_variant() {
   local variant=$1 kernel_dir dir log status=0
   kernel_dir=$("$VDAQ_ROOT/images/build-kernel.sh" "$variant")
   dir="$work/$variant"
-  mkdir -p "$dir/guest-driver" "$dir/proto/src"
-  cp "$VDAQ_ROOT"/guest-driver/{Kbuild,*.rs} "$dir/guest-driver/"
-  cp "$VDAQ_ROOT"/proto/src/*.rs "$dir/proto/src/"
+  copy_driver_sources "$dir"
 
   say "make CLIPPY=1 (clippy $("$KERNEL_CLIPPY_DRIVER" --version | cut -d' ' -f2), -Dwarnings) for the $variant kernel"
   log="$dir/clippy.log"

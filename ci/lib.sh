@@ -34,6 +34,23 @@ kernel_make_vars() {
     "HOSTRUSTC=$KERNEL_RUSTC" "BINDGEN=$BINDGEN"
 }
 
+# Prints vdaq.ko's source files, one per line: the Kbuild file, the driver's modules (its
+# subdirectories too) and the definitions it shares with the device and the app (proto/src/).
+driver_sources() {
+  printf '%s\n' "$VDAQ_ROOT/guest-driver/Kbuild"
+  find "$VDAQ_ROOT/guest-driver" "$VDAQ_ROOT/proto/src" -name '*.rs' -print | LC_ALL=C sort
+}
+
+# Copies vdaq.ko's sources into directory $1 (as guest-driver/ and proto/src/), for a build
+# outside the tree.
+copy_driver_sources() {
+  local dest=$1 f
+  while IFS= read -r f; do
+    mkdir -p "$dest/$(dirname "${f#"$VDAQ_ROOT"/}")"
+    cp "$f" "$dest/${f#"$VDAQ_ROOT"/}"
+  done < <(driver_sources)
+}
+
 # Prints a stable hash of the given files' contents and names (directories recurse).
 hash_inputs() {
   local f

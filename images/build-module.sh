@@ -17,7 +17,7 @@ cache_lock "module-$variant"
 kernel_dir=$("$VDAQ_ROOT/images/build-kernel.sh" "$variant")
 work="$VDAQ_CACHE/module/$variant"
 mapfile -t make_vars < <(kernel_make_vars)
-sources=("$VDAQ_ROOT"/guest-driver/Kbuild "$VDAQ_ROOT"/guest-driver/*.rs "$VDAQ_ROOT"/proto/src/*.rs)
+mapfile -t sources < <(driver_sources)
 key=$( { echo "$kernel_dir"; printf '%s\n' "${make_vars[@]}"; hash_inputs "${sources[@]}"; } |
   sha256sum | cut -c1-16)
 if [ -f "$work/guest-driver/vdaq.ko" ] && [ "$(cat "$work/key" 2>/dev/null)" = "$key" ]; then
@@ -26,9 +26,7 @@ if [ -f "$work/guest-driver/vdaq.ko" ] && [ "$(cat "$work/key" 2>/dev/null)" = "
   exit 0
 fi
 rm -rf "$work"
-mkdir -p "$work/guest-driver" "$work/proto/src"
-cp "$VDAQ_ROOT"/guest-driver/{Kbuild,*.rs} "$work/guest-driver/"
-cp "$VDAQ_ROOT"/proto/src/*.rs "$work/proto/src/"
+copy_driver_sources "$work"
 say "Building vdaq.ko for the $variant kernel"
 # Warnings fail the build: rustc's (-Dwarnings) and objtool's (a Rust panic path it cannot
 # follow is a function that "falls through").
