@@ -323,13 +323,19 @@ impl VdaqDev {
         &self,
         id: u32,
         ready: Ready,
-        out: &mut miscdev::ReadDest<'_>,
+        out: &mut miscdev::IovIterDest<'_>,
     ) -> Result<usize> {
         let frames = ready.msg.data.as_slice();
         let n = (ready.header.bytes as usize).min(frames.len());
-        let result = out
-            .write_slice(ready.header.as_bytes())
-            .and_then(|()| out.write_slice(&frames[..n]));
+        let header = ready.header.as_bytes();
+        // A short copy is a fault in the reader's memory: the period is lost to it (and
+        // counted as not read), as with read() into a bad buffer.
+        let result =
+            if out.copy_to_iter(header) == header.len() && out.copy_to_iter(&frames[..n]) == n {
+                Ok(())
+            } else {
+                Err(EFAULT)
+            };
         let mut st = self.state.lock();
         st.recycle(ready.msg);
         let s = st.stream(id)?;

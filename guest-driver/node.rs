@@ -7,8 +7,10 @@ use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow};
 
 use crate::device::VdaqDev;
-use crate::miscdev::{self, FileExt, MiscDevice, MiscDeviceRegistration};
-use crate::mm;
+use crate::miscdev::{
+    self, AttributeGroups, KiocbExt, MiscDevice, MiscDeviceRegistration, PollTableExt, StatsFile,
+};
+use crate::mm::{self, VmaExt};
 use crate::stream::{alloc_periods, MAX_PERIOD_BYTES};
 use crate::uapi::{self, PeriodHeader, Stats};
 use crate::wire::Pod;
@@ -147,6 +149,8 @@ impl MiscDevice for StreamNode {
     /// Every file of the node holds the node.
     type Ptr = Arc<StreamNode>;
     type RegistrationData = Arc<StreamNode>;
+    const OWNER: Option<&'static ThisModule> = Some(&crate::THIS_MODULE);
+    const ATTRIBUTE_GROUPS: AttributeGroups = <Self as StatsFile>::GROUPS;
 
     fn open(_file: &miscdev::File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<Self>> {
         let node = misc.data();
@@ -187,11 +191,11 @@ impl MiscDevice for StreamNode {
         }
     }
 
-    fn read(
-        node: ArcBorrow<'_, Self>,
-        file: &miscdev::File,
-        out: &mut miscdev::ReadDest<'_>,
+    fn read_iter(
+        kiocb: miscdev::Kiocb<'_, Arc<Self>>,
+        out: &mut miscdev::IovIterDest<'_>,
     ) -> Result<usize> {
+        let node = kiocb.file();
         let (dev, id) = (&node.dev, node.id);
         let (record, running) = {
             let mut st = dev.state.lock();
@@ -226,7 +230,7 @@ impl MiscDevice for StreamNode {
             if let Some(r) = next {
                 break r;
             }
-            if file.is_nonblocking() {
+            if kiocb.is_nonblocking() {
                 return Err(EAGAIN);
             }
             // The watchdog wakes us if the device goes silent.
@@ -249,9 +253,13 @@ impl MiscDevice for StreamNode {
         Ok(total)
     }
 
-    fn poll(node: ArcBorrow<'_, Self>, _file: &miscdev::File, table: &miscdev::PollTable) -> u32 {
+    fn poll(
+        node: ArcBorrow<'_, Self>,
+        file: &miscdev::File,
+        table: &miscdev::PollTable<'_>,
+    ) -> u32 {
         let dev = &node.dev;
-        table.register(&dev.readers);
+        table.register_wait_queue(file, &dev.readers);
         let mut st = dev.state.lock();
         let mut mask = 0;
         if st.gone {
@@ -295,8 +303,12 @@ impl MiscDevice for StreamNode {
         if !vma.is_shared() {
             return Err(EINVAL);
         }
+        if vma.writable() {
+            return Err(EPERM);
+        }
         vma.try_clear_maywrite()?;
         vma.set_dontexpand();
+        vma.set_dontdump();
         let (dev, id) = (&node.dev, node.id);
         // Counted before the pages go in: SET_PARAMS cannot replace them meanwhile.
         let pool = {
@@ -316,6 +328,20 @@ impl MiscDevice for StreamNode {
         mapped
     }
 
+    fn mapping_opened(node: ArcBorrow<'_, Self>) {
+        if let Ok(s) = node.dev.state.lock().stream(node.id) {
+            s.mappings += 1;
+        }
+    }
+
+    fn mapping_closed(node: ArcBorrow<'_, Self>) {
+        if let Ok(s) = node.dev.state.lock().stream(node.id) {
+            s.mappings = s.mappings.saturating_sub(1);
+        }
+    }
+}
+
+impl StatsFile for StreamNode {
     /// `stats`: the stream's statistics (the fields of `VDAQ_IOC_STATS`), whether it is
     /// started, and its ring's head and tail, one `name value` line each.
     fn show_stats(node: &Arc<Self>, out: &mut miscdev::SysfsText<'_>) -> core::fmt::Result {
@@ -347,17 +373,5 @@ impl MiscDevice for StreamNode {
             writeln!(out, "{} {}", name, value)?;
         }
         Ok(())
-    }
-
-    fn mapping_opened(node: ArcBorrow<'_, Self>) {
-        if let Ok(s) = node.dev.state.lock().stream(node.id) {
-            s.mappings += 1;
-        }
-    }
-
-    fn mapping_closed(node: ArcBorrow<'_, Self>) {
-        if let Ok(s) = node.dev.state.lock().stream(node.id) {
-            s.mappings = s.mappings.saturating_sub(1);
-        }
     }
 }

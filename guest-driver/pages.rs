@@ -13,7 +13,7 @@ use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-use crate::mm::VmaNew;
+use crate::mm::{VmaExt, VmaNew};
 use crate::uapi::{MmapLayout, MmapRecord, MmapStatus, MMAP_MAGIC, MMAP_VERSION};
 use crate::wire::Pod;
 

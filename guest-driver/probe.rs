@@ -12,7 +12,7 @@ use kernel::{c_str, new_mutex};
 use crate::device::{Collector, EventMsg, State, VdaqDev, EVENT_BUFFERS};
 use crate::format;
 use crate::kernel_sync::{FasyncList, HrTimer, WaitQueue};
-use crate::miscdev::{MiscDeviceOptions, MiscDeviceRegistration};
+use crate::miscdev::MiscDeviceRegistration;
 use crate::node::StreamNode;
 use crate::stream::{alloc_periods, Caps, Params, Stream, MAX_PERIODS};
 use crate::virtio::{self, Virtqueue};
@@ -228,8 +228,10 @@ impl virtio::Driver for VdaqDriver {
                 },
                 GFP_KERNEL,
             )?;
-            let opts = MiscDeviceOptions { name };
-            let reg = KBox::pin_init(MiscDeviceRegistration::register(opts, node), GFP_KERNEL)?;
+            let reg = KBox::pin_init(
+                MiscDeviceRegistration::register_named(name, node),
+                GFP_KERNEL,
+            )?;
             pr_info!(
                 "virtio{}: stream {} is /dev/vdaq{}\n",
                 vdev.index(),
