@@ -482,12 +482,36 @@ unsafe extern "C" fn ioctl<T: MiscDevice>(
     cmd: kernel::ffi::c_uint,
     arg: kernel::ffi::c_ulong,
 ) -> kernel::ffi::c_long {
+    // SAFETY: by this function's contract.
+    unsafe { dispatch_ioctl::<T>(file, cmd, arg, T::ioctl) }
+}
+
+/// What a driver's ioctl handler looks like (`MiscDevice::ioctl`, `compat_ioctl`).
+type IoctlHandler<T> = for<'a> fn(
+    <<T as MiscDevice>::Ptr as ForeignOwnable>::Borrowed<'a>,
+    &'a File,
+    u32,
+    usize,
+) -> Result<isize>;
+
+/// Runs `handler` for an ioctl of `file`, and turns its result into the C return value.
+///
+/// # Safety
+///
+/// `file` must be an open file of a [`MiscDeviceRegistration<T>`], during one of its ioctl
+/// file operations.
+unsafe fn dispatch_ioctl<T: MiscDevice>(
+    file: *mut bindings::file,
+    cmd: kernel::ffi::c_uint,
+    arg: kernel::ffi::c_ulong,
+    handler: IoctlHandler<T>,
+) -> kernel::ffi::c_long {
     from_result(|| {
-        // SAFETY: ioctl runs on an open file of this registration.
+        // SAFETY: the ioctl runs on an open file of this registration (the caller's guarantee).
         let device = unsafe { file_data::<T>(file) };
         // SAFETY: `file` is live while this operation runs on it.
         let this_file = unsafe { File::from_raw_file(file) };
-        T::ioctl(device, this_file, cmd, arg)
+        handler(device, this_file, cmd, arg)
     }) as kernel::ffi::c_long
 }
 
@@ -501,13 +525,8 @@ unsafe extern "C" fn compat_ioctl<T: MiscDevice>(
     cmd: kernel::ffi::c_uint,
     arg: kernel::ffi::c_ulong,
 ) -> kernel::ffi::c_long {
-    from_result(|| {
-        // SAFETY: compat_ioctl runs on an open file of this registration.
-        let device = unsafe { file_data::<T>(file) };
-        // SAFETY: `file` is live while this operation runs on it.
-        let this_file = unsafe { File::from_raw_file(file) };
-        T::compat_ioctl(device, this_file, cmd, arg)
-    }) as kernel::ffi::c_long
+    // SAFETY: by this function's contract.
+    unsafe { dispatch_ioctl::<T>(file, cmd, arg, T::compat_ioctl) }
 }
 
 /// `file_operations.compat_ioctl` of a device with `ioctl` only: the same commands, the
